@@ -1,0 +1,13 @@
+"""Attacks: ``fn(model, x, y, *, eps, ...) -> x_adv``. The model is an argument, never bound.
+
+Every attack runs the model in eval mode with parameter gradients off, restores both, and
+returns a detached tensor of ``x``'s shape, dtype and device, inside [0, 1] and the eps-ball.
+"""
+
+from ._common import cross_entropy, frozen_eval, kl_to_target
+from .fgsm import fgsm
+from .pgd import pgd
+from .projection import NORMS, per_example, project
+from .vat import vat
+
+__all__ = ["NORMS", "cross_entropy", "fgsm", "frozen_eval", "kl_to_target", "per_example", "pgd", "project", "vat"]

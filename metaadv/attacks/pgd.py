@@ -1,0 +1,73 @@
+"""Projected gradient descent (Madry et al., 2018, arXiv:1706.06083), L-inf and L2.
+
+``x_adv = pgd(model, x, y, eps=0.3, step_size=0.01, steps=40, restarts=5)``. With several
+restarts each example keeps its strongest restart: one that fools the model beats one that does
+not, and among equals the higher loss wins, so robust accuracy is the per-example worst case.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import LossFn, cross_entropy, frozen_eval, input_grad
+from .projection import normalize_l2, per_example, project, random_start
+
+__all__ = ["pgd", "ascent_step"]
+
+
+def ascent_step(delta: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, norm: str) -> torch.Tensor:
+    """One steepest-ascent step for the norm: the sign of the gradient (L-inf), or its direction (L2)."""
+    if norm == "linf":
+        return delta + step * grad.sign()
+    return delta + step * normalize_l2(grad)
+
+
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | torch.Tensor,
+    step_size: float | torch.Tensor,
+    steps: int,
+    norm: str = "linf",
+    restarts: int = 1,
+    random_init: bool = True,
+    loss_fn: LossFn = cross_entropy,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return adversarial examples within ``eps`` of ``x`` (detached, same shape/dtype/device).
+
+    Args:
+        x: images in [0, 1], ``(B, C, H, W)``.
+        y: integer labels ``(B,)``, or any target ``loss_fn`` understands (TRADES passes
+            clean probabilities and a KL loss).
+        eps, step_size: pixel units; floats or per-example tensors ``(B,)``.
+        steps: gradient steps per restart (>= 1). restarts: independent runs (>= 1).
+        random_init: start each restart uniformly inside the ball (the first one too).
+        generator: the source of the random starts, for reproducibility.
+    """
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
+    x = x.detach()
+    eps_b = per_example(eps, x)
+    step_b = per_example(step_size, x)
+    labels = y if (y.dtype == torch.long and y.dim() == 1) else None
+    best = torch.zeros_like(x)
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
+    best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    with frozen_eval(model):
+        for _ in range(restarts):
+            delta = random_start(x, eps_b, norm, generator) if random_init else torch.zeros_like(x)
+            for _ in range(steps):
+                grad, _, _ = input_grad(model, x + delta, y, loss_fn)
+                delta = project(ascent_step(delta, grad, step_b, norm), x, eps_b, norm)
+            with torch.no_grad():
+                logits = model(x + delta)
+                loss = loss_fn(logits, y)
+                fooled = logits.argmax(1) != labels if labels is not None else torch.zeros_like(best_fooled)
+            better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
+            best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), delta, best)
+            best_loss = torch.where(better, loss, best_loss)
+            best_fooled = best_fooled | fooled
+    return (x + best).detach()

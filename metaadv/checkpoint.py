@@ -1,0 +1,82 @@
+"""Checkpoint files: write atomically, read safely, refuse what does not fit.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(..., weights_only=True)``: no pickled code runs on load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .models import build_model
+
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model"]
+
+FORMAT = "metaadv-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder holding ``checkpoint.pt``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise UserError(f"no checkpoint at {str(path)!r}; pass a checkpoint file or a run folder holding {CHECKPOINT_NAME}")
+    return p
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    p = resolve_checkpoint_path(path)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or not a torch file at all
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {str(p)!r}: {first[:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{str(p)!r} is not a metaadv checkpoint")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{str(p)!r} has checkpoint version {payload.get('version')}, this metaadv reads {VERSION}")
+    return payload
+
+
+def build_checkpoint_model(payload: dict, expected_arch: str | None = None) -> torch.nn.Module:
+    """The checkpoint's model with its weights, in eval mode; refuse another architecture."""
+    arch = payload["arch"]
+    if expected_arch is not None and arch != expected_arch:
+        raise UserError(f"checkpoint holds a {arch!r} model, but {expected_arch!r} was expected")
+    model = build_model(arch, **payload["model_kwargs"])
+    try:
+        model.load_state_dict(payload["trainer"]["model"])
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint weights do not fit the {arch!r} architecture: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def load_model(checkpoint: str | Path) -> torch.nn.Module:
+    """The trained classifier of a checkpoint (file or run folder), in eval mode, on the CPU.
+
+    It takes ``(B, C, H, W)`` images in [0, 1] and returns logits (normalisation is inside), so
+    any third-party attack library can evaluate it.
+    """
+    return build_checkpoint_model(read_checkpoint(checkpoint))

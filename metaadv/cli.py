@@ -1,0 +1,46 @@
+"""The ``metaadv`` command. Each sub-command lives in its own module under ``metaadv/commands``.
+
+Bad input (a :class:`UserError`) prints one line ``metaadv: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from .errors import UserError
+
+# Sub-command modules; each defines ``add_parser(subparsers)`` and ``run(args) -> int``.
+COMMANDS = [
+    "metaadv.commands.train",
+    "metaadv.commands.evaluate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaadv", description="Meta-adversarial training with learned and searched schedules.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(name)
+        module.add_parser(sub).set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"metaadv: warning: {msg}\n"
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"metaadv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metaadv: interrupted; the last finished round is in the checkpoint (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

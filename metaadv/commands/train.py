@@ -1,0 +1,100 @@
+"""``metaadv train``: adversarial training, one progress line per round."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig, read_config_file
+from ..data import DATASETS
+from ..attacks import NORMS
+from ..errors import UserError
+
+S = argparse.SUPPRESS  # flags not given stay out of the namespace, so a --config file is not overridden by defaults
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag for every TrainConfig field; shared by commands that build a TrainConfig."""
+    d = TrainConfig()
+    p.add_argument("--config", default=S, metavar="FILE", help="YAML or JSON file of config keys; flags override it")
+    p.add_argument("--method", default=S, help=f"one of {', '.join(METHODS)} (default {d.method})")
+    p.add_argument("--dataset", default=S, help=f"one of {', '.join(DATASETS)} (default {d.dataset})")
+    p.add_argument("--arch", default=S, help="model architecture (default: the data set's)")
+    p.add_argument("--epochs", "--rounds", dest="rounds", type=int, default=S, help=f"rounds to train (default {d.rounds})")
+    p.add_argument("--steps-per-round", type=int, default=S, help="optimizer steps per round; 0 = one epoch (default)")
+    p.add_argument("--batch-size", type=int, default=S, help=f"(default {d.batch_size})")
+    p.add_argument("--optimizer", default=S, help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer})")
+    p.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
+    p.add_argument("--norm", default=S, help=f"threat model, one of {', '.join(NORMS)} (default {d.norm})")
+    g = p.add_argument_group("per-round hyperparameters (targets of the schedule)")
+    g.add_argument("--eps", type=float, default=S, help=f"attack radius in [0, 1] pixel units (default {d.eps})")
+    g.add_argument("--step-ratio", type=float, default=S, help="attack step size / eps (default: 0.25; fast-at 1.25)")
+    g.add_argument("--steps", type=int, default=S, help="attack iterations (default: 10; fast-at 1; vat 1)")
+    g.add_argument("--lr", type=float, default=S, help=f"learning rate (default {d.lr})")
+    g.add_argument("--weight-decay", type=float, default=S, help=f"(default {d.weight_decay})")
+    g.add_argument("--trades-beta", type=float, default=S, help=f"TRADES beta (default {d.trades_beta})")
+    g.add_argument("--adv-mix", type=float, default=S, help="weight of the adversarial loss vs the clean loss (default 1)")
+    s = p.add_argument_group("schedule")
+    s.add_argument("--controller", default=S, help="who picks the hyperparameters each round (default schedule)")
+    s.add_argument("--eps-ramp-rounds", type=int, default=S, help="ramp eps linearly over this many rounds (default 3; 0 = off)")
+    s.add_argument("--lr-schedule", default=S, help=f"one of {', '.join(LR_SCHEDULES)} (default constant)")
+    s.add_argument("--lr-milestones", type=float, nargs="+", default=S, help="fractions of the run where lr steps (default 0.5 0.75)")
+    s.add_argument("--lr-gamma", type=float, default=S, help="lr factor at each milestone (default 0.1)")
+    m = p.add_argument_group("method specifics")
+    m.add_argument("--vat-xi", type=float, default=S, help="VAT power-iteration radius (default 1e-6)")
+    m.add_argument("--vat-weight", type=float, default=S, help="VAT loss weight alpha (default 1)")
+    m.add_argument("--unlabeled-fraction", type=float, default=S, help="VAT: hide this fraction of labels (default 0)")
+    m.add_argument("--co-threshold", type=float, default=S, help="fast-at: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")
+    v = p.add_argument_group("validation, data and device")
+    v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
+    v.add_argument("--val-pgd-steps", type=int, default=S, help="PGD steps of the per-round robust check (default 10)")
+    v.add_argument("--seed", type=int, default=S, help="(default 0)")
+    v.add_argument("--device", default=S, help="auto, cpu or cuda (default auto)")
+    v.add_argument("--data-dir", default=S, help="folder of torchvision data sets")
+    v.add_argument("--download", action="store_true", default=S, help="let torchvision download missing data (needs internet)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = read_config_file(args.config) if hasattr(args, "config") else {}
+    skip = {"config", "command", "_run", "out", "resume", "quiet"}
+    values.update({k: v for k, v in vars(args).items() if k not in skip})
+    return TrainConfig.from_dict(values)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="adversarially train a classifier", description="Adversarially train a classifier, one round at a time.")
+    p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_config_flags(p)
+    return p
+
+
+def progress_line(row: dict, rounds: int) -> str:
+    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  adv_acc {row['train/adv_acc']:.3f}  "
+            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
+            f"eps {row['hp/eps']:.3f}  lr {row['hp/lr']:.2e}  {row['cost/seconds']:.1f}s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.run import run_training
+    from ..training.trainer import DivergedError
+
+    if args.resume:
+        from ..checkpoint import read_checkpoint
+        import os
+
+        stored = read_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
+        given = {k: v for k, v in vars(args).items() if k not in {"command", "_run", "out", "resume", "quiet"}}
+        config = TrainConfig.from_dict({**stored, **given}) if given else TrainConfig.from_dict(stored)
+    else:
+        config = config_from_args(args)
+    rounds = config.rounds
+    on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
+    try:
+        result = run_training(config, args.out, resume=args.resume, on_row=on_row)
+    except DivergedError as exc:
+        raise UserError(f"{exc}; the last good round is in {args.out}/checkpoint.pt") from None
+    if result.stopped_reason:
+        print(f"stopped early: {result.stopped_reason}")
+    print(f"done: {args.out}/checkpoint.pt (evaluate with: metaadv evaluate {args.out})")
+    return 0

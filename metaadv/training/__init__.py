@@ -1,0 +1,8 @@
+"""Training: per-method steps, the trainer, controllers, and the round loop."""
+
+from .controllers import CONTROLLERS, Controller, ScheduleController, build_controller, register_controller
+from .hparams import HPARAM_NAMES, HParams
+from .trainer import DivergedError, Trainer
+
+__all__ = ["CONTROLLERS", "Controller", "DivergedError", "HPARAM_NAMES", "HParams", "ScheduleController", "Trainer",
+           "build_controller", "register_controller"]

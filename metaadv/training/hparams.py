@@ -1,0 +1,58 @@
+"""The hyperparameters in force for one round, chosen by a controller.
+
+These are exactly the knobs a schedule, the REINFORCE policy or Ray Tune PBT may change between
+rounds. Everything else about a run is static and lives in :class:`metaadv.config.TrainConfig`.
+Each field appears in every metrics row as ``hp/<field>`` (plus the derived ``hp/step_size``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+__all__ = ["HParams", "HPARAM_NAMES"]
+
+
+@dataclass(frozen=True)
+class HParams:
+    eps: float = 0.3  # attack radius in [0, 1] pixel units
+    step_ratio: float = 0.25  # attack step size as a multiple of eps
+    steps: int = 10  # attack iterations (PGD steps, TRADES steps, VAT power iterations)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    trades_beta: float = 6.0  # TRADES robustness weight
+    adv_mix: float = 1.0  # weight of the adversarial loss; (1 - adv_mix) goes on the clean loss
+
+    def __post_init__(self):
+        if not 0.0 <= self.eps <= 1.0:
+            raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
+        if self.step_ratio <= 0:
+            raise UserError(f"step_ratio must be > 0, got {self.step_ratio}")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise UserError(f"steps must be an integer >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.trades_beta < 0:
+            raise UserError(f"trades_beta must be >= 0, got {self.trades_beta}")
+        if not 0.0 <= self.adv_mix <= 1.0:
+            raise UserError(f"adv_mix must be in [0, 1], got {self.adv_mix}")
+        object.__setattr__(self, "steps", int(self.steps))
+
+    @property
+    def step_size(self) -> float:
+        return self.step_ratio * self.eps
+
+    def replace(self, **changes) -> "HParams":
+        return dataclasses.replace(self, **changes)
+
+    def as_row(self) -> dict[str, float]:
+        row = {f"hp/{k}": v for k, v in dataclasses.asdict(self).items()}
+        row["hp/step_size"] = self.step_size
+        return row
+
+
+HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))

@@ -1,0 +1,52 @@
+"""The metrics row: one flat dict per round, the contract everything downstream reads.
+
+Stable column names (see README "The metrics row"):
+
+- ``round`` (1-based), ``step`` (optimizer steps so far), ``epoch`` (examples seen / train size)
+- ``train/loss``, ``train/adv_acc`` (accuracy on the examples trained against, this round)
+- ``val/clean_acc``, ``val/robust_acc`` (PGD on the fixed validation subset), ``val/eps``
+- ``hp/<name>`` for every hyperparameter in force this round (:class:`HParams`), ``hp/step_size``
+- ``cost/grad_evals``: cumulative training forward+backward passes summed over examples (a
+  batch of B trained with PGD-k adds B * (k + 1)); ``cost/eval_grad_evals``: the same for the
+  per-round validation attack; ``cost/seconds``: cumulative wall time of the rounds.
+- method extras, e.g. ``train/co_detected`` (fast-at).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["write_metrics_csv", "read_metrics_csv", "METRICS_NAME"]
+
+METRICS_NAME = "metrics.csv"
+
+
+def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
+    """Write all rows (header from the union of keys, in first-seen order) atomically."""
+    path = Path(path)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_metrics_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,133 @@
+"""The round loop: controller -> trainer round -> validation -> one metrics row -> checkpoint.
+
+``TrainingRun`` is the unit the CLI drives to completion and the Ray Tune adapter drives one
+round per report. ``run_training`` is the CLI's whole job: a run folder with ``config.json``,
+``metrics.csv`` and ``checkpoint.pt``, resumable with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..config import TrainConfig
+from ..data import load_splits
+from ..errors import UserError
+from .controllers import build_controller
+from .metrics import METRICS_NAME, write_metrics_csv
+from .trainer import Trainer, resolve_device
+
+__all__ = ["TrainingRun", "run_training"]
+
+
+class TrainingRun:
+    def __init__(self, config: TrainConfig, splits=None, controller=None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        splits = splits or load_splits(config.dataset, config.data_dir or None, config.download)
+        self.trainer = Trainer(config, splits, self.device)
+        self.controller = controller or build_controller(config)
+        self.rows: list[dict] = []
+        self.seconds = 0.0
+        self.stopped_reason = ""  # set when the run ends before config.rounds (e.g. catastrophic overfitting)
+        self._best_robust = -1.0
+
+    @property
+    def round(self) -> int:
+        return len(self.rows)
+
+    @property
+    def done(self) -> bool:
+        return self.round >= self.config.rounds or bool(self.stopped_reason)
+
+    def step(self) -> dict:
+        """Train and measure one round; return its metrics row."""
+        start = time.perf_counter()
+        hp = self.controller.propose(self.round)
+        before = copy.deepcopy(self.trainer.model.state_dict()) if self.config.method == "fast-at" else None
+        train = self.trainer.train_round(hp)
+        val = self.trainer.validate()
+        extras = {}
+        if before is not None:
+            extras = self._catastrophic_overfitting_check(val, before)
+        self.seconds += time.perf_counter() - start
+        t = self.trainer
+        row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
+               **hp.as_row(), "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
+               "cost/seconds": round(self.seconds, 3)}
+        self.rows.append(row)
+        self.controller.observe(row)
+        return row
+
+    def _catastrophic_overfitting_check(self, val: dict, before: dict) -> dict:
+        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, undo the round and stop."""
+        robust = val["val/robust_acc"]
+        if self._best_robust >= 0 and robust < self._best_robust - self.config.co_threshold:
+            self.trainer.model.load_state_dict(before)
+            self.stopped_reason = (f"catastrophic overfitting: val robust accuracy fell from {self._best_robust:.3f} "
+                                   f"to {robust:.3f}; weights reverted to the previous round and training stopped")
+            warnings.warn(self.stopped_reason, stacklevel=2)
+            return {"train/co_detected": 1}
+        self._best_robust = max(self._best_robust, robust)
+        return {"train/co_detected": 0}
+
+    def state_dict(self) -> dict:
+        t = self.trainer
+        return {"kind": "train", "config": self.config.to_dict(), "arch": t.arch, "model_kwargs": t.model_kwargs,
+                "trainer": t.state_dict(), "controller": self.controller.state_dict(), "rows": self.rows,
+                "seconds": self.seconds, "stopped_reason": self.stopped_reason, "best_robust": self._best_robust}
+
+    def load_state_dict(self, state: dict, restore_controller: bool = True) -> None:
+        if state.get("kind") != "train":
+            raise UserError(f"checkpoint is of kind {state.get('kind')!r}, not a training run")
+        if state["arch"] != self.trainer.arch:
+            raise UserError(f"checkpoint holds a {state['arch']!r} model but this run builds {self.trainer.arch!r}")
+        try:
+            self.trainer.load_state_dict(state["trainer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(f"checkpoint does not fit this run: {str(exc).splitlines()[0]}") from None
+        if restore_controller:
+            self.controller.load_state_dict(state["controller"])
+        self.rows = [dict(r) for r in state["rows"]]
+        self.seconds = float(state["seconds"])
+        self.stopped_reason = state["stopped_reason"]
+        self._best_robust = float(state["best_robust"])
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+
+def run_training(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+                 on_row: Callable[[dict, "TrainingRun"], None] | None = None) -> TrainingRun:
+    """Train to ``config.rounds`` rounds in ``out_dir``, writing rows and a checkpoint every round.
+
+    Everything that can be wrong with the input is checked before the folder is touched.
+    """
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        state = read_checkpoint(ckpt_path)
+        stored = TrainConfig.from_dict(state["config"])
+        if stored.to_dict() != config.to_dict():
+            changed = sorted(k for k, v in config.to_dict().items() if stored.to_dict()[k] != v)
+            raise UserError(f"--resume continues the stored run; these settings differ from it: {', '.join(changed)}")
+        run = TrainingRun(stored)
+        run.load_state_dict(state)
+    else:
+        if ckpt_path.exists():
+            raise UserError(f"{str(out)!r} already holds a run; add --resume to continue it or choose another --out")
+        run = TrainingRun(config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    while not run.done:
+        row = run.step()
+        run.save(ckpt_path)
+        write_metrics_csv(run.rows, out / METRICS_NAME)
+        if on_row:
+            on_row(row, run)
+    return run

@@ -1,0 +1,134 @@
+"""The trainer: one round of one method with the hyperparameters a controller chose.
+
+It owns the model, the optimizer and the batch stream, and counts the work it spends. It knows
+nothing of controllers, files or Ray; :mod:`metaadv.training.run` wires those around it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import BatchStream, Splits
+from ..models import build_model, model_kwargs
+from .hparams import HParams
+from .methods import METHOD_STEPS, StepContext
+from .validation import accuracy, pgd_accuracy
+
+__all__ = ["DivergedError", "Trainer", "resolve_device"]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue meaningfully."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import UserError
+
+        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _make_optimizer(config, params):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    def __init__(self, config, splits: Splits, device: torch.device):
+        self.config, self.device = config, device
+        self.arch = config.arch or splits.info.arch
+        self.model_kwargs = model_kwargs(splits.info)
+        torch.manual_seed(config.seed)
+        self.model = build_model(self.arch, **self.model_kwargs).to(device)
+        self.optimizer = _make_optimizer(config, self.model.parameters())
+        self.train_x, self.train_y = splits.train_x.to(device), splits.train_y.to(device)
+        n_val = len(splits.val_x) if config.val_size == 0 else min(config.val_size, len(splits.val_x))
+        self.val_x, self.val_y = splits.val_x[:n_val].to(device), splits.val_y[:n_val].to(device)
+        self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
+        self.labeled = self._labeled_mask(config.unlabeled_fraction)
+        self.step_fn = METHOD_STEPS[config.method]
+        self.global_step = 0
+        self.grad_evals = 0  # training forward+backward passes, summed over examples
+        self.eval_grad_evals = 0  # the same for the per-round validation attack
+
+    def _labeled_mask(self, unlabeled_fraction: float) -> torch.Tensor | None:
+        if unlabeled_fraction <= 0:
+            return None
+        g = torch.Generator().manual_seed(self.config.seed + 17)
+        hidden = torch.randperm(len(self.train_y), generator=g)[: int(unlabeled_fraction * len(self.train_y))]
+        mask = torch.ones(len(self.train_y), dtype=torch.bool)
+        mask[hidden] = False
+        return mask.to(self.device)
+
+    def _set_hparams(self, hp: HParams) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"], group["weight_decay"] = hp.lr, hp.weight_decay
+
+    def _step_generator(self) -> torch.Generator:
+        # A fresh generator per step from (seed, step): attack noise is reproducible and a resumed
+        # run draws exactly what the uninterrupted run drew, with no RNG state to save.
+        return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.global_step)
+
+    def train_round(self, hp: HParams) -> dict[str, float]:
+        """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics."""
+        self._set_hparams(hp)
+        n_steps = self.config.steps_per_round or self.stream.steps_left_in_epoch()
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        for _ in range(n_steps):
+            idx = self.stream.next_indices()
+            x, y = self.train_x[idx], self.train_y[idx]
+            ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
+                              labeled=None if self.labeled is None else self.labeled[idx],
+                              vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight)
+            out = self.step_fn(self.model, x, y, hp, ctx)
+            if not torch.isfinite(out.loss):
+                raise DivergedError(f"training loss became {out.loss.item()} at step {self.global_step}; "
+                                    "lower the learning rate or eps")
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            loss_sum += out.loss.detach() * len(y)
+            correct += (out.adv_logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            self.grad_evals += out.passes * len(y)
+            self.global_step += 1
+        return {"train/loss": loss_sum.item() / seen, "train/adv_acc": correct.item() / seen}
+
+    def validate(self) -> dict[str, float]:
+        """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""
+        c = self.config
+        clean = accuracy(self.model, self.val_x, self.val_y)
+        robust = pgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, steps=c.val_pgd_steps, norm=c.norm)
+        if c.eps > 0:
+            self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
+        return {"val/clean_acc": clean, "val/robust_acc": robust, "val/eps": c.eps}
+
+    @property
+    def epoch(self) -> float:
+        return self.stream.examples_seen / len(self.train_x)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state_dict(),
+            "global_step": self.global_step,
+            "grad_evals": self.grad_evals,
+            "eval_grad_evals": self.eval_grad_evals,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        self.global_step = int(state["global_step"])
+        self.grad_evals = int(state["grad_evals"])
+        self.eval_grad_evals = int(state["eval_grad_evals"])
