@@ -1,0 +1,74 @@
+"""Core benchmark: what adversarial training costs relative to clean training, and attack speed.
+
+Prints, measured in one run on mnist5k with the seed CNN:
+- PGD-k AT round time / clean round time for k = 1, 5, 10, next to the naive limit k + 1 and the
+  target 0.8 (k + 1). The attack needs no parameter gradients, so an attack step is cheaper than
+  a training step and the ratio should sit well under k + 1.
+- images/s of FGSM and PGD-10 (eval-mode attacks, batch 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from metaadv.attacks import fgsm, pgd
+from metaadv.config import TrainConfig
+from metaadv.data import load_splits
+from metaadv.training.trainer import Trainer
+
+
+def round_seconds(splits, method: str, steps: int, rounds: int, steps_per_round: int, device: str) -> float:
+    config = TrainConfig.from_dict({"method": method, "steps": steps, "steps_per_round": steps_per_round, "device": device})
+    trainer = Trainer(config, splits, torch.device(device))
+    hp = config.hparams()
+    trainer.train_round(hp)  # warm-up: allocator, kernels
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        trainer.train_round(hp)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def images_per_second(attack, model, x, y, repeats: int) -> float:
+    attack(model, x, y)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        attack(model, x, y)
+    return repeats * len(x) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps-per-round", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median reported)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    splits = load_splits("mnist5k")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}")
+    clean = round_seconds(splits, "standard", 1, args.rounds, args.steps_per_round, args.device)
+    print(f"clean round: {clean:.3f} s")
+    print(f"{'k':>3} {'PGD-k round s':>14} {'ratio':>7} {'naive k+1':>10} {'target 0.8(k+1)':>16}  verdict")
+    for k in (1, 5, 10):
+        t = round_seconds(splits, "pgd-at", k, args.rounds, args.steps_per_round, args.device)
+        ratio = t / clean
+        verdict = "ok" if ratio <= 0.8 * (k + 1) else "over target"
+        print(f"{k:>3} {t:>14.3f} {ratio:>7.2f} {k + 1:>10} {0.8 * (k + 1):>16.1f}  {verdict}")
+
+    torch.manual_seed(0)
+    trainer = Trainer(TrainConfig(), splits, torch.device(args.device))
+    model = trainer.model.eval()
+    x, y = trainer.val_x[:100], trainer.val_y[:100]
+    g = torch.Generator(device=args.device).manual_seed(0)
+    fg = images_per_second(lambda m, a, b: fgsm(m, a, b, eps=0.3), model, x, y, 20)
+    pg = images_per_second(lambda m, a, b: pgd(m, a, b, eps=0.3, step_size=0.075, steps=10, generator=g), model, x, y, 5)
+    print(f"FGSM: {fg:,.0f} images/s   PGD-10: {pg:,.0f} images/s   (FGSM / PGD-10 = {fg / pg:.1f}, naive 10)")
+
+
+if __name__ == "__main__":
+    main()

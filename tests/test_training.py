@@ -1,0 +1,204 @@
+"""The round loop's contract: controllers, per-method steps and costs, rows, resume, checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from metaadv.config import TrainConfig
+from metaadv.data import load_splits
+from metaadv.errors import UserError
+from metaadv.models import DigitsNet
+from metaadv.training import HParams, ScheduleController
+from metaadv.training.methods import METHOD_STEPS, StepContext
+from metaadv.training.metrics import read_metrics_csv
+from metaadv.training.run import TrainingRun, run_training
+
+TINY = {"dataset": "digits", "rounds": 3, "steps_per_round": 4, "batch_size": 32, "val_size": 64, "val_pgd_steps": 3, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits")
+
+
+def tiny(**changes):
+    return TrainConfig.from_dict({**TINY, **changes})
+
+
+# --- controllers -------------------------------------------------------------------------------
+
+def test_eps_ramps_linearly_then_holds():
+    c = ScheduleController(tiny(rounds=6, eps=0.3, eps_ramp_rounds=3))
+    assert [round(c.propose(r).eps, 6) for r in range(5)] == [0.1, 0.2, 0.3, 0.3, 0.3]
+
+
+def test_no_ramp_means_constant_eps():
+    c = ScheduleController(tiny(eps=0.2, eps_ramp_rounds=0))
+    assert {c.propose(r).eps for r in range(3)} == {0.2}
+
+
+def test_step_and_cosine_lr():
+    step = ScheduleController(tiny(rounds=8, lr=0.1, lr_schedule="step", lr_milestones=[0.5, 0.75], lr_gamma=0.1))
+    assert [step.propose(r).lr for r in (0, 3, 4, 5, 6, 7)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    cos = ScheduleController(tiny(rounds=4, lr=0.1, lr_schedule="cosine"))
+    assert [cos.propose(r).lr for r in range(4)] == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * r / 4)) for r in range(4)])
+
+
+def test_hparams_reject_out_of_range():
+    with pytest.raises(UserError, match="eps must be in"):
+        HParams(eps=1.5)
+    with pytest.raises(UserError, match="steps"):
+        HParams(steps=0)
+
+
+def test_config_rejects_unknown_keys_and_fills_method_defaults():
+    with pytest.raises(UserError, match="unknown config key"):
+        TrainConfig.from_dict({"epsilon": 0.3})
+    assert TrainConfig.from_dict({"method": "fast-at"}).step_ratio == 1.25
+    assert TrainConfig.from_dict({"method": "fast-at", "step_ratio": 1.0}).step_ratio == 1.0
+
+
+# --- per-method steps: loss and cost accounting ------------------------------------------------
+
+@pytest.mark.parametrize("method, adv_mix, expected", [
+    ("standard", 1.0, 1), ("pgd-at", 1.0, 3 + 1), ("pgd-at", 0.5, 3 + 2), ("fast-at", 1.0, 1 + 1),
+    ("trades", 1.0, 3 + 2), ("vat", 1.0, 3 + 2),
+])
+def test_step_passes_per_example(method, adv_mix, expected, digits):
+    torch.manual_seed(0)
+    model = DigitsNet()
+    x, y = digits.train_x[:16], digits.train_y[:16]
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    out = METHOD_STEPS[method](model, x, y, HParams(eps=0.1, steps=3, adv_mix=adv_mix), ctx)
+    assert torch.isfinite(out.loss) and out.loss.requires_grad
+    assert out.passes == expected
+    assert out.adv_logits.shape == (16, 10)
+
+
+def test_zero_eps_spends_no_attack_passes(digits):
+    model = DigitsNet()
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    out = METHOD_STEPS["pgd-at"](model, digits.train_x[:8], digits.train_y[:8], HParams(eps=0.0, steps=7), ctx)
+    assert out.passes == 1
+
+
+def test_adversarial_examples_raise_training_loss(digits):
+    torch.manual_seed(0)
+    run = TrainingRun(tiny(method="standard", rounds=3, steps_per_round=30), splits=digits)
+    for _ in range(3):
+        run.step()
+    model, x, y = run.trainer.model, digits.train_x[:64], digits.train_y[:64]
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    clean = METHOD_STEPS["standard"](model, x, y, HParams(), ctx).loss.item()
+    adv = METHOD_STEPS["pgd-at"](model, x, y, HParams(eps=0.2, steps=5), ctx).loss.item()
+    assert adv > clean + 0.1
+
+
+# --- the round and its row ---------------------------------------------------------------------
+
+ROW_KEYS = {"round", "step", "epoch", "train/loss", "train/adv_acc", "val/clean_acc", "val/robust_acc", "val/eps",
+            "hp/eps", "hp/step_ratio", "hp/step_size", "hp/steps", "hp/lr", "hp/weight_decay", "hp/trades_beta",
+            "hp/adv_mix", "cost/grad_evals", "cost/eval_grad_evals", "cost/seconds"}
+
+
+def test_row_has_the_contract_columns_and_costs_add_up(digits):
+    run = TrainingRun(tiny(method="pgd-at", steps=3), splits=digits)
+    rows = [run.step() for _ in range(2)]
+    assert ROW_KEYS <= set(rows[0])
+    assert [r["round"] for r in rows] == [1, 2]
+    # round 1 uses eps 0.1 (ramp), 4 steps of 32 examples, 3 attack steps + 1 update each
+    assert rows[0]["hp/eps"] == pytest.approx(0.1)
+    assert rows[0]["cost/grad_evals"] == 4 * 32 * (3 + 1)
+    assert rows[1]["cost/grad_evals"] == 2 * rows[0]["cost/grad_evals"]
+    assert rows[1]["cost/seconds"] > rows[0]["cost/seconds"] > 0
+    assert rows[0]["val/eps"] == 0.3 and 0 <= rows[1]["val/robust_acc"] <= rows[1]["val/clean_acc"] <= 1
+
+
+def test_standard_training_learns(digits):
+    run = TrainingRun(tiny(method="standard", rounds=4, steps_per_round=20, lr=3e-3), splits=digits)
+    rows = [run.step() for _ in range(4)]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    assert rows[-1]["val/clean_acc"] > 0.8
+
+
+def test_epoch_rounds_cover_the_training_set(digits):
+    run = TrainingRun(tiny(method="standard", steps_per_round=0, rounds=1, batch_size=128), splits=digits)
+    row = run.step()
+    assert row["epoch"] == pytest.approx(1.0)
+    assert row["step"] == -(-len(digits.train_y) // 128)
+
+
+def test_semi_supervised_vat_hides_the_requested_fraction(digits):
+    run = TrainingRun(tiny(method="vat", unlabeled_fraction=0.75), splits=digits)
+    hidden = (~run.trainer.labeled).float().mean().item()
+    assert hidden == pytest.approx(0.75, abs=0.01)
+    assert math.isfinite(run.step()["train/loss"])
+    with pytest.raises(UserError, match="needs --method vat"):
+        tiny(method="pgd-at", unlabeled_fraction=0.5)
+
+
+def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypatch):
+    run = TrainingRun(tiny(method="fast-at", rounds=5), splits=digits)
+    robust = iter([0.6, 0.2])
+    real_validate = run.trainer.validate
+    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": next(robust)})
+    run.step()
+    weights = {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
+    with pytest.warns(UserWarning, match="catastrophic overfitting"):
+        row = run.step()
+    assert row["train/co_detected"] == 1 and run.done and run.round == 2
+    assert all(torch.equal(weights[k], v) for k, v in run.trainer.model.state_dict().items())
+
+
+def test_nan_loss_raises_diverged(digits, monkeypatch):
+    from metaadv.training import DivergedError
+
+    run = TrainingRun(tiny(method="standard"), splits=digits)
+    real = run.trainer.step_fn
+    run.trainer.step_fn = lambda *a: type(real(*a))(torch.tensor(float("nan")), real(*a).adv_logits, 1)
+    with pytest.raises(DivergedError, match="NaN|nan"):
+        run.step()
+
+
+# --- checkpoints and resume --------------------------------------------------------------------
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "cost/seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "trades"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
+    config = tiny(method=method, rounds=3, optimizer="sgd", lr=0.05)
+    full = run_training(config, tmp_path / "full")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(row, run):
+        if row["round"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_training(config, tmp_path / "part", on_row=stop_after_two)
+    assert len(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == 2
+    resumed = run_training(config, tmp_path / "part", resume=True)
+    assert _without_seconds(resumed.rows) == _without_seconds(full.rows)
+    assert _without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == _without_seconds(full.rows)
+    for a, b in zip(full.trainer.model.parameters(), resumed.trainer.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    config = tiny(rounds=1)
+    run_training(config, tmp_path / "r")
+    before = (tmp_path / "r" / "metrics.csv").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        run_training(config, tmp_path / "r")
+    assert (tmp_path / "r" / "metrics.csv").read_bytes() == before
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    run_training(tiny(rounds=1), tmp_path / "r")
+    with pytest.raises(UserError, match="differ"):
+        run_training(tiny(rounds=1, lr=0.5), tmp_path / "r", resume=True)
