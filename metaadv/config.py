@@ -15,21 +15,13 @@ from .attacks import NORMS
 from .data import DATASETS
 from .errors import UserError
 from .training.hparams import HParams
+from .training.methods import METHOD_DEFAULTS, METHODS
 
 __all__ = ["METHODS", "TrainConfig", "read_config_file"]
 
-METHODS = ("standard", "pgd-at", "fast-at", "trades", "vat")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 
-# Defaults that differ by method; anything given explicitly wins.
-METHOD_DEFAULTS: dict[str, dict] = {
-    "standard": {"eps_ramp_rounds": 0},
-    "pgd-at": {"steps": 10, "step_ratio": 0.25},
-    "fast-at": {"steps": 1, "step_ratio": 1.25},  # Wong et al. 2020: FGSM, random start, alpha = 1.25 eps
-    "trades": {"steps": 10, "step_ratio": 0.25, "trades_beta": 6.0},
-    "vat": {"steps": 1},  # one power iteration, as in Miyato et al.
-}
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ class TrainConfig:
     download: bool = False
 
     def __post_init__(self):
-        _choice("method", self.method, METHODS)
+        _choice("method", self.method, tuple(METHODS))
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("norm", self.norm, NORMS)
@@ -111,7 +103,7 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
         method = values.get("method", cls.method)
-        _choice("method", method, METHODS)
+        _choice("method", method, tuple(METHODS))
         merged = {**METHOD_DEFAULTS[method], **values}
         try:
             return cls(**{k: _coerce(cls, k, v) for k, v in merged.items()})

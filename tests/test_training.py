@@ -155,8 +155,8 @@ def test_nan_loss_raises_diverged(digits, monkeypatch):
     from metaadv.training import DivergedError
 
     run = TrainingRun(tiny(method="standard"), splits=digits)
-    real = run.trainer.step_fn
-    run.trainer.step_fn = lambda *a: type(real(*a))(torch.tensor(float("nan")), real(*a).adv_logits, 1)
+    real = run.trainer.method.step
+    run.trainer.method.step = lambda *a: type(real(*a))(torch.tensor(float("nan")), real(*a).adv_logits, 1)
     with pytest.raises(DivergedError, match="NaN|nan"):
         run.step()
 

@@ -3,12 +3,16 @@
 ``step(model, x, y, hp, ctx) -> StepOutput``: the loss to minimise, the logits on the examples
 trained against (for ``train/adv_acc``) and the forward+backward passes spent per example, attack
 steps included. The trainer does the backward pass and the optimizer step.
+
+Methods with learnable state of their own (a perturbation generator and its optimizer) implement
+the :class:`Method` protocol and join with :func:`register_method`; the trainer checkpoints their
+state and adds their ``round_metrics()`` to the row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from ..attacks import fgsm, frozen_eval, kl_to_target, pgd, vat
 from .hparams import HParams
 
-__all__ = ["METHOD_STEPS", "StepContext", "StepOutput"]
+__all__ = ["METHOD_DEFAULTS", "METHOD_STEPS", "METHODS", "Method", "StepContext", "StepOutput", "build_method", "register_method"]
 
 
 @dataclass
@@ -110,3 +114,56 @@ METHOD_STEPS: dict[str, Callable[..., StepOutput]] = {
     "trades": trades_step,
     "vat": vat_step,
 }
+
+
+class Method(Protocol):
+    def step(self, model, x, y, hp: HParams, ctx: StepContext) -> StepOutput: ...
+
+    def round_metrics(self) -> dict[str, float]:
+        """Extra row columns for the round just trained (e.g. ``gen/loss``); resets the tally."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class StatelessMethod:
+    """A plain step function as a :class:`Method`: no state, no extra columns."""
+
+    def __init__(self, fn: Callable[..., StepOutput]):
+        self.step = fn
+
+    def round_metrics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# name -> factory(config, dataset_info, device) -> Method
+_FACTORIES: dict[str, Callable] = {name: (lambda c, i, d, fn=fn: StatelessMethod(fn)) for name, fn in METHOD_STEPS.items()}
+METHODS: list[str] = list(_FACTORIES)  # the registry's names, in registration order
+
+# Config defaults that differ by method; anything given explicitly wins.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "standard": {"eps_ramp_rounds": 0},
+    "pgd-at": {"steps": 10, "step_ratio": 0.25},
+    "fast-at": {"steps": 1, "step_ratio": 1.25},  # Wong et al. 2020: FGSM, random start, alpha = 1.25 eps
+    "trades": {"steps": 10, "step_ratio": 0.25, "trades_beta": 6.0},
+    "vat": {"steps": 1},  # one power iteration, as in Miyato et al.
+}
+
+
+def register_method(name: str, factory: Callable, defaults: dict | None = None) -> None:
+    """Add a training method: ``factory(config, dataset_info, device) -> Method``."""
+    _FACTORIES[name] = factory
+    if name not in METHODS:
+        METHODS.append(name)
+    METHOD_DEFAULTS[name] = dict(defaults or {})
+
+
+def build_method(config, info, device) -> Method:
+    return _FACTORIES[config.method](config, info, device)

@@ -11,7 +11,7 @@ import torch
 from ..data import BatchStream, Splits
 from ..models import build_model, model_kwargs
 from .hparams import HParams
-from .methods import METHOD_STEPS, StepContext
+from .methods import StepContext, build_method
 from .validation import accuracy, pgd_accuracy
 
 __all__ = ["DivergedError", "Trainer", "resolve_device"]
@@ -51,7 +51,7 @@ class Trainer:
         self.val_x, self.val_y = splits.val_x[:n_val].to(device), splits.val_y[:n_val].to(device)
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
         self.labeled = self._labeled_mask(config.unlabeled_fraction)
-        self.step_fn = METHOD_STEPS[config.method]
+        self.method = build_method(config, splits.info, device)
         self.global_step = 0
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
@@ -88,7 +88,7 @@ class Trainer:
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight)
-            out = self.step_fn(self.model, x, y, hp, ctx)
+            out = self.method.step(self.model, x, y, hp, ctx)
             if not torch.isfinite(out.loss):
                 raise DivergedError(f"training loss became {out.loss.item()} at step {self.global_step}; "
                                     "lower the learning rate or eps")
@@ -100,7 +100,7 @@ class Trainer:
             seen += len(y)
             self.grad_evals += out.passes * len(y)
             self.global_step += 1
-        return {"train/loss": loss_sum.item() / seen, "train/adv_acc": correct.item() / seen}
+        return {"train/loss": loss_sum.item() / seen, "train/adv_acc": correct.item() / seen, **self.method.round_metrics()}
 
     def validate(self) -> dict[str, float]:
         """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""
@@ -119,6 +119,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
             "stream": self.stream.state_dict(),
             "global_step": self.global_step,
             "grad_evals": self.grad_evals,
@@ -128,6 +129,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
         self.stream.load_state_dict(state["stream"])
         self.global_step = int(state["global_step"])
         self.grad_evals = int(state["grad_evals"])
