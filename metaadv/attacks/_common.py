@@ -29,7 +29,9 @@ def frozen_eval(model: torch.nn.Module) -> Iterator[None]:
     Eval mode keeps BatchNorm statistics still and dropout off. Without parameter gradients the
     backward pass computes input gradients only: the cheap backward an attack step needs.
     """
-    was_training = model.training
+    # Per module: ``model.train(flag)`` would also flip submodules that were deliberately in the
+    # other mode (a frozen backbone kept in eval inside a model being trained).
+    modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     model.eval()
@@ -40,7 +42,8 @@ def frozen_eval(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, was_training in modes:
+            m.training = was_training
 
 
 def input_grad(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -46,9 +46,11 @@ def load_torchvision(name: str, data_dir: str | Path | None, download: bool):
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted"
+    # torchvision's "Dataset not found or corrupted" is a RuntimeError; a malformed MNIST IDX file
+    # (no checksum is verified) fails its header asserts or dtype/shape checks instead.
+    except (RuntimeError, AssertionError, ValueError, TypeError, KeyError) as exc:
         raise UserError(
             f"{name} not found or corrupted under {str(root / _FOLDERS[name])!r}; "
-            f"put the files there or add --download ({exc})"
+            f"put the files there or add --download ({str(exc) or type(exc).__name__})"
         ) from None
     return (*_to_tensors(train), *_to_tensors(test))
