@@ -1,0 +1,126 @@
+"""``metaadv meta`` (meta-train, one progress line per round) and ``metaadv meta-evaluate``.
+
+Both sub-commands live in this one module: ``add_parser`` registers ``meta-evaluate`` with its
+own ``_run`` and returns the ``meta`` parser, to which the CLI attaches :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+from ..config import read_config_file
+from ..errors import UserError
+
+S = argparse.SUPPRESS  # flags not given stay out of the namespace, so a --config file is not overridden by defaults
+_NOT_CONFIG = {"config", "command", "_run", "out", "resume", "quiet"}
+
+_HELP = {
+    "method": "maml, fomaml, reptile or adml", "dataset": "mnist5k, digits or omniglot",
+    "arch": "small-cnn, digits-net or preact-resnet18 (default: the data set's)",
+    "ways": "N: classes per task", "shots": "K: support images per class", "queries": "query images per class",
+    "meta_batch": "tasks per outer step", "rounds": "rounds (one metrics row each)",
+    "steps_per_round": "outer steps per round",
+    "first_order": "maml/adml: first-order approximation (fomaml implies it)",
+    "inner_lr": "inner-loop SGD step", "inner_steps": "inner-loop steps", "meta_lr": "outer Adam step",
+    "eps": "attack radius in [0, 1] pixel units (ADML training, validation)",
+    "beta1": "ADML weight of L(theta'_clean, adversarial query)", "beta2": "ADML weight of L(theta'_adv, clean query)",
+    "attack": "ADML's attack: fgsm (Yin et al.) or pgd", "attack_steps": "PGD steps of ADML's attack",
+    "step_ratio": "PGD step size / eps for ADML's attack", "norm": "threat model: linf or l2",
+    "eval_inner_steps": "inner steps at validation/meta-test (0 = inner_steps)",
+    "val_tasks": "fixed meta-validation tasks measured each round", "val_pgd_steps": "PGD steps of the per-round check",
+    "seed": "seed of initialisation, tasks and attacks", "device": "auto, cpu or cuda",
+    "data_dir": "folder holding omniglot-py/ (omniglot) or torchvision data",
+    "download": "let torchvision download missing data (needs internet)",
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`MetaConfig` field, named like the field with dashes."""
+    from ..meta import MetaConfig
+
+    p.add_argument("--config", default=S, metavar="FILE", help="YAML or JSON file of config keys; flags override it")
+    for f in dataclasses.fields(MetaConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default {f.default!r})"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", default=S, help=help_text)
+        else:
+            p.add_argument(flag, type=type(f.default), default=S, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..meta import MetaConfig
+
+    values = read_config_file(args.config) if hasattr(args, "config") else {}
+    values.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
+    return MetaConfig.from_dict(values)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("meta", help="few-shot meta-learning: MAML, first-order MAML, Reptile, ADML",
+                       description="Meta-train a few-shot learner (clean or adversarial), one round at a time.")
+    p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_config_flags(p)
+    e = sub.add_parser("meta-evaluate", help="600-task meta-test of a meta-learning run",
+                       description="Few-shot accuracy on meta-test tasks, clean and under PGD against the adapted model.")
+    e.add_argument("checkpoint", help="checkpoint.pt of a metaadv meta run, or its run folder")
+    e.add_argument("--tasks", type=int, default=600, help="meta-test tasks (default 600)")
+    e.add_argument("--eps", type=float, default=None, help="attack radius (default: the run's eps)")
+    e.add_argument("--pgd-steps", type=int, default=20, help="PGD steps against the adapted model (default 20)")
+    e.add_argument("--inner-steps", type=int, default=None, help="adaptation steps (default: the run's)")
+    e.add_argument("--queries", type=int, default=None, help="query images per class (default: the run's)")
+    e.add_argument("--attack-support", action="store_true", help="also perturb the support set (PGD against theta)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the meta-test tasks and PGD starts (default 0)")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    e.add_argument("--data-dir", default=None, help="override the run's data folder")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(_run=run_evaluate)
+    return p
+
+
+def progress_line(row: dict, rounds: int) -> str:
+    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  acc {row['train/acc']:.3f}  "
+            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
+            f"grad_evals {row['cost/grad_evals']}  {row['cost/seconds']:.1f}s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..meta import MetaConfig, run_meta
+    from ..meta.run import read_meta_checkpoint
+
+    if args.resume:
+        # The stored config, with only what was given explicitly now (a file, or flags) on top:
+        # run_meta then refuses anything that differs from the stored run.
+        stored = read_meta_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
+        given = read_config_file(args.config) if hasattr(args, "config") else {}
+        given.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
+        config = MetaConfig.from_dict({**stored, **given})
+    else:
+        config = config_from_args(args)
+    on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
+    run_meta(config, args.out, resume=args.resume, on_row=on_row)
+    print(f"done: {args.out}/checkpoint.pt (meta-test with: metaadv meta-evaluate {args.out})")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..meta import meta_test
+
+    r = meta_test(args.checkpoint, tasks=args.tasks, eps=args.eps, pgd_steps=args.pgd_steps,
+                  inner_steps=args.inner_steps, attack_support=args.attack_support, queries=args.queries,
+                  seed=args.seed, device=args.device, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    support = "attacked" if r["attack_support"] else "clean"
+    print(f"meta-test {r['method']} on {r['dataset']}: {r['ways']}-way {r['shots']}-shot, {r['queries']} queries/class, "
+          f"{r['tasks']} tasks, {r['inner_steps']} inner steps, PGD-{r['pgd_steps']} eps {r['eps']:g} "
+          f"({r['norm']}, {support} support)")
+    print(f"clean  accuracy {100 * r['clean_acc']:.2f} +- {100 * r['clean_ci95']:.2f} %")
+    print(f"robust accuracy {100 * r['robust_acc']:.2f} +- {100 * r['robust_ci95']:.2f} %  ({r['seconds']:.1f}s)")
+    return 0

@@ -1,0 +1,93 @@
+"""Class splits for few-shot learning: meta-train, meta-validation and meta-test pools.
+
+- ``mnist5k`` and ``digits``: digits 0-5 are the meta-train classes, 6-9 the meta-test classes
+  (all their images, from every split of :func:`metaadv.data.load_splits`). Ten classes are too
+  few for a class-disjoint meta-validation set that still leaves >= 3-way tasks on both other
+  sides, so meta-validation uses held-out *images* (a seeded, class-balanced 10%) of the
+  meta-train classes: it tracks learning, and it never touches a meta-test class.
+- ``omniglot``: the background set is meta-train, with a seeded 10% of its *characters* (and
+  their rotations) held out as class-disjoint meta-validation; the evaluation set is meta-test.
+  Every character also appears turned by 90/180/270 degrees as three more classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import balanced_split, dataset_info, load_splits
+from ..data.splits import SPLIT_SEED
+from .omniglot import load_omniglot
+from .tasks import ClassPool
+
+__all__ = ["CLASS_SPLITS", "MetaData", "load_meta_data"]
+
+CLASS_SPLITS = {"mnist5k": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9)), "digits": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9))}
+META_VAL_FRACTION = 0.1
+DEFAULT_ARCH = {"mnist5k": "small-cnn", "digits": "digits-net", "omniglot": "small-cnn"}
+
+
+@dataclass
+class MetaData:
+    """The pools of one data set, and what a model for it needs to know."""
+
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pools: dict[str, ClassPool] = field(default_factory=dict)
+
+    @property
+    def default_arch(self) -> str:
+        return DEFAULT_ARCH[self.name]
+
+    def model_kwargs(self, ways: int) -> dict:
+        c, h, _ = self.shape
+        return {"in_channels": c, "num_classes": ways, "image_size": h, "mean": list(self.mean), "std": list(self.std)}
+
+
+def _digit_data(name: str, data_dir, download: bool) -> MetaData:
+    s = load_splits(name, data_dir, download)
+    x = torch.cat([s.train_x, s.val_x, s.test_x])
+    y = torch.cat([s.train_y, s.val_y, s.test_y])
+    train_classes, _ = CLASS_SPLITS[name]
+    seen = torch.isin(y, torch.tensor(train_classes))
+    x_seen, y_seen = x[seen], y[seen]
+    fit, val = balanced_split(y_seen, META_VAL_FRACTION)
+    pools = {
+        "train": ClassPool(x_seen[fit], y_seen[fit], name=f"{name} meta-train"),
+        "val": ClassPool(x_seen[val], y_seen[val], name=f"{name} meta-validation"),
+        "test": ClassPool(x[~seen], y[~seen], name=f"{name} meta-test"),
+    }
+    return MetaData(name, s.info.shape, s.info.mean, s.info.std, pools)
+
+
+def _omniglot_data(data_dir, download: bool, splits: tuple[str, ...]) -> MetaData:
+    pools = {}
+    mean, std = (0.0,), (1.0,)
+    if "train" in splits or "val" in splits:
+        x, y = load_omniglot(data_dir, background=True, download=download)
+        n_chars = int(y.max()) + 1
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        held_out = torch.randperm(n_chars, generator=g)[: max(1, round(META_VAL_FRACTION * n_chars))]
+        val = torch.isin(y, held_out)
+        pools["train"] = ClassPool(x[~val], y[~val], rotations=True, name="omniglot meta-train (background)")
+        pools["val"] = ClassPool(x[val], y[val], rotations=True, name="omniglot meta-validation (background)")
+        # Normalisation constants of the meta-train images, stored with the model in checkpoints.
+        mean, std = (round(x[~val].mean().item(), 4),), (round(x[~val].std().item(), 4),)
+    if "test" in splits:
+        x, y = load_omniglot(data_dir, background=False, download=download)
+        pools["test"] = ClassPool(x, y, rotations=True, name="omniglot meta-test (evaluation)")
+    return MetaData("omniglot", (1, 28, 28), mean, std, pools)
+
+
+def load_meta_data(name: str, data_dir=None, download: bool = False,
+                   splits: tuple[str, ...] = ("train", "val", "test")) -> MetaData:
+    """Pools of ``name`` on the CPU. Omniglot reads only the subsets ``splits`` need."""
+    if name == "omniglot":
+        return _omniglot_data(data_dir, download, splits)
+    dataset_info(name)  # unknown names fail with the registry's message
+    data = _digit_data(name, data_dir, download)
+    data.pools = {k: v for k, v in data.pools.items() if k in splits}
+    return data

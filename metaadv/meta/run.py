@@ -1,0 +1,123 @@
+"""The meta-learning round loop: learner round -> meta-validation -> one metrics row -> checkpoint.
+
+``MetaRun`` is the unit a CLI or a Ray Tune trainable drives one round at a time (``step(hp)``
+takes the round's hyperparameters, so a controller or PBT may change them); ``run_meta`` is the
+CLI's whole job: a run folder with ``config.json``, ``metrics.csv`` and ``checkpoint.pt``
+(``"kind": "meta"``), resumable with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..errors import UserError
+from ..training.metrics import METRICS_NAME, write_metrics_csv
+from ..training.trainer import resolve_device
+from .config import MetaConfig, MetaHParams
+from .data import MetaData, load_meta_data
+from .learner import MetaLearner
+
+__all__ = ["MetaRun", "run_meta"]
+
+
+class MetaRun:
+    def __init__(self, config: MetaConfig, data: MetaData | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        # Omniglot's meta-test set is 13,180 files to read: leave it to meta-evaluate. The digit sets
+        # are in memory anyway, so their meta-test pool is checked against the task shape up front.
+        splits = ("train", "val") if config.dataset == "omniglot" else ("train", "val", "test")
+        data = data or load_meta_data(config.dataset, config.data_dir or None, config.download, splits)
+        self.learner = MetaLearner(config, data, self.device)
+        self.rows: list[dict] = []
+        self.seconds = 0.0
+
+    @property
+    def round(self) -> int:
+        return len(self.rows)
+
+    @property
+    def done(self) -> bool:
+        return self.round >= self.config.rounds
+
+    def step(self, hp: MetaHParams | None = None) -> dict:
+        """Meta-train and meta-validate one round; return its metrics row."""
+        hp = hp or self.config.hparams()
+        start = time.perf_counter()
+        learner = self.learner
+        train = learner.train_round(hp)
+        val = learner.validate(hp)
+        self.seconds += time.perf_counter() - start
+        c = self.config
+        row = {"round": self.round + 1, "step": learner.global_step, "tasks": learner.global_step * c.meta_batch,
+               **train, **val, **hp.as_row(), "hp/meta_batch": c.meta_batch,
+               "cost/grad_evals": learner.grad_evals, "cost/eval_grad_evals": learner.eval_grad_evals,
+               "cost/seconds": round(self.seconds, 3)}
+        self.rows.append(row)
+        return row
+
+    def state_dict(self) -> dict:
+        learner = self.learner
+        return {"kind": "meta", "config": self.config.to_dict(), "arch": learner.arch,
+                "model_kwargs": learner.model_kwargs, "learner": learner.state_dict(), "rows": self.rows,
+                "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != "meta":
+            raise UserError(f"checkpoint is of kind {state.get('kind')!r}, not a meta-learning run")
+        if state["arch"] != self.learner.arch:
+            raise UserError(f"checkpoint holds a {state['arch']!r} model but this run builds {self.learner.arch!r}")
+        try:
+            self.learner.load_state_dict(state["learner"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(f"checkpoint does not fit this run: {str(exc).splitlines()[0]}") from None
+        self.rows = [dict(r) for r in state["rows"]]
+        self.seconds = float(state["seconds"])
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+
+def read_meta_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file (or run folder) of ``kind: meta``; anything else is a :class:`UserError`."""
+    state = read_checkpoint(path)
+    if state.get("kind") != "meta":
+        raise UserError(f"{str(path)!r} holds a {state.get('kind')!r} checkpoint, not a meta-learning run "
+                        "(made by metaadv meta)")
+    return state
+
+
+def run_meta(config: MetaConfig, out_dir: str | Path, *, resume: bool = False,
+             on_row: Callable[[dict, MetaRun], None] | None = None) -> MetaRun:
+    """Meta-train to ``config.rounds`` rounds in ``out_dir``, writing rows and a checkpoint every round.
+
+    Everything that can be wrong with the input (config, data, class and image counts, an
+    existing run) is checked before the folder is touched.
+    """
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        state = read_meta_checkpoint(ckpt_path)
+        stored = MetaConfig.from_dict(state["config"])
+        if stored.to_dict() != config.to_dict():
+            changed = sorted(k for k, v in config.to_dict().items() if stored.to_dict()[k] != v)
+            raise UserError(f"--resume continues the stored run; these settings differ from it: {', '.join(changed)}")
+        run = MetaRun(stored)
+        run.load_state_dict(state)
+    else:
+        if ckpt_path.exists() or (out / METRICS_NAME).exists():
+            raise UserError(f"{str(out)!r} already holds a run; add --resume to continue it or choose another --out")
+        run = MetaRun(config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    while not run.done:
+        row = run.step()
+        run.save(ckpt_path)
+        write_metrics_csv(run.rows, out / METRICS_NAME)
+        if on_row:
+            on_row(row, run)
+    return run
