@@ -43,9 +43,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     trades_beta: float = 6.0
     adv_mix: float = 1.0
+    gen_lr: float = 1e-3
+    gen_steps: int = 1
+    gen_fraction: float = 1.0
     # The fixed schedule: eps ramps linearly to `eps` over the first rounds; lr follows a shape.
     controller: str = "schedule"
     eps_ramp_rounds: int = 3
+    eps_ramp_by: str = "step"  # "step": eps rises smoothly within each ramp round; "round": one value per round
     lr_schedule: str = "constant"
     lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the rounds, for lr_schedule=step
     lr_gamma: float = 0.1
@@ -54,6 +58,28 @@ class TrainConfig:
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
     co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting
+    # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
+    gen_width: int = 16  # channels of the generator's hidden convolutions
+    gen_grad_input: bool = True  # the generator also reads sign(grad_x loss): one classifier pass per example
+    advgan_alpha: float = 1.0  # AdvGAN weight of the GAN loss
+    advgan_beta: float = 1.0  # AdvGAN weight of the perturbation-norm hinge
+    advgan_hinge: float = 0.5  # hinge bound c, as a fraction of the largest L2 norm the eps-ball allows
+    # The REINFORCE policy controller (--controller policy); see metaadv/training/policy.py.
+    # Grids it picks from each round; an empty grid leaves that hyperparameter to the schedule.
+    policy_eps: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # fractions of eps
+    policy_step_ratio: tuple[float, ...] = (0.1, 0.25, 0.5)
+    policy_steps: tuple[float, ...] = (1, 3, 5, 10)
+    policy_lr_mult: tuple[float, ...] = (0.3, 1.0, 3.0)  # times the schedule's lr
+    policy_weight_decay: tuple[float, ...] = (0.0, 5e-4)
+    policy_adv_mix: tuple[float, ...] = (0.5, 1.0)
+    policy_cost_weight: float = 0.01  # lambda: reward = change in val robust acc - lambda * cost (1 = a PGD-10 round)
+    policy_lr: float = 0.1  # beta, the SGD step of the policy
+    policy_entropy: float = 0.01  # entropy bonus c
+    policy_baseline_rate: float = 0.1  # moving-average rate of the reward baseline
+    policy_hidden: int = 32
+    policy_file: str = ""  # start from a policy saved with --save-policy
+    policy_frozen: bool = False  # act with the policy but do not update it
+    budget_grad_evals: int = 0  # stop once cost/grad_evals reaches this (0 = no budget; rounds still caps)
     # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
     val_size: int = 500
     val_pgd_steps: int = 10
@@ -68,27 +94,33 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("norm", self.norm, NORMS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("eps_ramp_by", self.eps_ramp_by, ("step", "round"))
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         for name in ("rounds", "batch_size", "val_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps_per_round", "eps_ramp_rounds", "val_size"):
+        for name in ("steps_per_round", "eps_ramp_rounds", "val_size", "budget_grad_evals"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.unlabeled_fraction < 1.0:
             raise UserError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
         if self.unlabeled_fraction and self.method != "vat":
             raise UserError("unlabeled_fraction needs --method vat (only VAT learns from unlabelled images)")
-        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+        for f in dataclasses.fields(self):
+            if isinstance(f.default, tuple):  # lr_milestones and the policy grids: tuples of floats
+                object.__setattr__(self, f.name, tuple(float(m) for m in getattr(self, f.name)))
         self.hparams()  # validates eps, steps, lr, ... with their own messages
+        _check_generator_and_policy(self)
 
     def hparams(self) -> HParams:
         """The per-round hyperparameters at their configured (target) values."""
-        return HParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HParams)})
+        return HParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HParams) if hasattr(self, f.name)})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["lr_milestones"] = list(self.lr_milestones)
+        for k, v in d.items():
+            if isinstance(v, tuple):  # lr_milestones and the policy grids: lists in JSON and in Ray configs
+                d[k] = list(v)
         return d
 
     def replace(self, **changes) -> "TrainConfig":
@@ -111,6 +143,20 @@ class TrainConfig:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"bad config value: {exc}") from None
+
+
+def _check_generator_and_policy(c: TrainConfig) -> None:
+    from .training.policy import policy_grids
+
+    for name in ("gen_width", "policy_hidden"):
+        if getattr(c, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
+    for name in ("advgan_alpha", "advgan_beta", "advgan_hinge", "policy_cost_weight", "policy_entropy"):
+        if getattr(c, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
+    if c.policy_lr <= 0 or not 0 < c.policy_baseline_rate <= 1:
+        raise UserError(f"policy_lr must be > 0 and policy_baseline_rate in (0, 1], got {c.policy_lr} and {c.policy_baseline_rate}")
+    policy_grids(c)  # each grid value checked, one line on error
 
 
 def _choice(name: str, value, choices: tuple) -> None:

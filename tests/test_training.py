@@ -202,3 +202,21 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     run_training(tiny(rounds=1), tmp_path / "r")
     with pytest.raises(UserError, match="differ"):
         run_training(tiny(rounds=1, lr=0.5), tmp_path / "r", resume=True)
+
+
+def test_smooth_ramp_rises_within_each_ramp_round(digits):
+    c = ScheduleController(tiny(rounds=5, eps=0.3, eps_ramp_rounds=3, eps_ramp_by="step"))
+    hps = [c.propose(r) for r in range(4)]
+    assert [(round(h.eps_start, 6), round(h.eps, 6)) for h in hps[:3]] == [(0.0, 0.1), (0.1, 0.2), (0.2, 0.3)]
+    assert hps[3].eps_start is None and hps[3].as_row()["hp/eps_start"] == 0.3
+    assert hps[0].at_fraction(0.5).eps == pytest.approx(0.05)
+    assert ScheduleController(tiny(eps_ramp_by="round")).propose(0).eps_start is None
+
+
+def test_trainer_uses_the_within_round_eps(digits, monkeypatch):
+    run = TrainingRun(tiny(method="pgd-at", rounds=1, steps_per_round=4, eps_ramp_rounds=1), splits=digits)
+    seen = []
+    real = run.trainer.method.step
+    monkeypatch.setattr(run.trainer.method, "step", lambda m, x, y, hp, ctx: seen.append(hp.eps) or real(m, x, y, hp, ctx))
+    run.step()
+    assert seen == pytest.approx([0.075, 0.15, 0.225, 0.3])

@@ -36,6 +36,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("schedule")
     s.add_argument("--controller", default=S, help="who picks the hyperparameters each round (default schedule)")
     s.add_argument("--eps-ramp-rounds", type=int, default=S, help="ramp eps linearly over this many rounds (default 3; 0 = off)")
+    s.add_argument("--eps-ramp-by", default=S, help="step (default: eps rises smoothly within each ramp round) or round (one value per round)")
     s.add_argument("--lr-schedule", default=S, help=f"one of {', '.join(LR_SCHEDULES)} (default constant)")
     s.add_argument("--lr-milestones", type=float, nargs="+", default=S, help="fractions of the run where lr steps (default 0.5 0.75)")
     s.add_argument("--lr-gamma", type=float, default=S, help="lr factor at each milestone (default 0.1)")
@@ -44,6 +45,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--vat-weight", type=float, default=S, help="VAT loss weight alpha (default 1)")
     m.add_argument("--unlabeled-fraction", type=float, default=S, help="VAT: hide this fraction of labels (default 0)")
     m.add_argument("--co-threshold", type=float, default=S, help="fast-at: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")
+    add_generator_and_policy_flags(p)
     v = p.add_argument_group("validation, data and device")
     v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
     v.add_argument("--val-pgd-steps", type=int, default=S, help="PGD steps of the per-round robust check (default 10)")
@@ -53,9 +55,40 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     v.add_argument("--download", action="store_true", default=S, help="let torchvision download missing data (needs internet)")
 
 
+def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of issue 3: perturbation generators and the REINFORCE policy controller."""
+    d = TrainConfig()
+    grid = {"type": float, "nargs": "*", "default": S, "metavar": "V"}
+    g = p.add_argument_group("perturbation generators (methods meta-generator, advgan, meta-adv)")
+    g.add_argument("--gen-lr", type=float, default=S, help=f"generator Adam step, per round (default {d.gen_lr})")
+    g.add_argument("--gen-steps", type=int, default=S, help=f"generator updates per classifier update (default {d.gen_steps})")
+    g.add_argument("--gen-fraction", type=float, default=S, help="fraction of each batch attacked by the generator, the rest by PGD (default 1)")
+    g.add_argument("--gen-width", type=int, default=S, help=f"generator hidden channels (default {d.gen_width})")
+    g.add_argument("--gen-grad-input", action=argparse.BooleanOptionalAction, default=S,
+                   help="the generator also reads sign(grad_x loss), one classifier pass per example (default on; advgan off)")
+    g.add_argument("--advgan-alpha", type=float, default=S, help=f"AdvGAN weight of the GAN loss (default {d.advgan_alpha})")
+    g.add_argument("--advgan-beta", type=float, default=S, help=f"AdvGAN weight of the norm hinge (default {d.advgan_beta})")
+    g.add_argument("--advgan-hinge", type=float, default=S, help="AdvGAN hinge bound c as a fraction of the eps-ball's largest L2 norm (default 0.5)")
+    r = p.add_argument_group("REINFORCE policy controller (--controller policy; the default of --method meta-adv)")
+    r.add_argument("--policy-eps", **grid, help="grid of eps choices, as fractions of --eps (default 0.25 0.5 0.75 1); no values = schedule's")
+    r.add_argument("--policy-step-ratio", **grid, help="grid of attack step ratios (default 0.1 0.25 0.5)")
+    r.add_argument("--policy-steps", **grid, help="grid of attack steps (default 1 3 5 10)")
+    r.add_argument("--policy-lr-mult", **grid, help="grid of multipliers of the schedule's lr (default 0.3 1 3)")
+    r.add_argument("--policy-weight-decay", **grid, help="grid of weight decays (default 0 5e-4)")
+    r.add_argument("--policy-adv-mix", **grid, help="grid of adv_mix values (default 0.5 1)")
+    r.add_argument("--policy-cost-weight", type=float, default=S, help="lambda: reward = change in val robust acc - lambda * cost, cost 1 = one PGD-10 round (default 0.01)")
+    r.add_argument("--policy-lr", type=float, default=S, help=f"beta, the policy's SGD step (default {d.policy_lr})")
+    r.add_argument("--policy-entropy", type=float, default=S, help=f"entropy bonus (default {d.policy_entropy})")
+    r.add_argument("--policy-baseline-rate", type=float, default=S, help=f"moving-average rate of the baseline (default {d.policy_baseline_rate})")
+    r.add_argument("--policy-hidden", type=int, default=S, help=f"policy hidden units (default {d.policy_hidden})")
+    r.add_argument("--policy-file", default=S, metavar="FILE", help="start from a policy saved with --save-policy")
+    r.add_argument("--policy-frozen", action="store_true", default=S, help="act with the policy without updating it")
+    r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = read_config_file(args.config) if hasattr(args, "config") else {}
-    skip = {"config", "command", "_run", "out", "resume", "quiet"}
+    skip = {"config", "command", "_run", "out", "resume", "quiet", "save_policy"}
     values.update({k: v for k, v in vars(args).items() if k not in skip})
     return TrainConfig.from_dict(values)
 
@@ -65,6 +98,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--save-policy", default=None, metavar="FILE", help="after training, save the policy (--controller policy) here")
     add_config_flags(p)
     return p
 
@@ -84,17 +118,33 @@ def run(args: argparse.Namespace) -> int:
         import os
 
         stored = read_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
-        given = {k: v for k, v in vars(args).items() if k not in {"command", "_run", "out", "resume", "quiet"}}
+        given = {k: v for k, v in vars(args).items() if k not in {"command", "_run", "out", "resume", "quiet", "save_policy"}}
         config = TrainConfig.from_dict({**stored, **given}) if given else TrainConfig.from_dict(stored)
     else:
         config = config_from_args(args)
+    _check_save_policy(args.save_policy, config)
     rounds = config.rounds
     on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
     try:
         result = run_training(config, args.out, resume=args.resume, on_row=on_row)
     except DivergedError as exc:
         raise UserError(f"{exc}; the last good round is in {args.out}/checkpoint.pt") from None
+    if args.save_policy:
+        from ..training.policy import save_policy_file
+
+        save_policy_file(result.controller, args.save_policy)
+        print(f"policy saved: {args.save_policy} (drive another run with --controller policy --policy-file {args.save_policy})")
     if result.stopped_reason:
         print(f"stopped early: {result.stopped_reason}")
     print(f"done: {args.out}/checkpoint.pt (evaluate with: metaadv evaluate {args.out})")
     return 0
+
+
+def _check_save_policy(path: str | None, config: TrainConfig) -> None:
+    """Refuse --save-policy before training, not after it."""
+    import os
+
+    if path and config.controller != "policy":
+        raise UserError(f"--save-policy needs --controller policy (this run's controller is {config.controller!r})")
+    if path and os.path.isdir(path):
+        raise UserError(f"--save-policy {path!r} is a folder; give a file name")

@@ -24,6 +24,9 @@ class Controller(Protocol):
     def observe(self, row: dict) -> None:
         """The metrics row of the round just trained with the proposed hyperparameters."""
 
+    # Optional: ``row_metrics() -> dict``, extra columns merged into that same row right after
+    # ``observe`` (the policy's ``policy/reward`` of the round's choice, known only from its row).
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -31,14 +34,16 @@ class Controller(Protocol):
 
 class ScheduleController:
     """Fixed schedules: eps ramps linearly to its target over the first ``eps_ramp_rounds`` rounds
-    (round r uses ``eps * (r + 1) / R``), and lr is constant, stepped at ``lr_milestones``
-    (fractions of the run, times ``lr_gamma``) or cosine-annealed from ``lr`` towards 0.
+    (round r ends at ``eps * (r + 1) / R``; with ``eps_ramp_by="step"`` it rises smoothly from
+    ``eps * r / R`` within the round, else it holds that value for the round), and lr is constant,
+    stepped at ``lr_milestones`` (fractions of the run, times ``lr_gamma``) or cosine-annealed.
     """
 
     def __init__(self, config):
         self.target = config.hparams()
         self.rounds = config.rounds
         self.eps_ramp_rounds = config.eps_ramp_rounds
+        self.smooth_ramp = config.eps_ramp_by == "step"
         self.lr_schedule = config.lr_schedule
         self.lr_milestones = config.lr_milestones
         self.lr_gamma = config.lr_gamma
@@ -58,7 +63,10 @@ class ScheduleController:
         return lr
 
     def propose(self, round_index: int) -> HParams:
-        return self.target.replace(eps=self.eps_at(round_index), lr=self.lr_at(round_index))
+        hp = self.target.replace(eps=self.eps_at(round_index), lr=self.lr_at(round_index))
+        if self.smooth_ramp and round_index < self.eps_ramp_rounds:
+            hp = hp.replace(eps_start=self.target.eps * round_index / self.eps_ramp_rounds)
+        return hp
 
     def observe(self, row: dict) -> None:
         pass  # a fixed schedule does not look at results

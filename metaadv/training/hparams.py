@@ -24,10 +24,19 @@ class HParams:
     weight_decay: float = 0.0
     trades_beta: float = 6.0  # TRADES robustness weight
     adv_mix: float = 1.0  # weight of the adversarial loss; (1 - adv_mix) goes on the clean loss
+    # When set, eps rises linearly from eps_start to eps over the round's steps (a smooth ramp);
+    # None keeps eps constant through the round. Shown as hp/eps_start (= eps when None).
+    eps_start: float | None = None
+    # Perturbation generators (meta-generator, advgan, meta-adv); other methods ignore these.
+    gen_lr: float = 1e-3  # Adam step of the generator
+    gen_steps: int = 1  # generator updates per classifier update
+    gen_fraction: float = 1.0  # fraction of each batch attacked by the generator; the rest by PGD
 
     def __post_init__(self):
         if not 0.0 <= self.eps <= 1.0:
             raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
+        if self.eps_start is not None and not 0.0 <= self.eps_start <= 1.0:
+            raise UserError(f"eps_start must be in [0, 1], got {self.eps_start}")
         if self.step_ratio <= 0:
             raise UserError(f"step_ratio must be > 0, got {self.step_ratio}")
         if int(self.steps) != self.steps or self.steps < 1:
@@ -40,7 +49,20 @@ class HParams:
             raise UserError(f"trades_beta must be >= 0, got {self.trades_beta}")
         if not 0.0 <= self.adv_mix <= 1.0:
             raise UserError(f"adv_mix must be in [0, 1], got {self.adv_mix}")
+        if self.gen_lr <= 0:
+            raise UserError(f"gen_lr must be > 0, got {self.gen_lr}")
+        if int(self.gen_steps) != self.gen_steps or self.gen_steps < 1:
+            raise UserError(f"gen_steps must be an integer >= 1, got {self.gen_steps}")
+        if not 0.0 <= self.gen_fraction <= 1.0:
+            raise UserError(f"gen_fraction must be in [0, 1], got {self.gen_fraction}")
         object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "gen_steps", int(self.gen_steps))
+
+    def at_fraction(self, fraction: float) -> "HParams":
+        """The values in force ``fraction`` (0..1] of the way through the round."""
+        if self.eps_start is None:
+            return self
+        return self.replace(eps=self.eps_start + (self.eps - self.eps_start) * fraction, eps_start=None)
 
     @property
     def step_size(self) -> float:
@@ -51,6 +73,7 @@ class HParams:
 
     def as_row(self) -> dict[str, float]:
         row = {f"hp/{k}": v for k, v in dataclasses.asdict(self).items()}
+        row["hp/eps_start"] = self.eps if self.eps_start is None else self.eps_start
         row["hp/step_size"] = self.step_size
         return row
 

@@ -36,7 +36,8 @@ class StepContext:
 class StepOutput:
     loss: torch.Tensor
     adv_logits: torch.Tensor
-    passes: int  # forward+backward passes per example (forward-only passes are not counted)
+    passes: float  # forward+backward passes per example (forward-only passes are not counted); a mean when
+    # parts of the batch are attacked differently (meta-generator's gen_fraction), so passes * B is exact
 
 
 def _mixed_loss(model, x, x_adv, y, adv_mix: float) -> tuple[torch.Tensor, torch.Tensor, int]:

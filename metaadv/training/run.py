@@ -43,7 +43,9 @@ class TrainingRun:
 
     @property
     def done(self) -> bool:
-        return self.round >= self.config.rounds or bool(self.stopped_reason)
+        budget = self.config.budget_grad_evals
+        over_budget = budget > 0 and self.trainer.grad_evals >= budget
+        return self.round >= self.config.rounds or bool(self.stopped_reason) or over_budget
 
     def step(self) -> dict:
         """Train and measure one round; return its metrics row."""
@@ -60,8 +62,10 @@ class TrainingRun:
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
                **hp.as_row(), "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
                "cost/seconds": round(self.seconds, 3)}
-        self.rows.append(row)
         self.controller.observe(row)
+        # Optional hook: controllers that learn (the policy) report on the round just observed.
+        row.update(getattr(self.controller, "row_metrics", dict)())
+        self.rows.append(row)
         return row
 
     def _catastrophic_overfitting_check(self, val: dict, before: dict) -> dict:

@@ -82,13 +82,14 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        for _ in range(n_steps):
+        for i in range(n_steps):
+            step_hp = hp.at_fraction((i + 1) / n_steps)
             idx = self.stream.next_indices()
             x, y = self.train_x[idx], self.train_y[idx]
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight)
-            out = self.method.step(self.model, x, y, hp, ctx)
+            out = self.method.step(self.model, x, y, step_hp, ctx)
             if not torch.isfinite(out.loss):
                 raise DivergedError(f"training loss became {out.loss.item()} at step {self.global_step}; "
                                     "lower the learning rate or eps")
@@ -98,7 +99,7 @@ class Trainer:
             loss_sum += out.loss.detach() * len(y)
             correct += (out.adv_logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            self.grad_evals += out.passes * len(y)
+            self.grad_evals += round(out.passes * len(y))  # passes may be a per-example mean (mixed attacks)
             self.global_step += 1
         return {"train/loss": loss_sum.item() / seen, "train/adv_acc": correct.item() / seen, **self.method.round_metrics()}
 

@@ -1,0 +1,93 @@
+"""Meta-adversarial training benchmark: generator-AT round cost vs PGD-10 AT, and the policy's overhead.
+
+Prints, measured in one run on mnist5k with the seed CNN (batch 100), in CPU seconds of this
+process with the settings' rounds interleaved (a shared machine's load then cancels out):
+- meta-generator round time / PGD-10 AT round time (target <= 0.3), with and without the
+  gradient-sign input, next to the ratio of their cost/grad_evals;
+- the REINFORCE policy's overhead per round: propose + observe (one forward, one sampled action,
+  one SGD step), against the fixed schedule's and as a fraction of a PGD-10 round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from metaadv.config import TrainConfig
+from metaadv.data import load_splits
+from metaadv.training.controllers import ScheduleController
+from metaadv.training.policy import PolicyController
+from metaadv.training.trainer import Trainer
+
+
+def make_trainer(splits, device: str, **config) -> tuple[Trainer, object]:
+    cfg = TrainConfig.from_dict({"device": device, **config})
+    trainer = Trainer(cfg, splits, torch.device(device))
+    trainer.train_round(cfg.hparams())  # warm-up: allocator, kernels
+    return trainer, cfg.hparams()
+
+
+def interleaved_seconds(trainers: dict, rounds: int) -> dict[str, tuple[float, float]]:
+    """Median CPU seconds of a round and grad evals per example, for each setting.
+
+    Rounds of the settings alternate, and the clock is this process's CPU time: on a shared
+    machine, load that comes and goes hits every setting alike and does not bill us for waiting.
+    """
+    times = {name: [] for name in trainers}
+    start = {name: t.grad_evals for name, (t, _) in trainers.items()}
+    for _ in range(rounds):
+        for name, (trainer, hp) in trainers.items():
+            t = time.process_time()
+            trainer.train_round(hp)
+            times[name].append(time.process_time() - t)
+    out = {}
+    for name, (trainer, _) in trainers.items():
+        examples = rounds * trainer.config.steps_per_round * trainer.config.batch_size
+        out[name] = (statistics.median(times[name]), (trainer.grad_evals - start[name]) / examples)
+    return out
+
+
+def controller_ms(controller, rounds: int) -> float:
+    """CPU milliseconds of propose + observe + row_metrics per round."""
+    row = {"val/clean_acc": 0.9, "val/robust_acc": 0.5, "train/loss": 1.0, "train/adv_acc": 0.4}
+    t = time.process_time()
+    for r in range(rounds):
+        controller.propose(r)
+        controller.observe({**row, "round": r + 1, "step": 10 * (r + 1), "cost/grad_evals": 11_000 * (r + 1)})
+        getattr(controller, "row_metrics", dict)()
+    return 1000 * (time.process_time() - t) / rounds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps-per-round", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median reported)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    splits = load_splits("mnist5k")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}")
+    common = {"steps_per_round": args.steps_per_round, "eps_ramp_rounds": 0}
+    settings = {"PGD-10 AT": {"method": "pgd-at", "steps": 10},
+                "meta-generator (grad-sign input)": {"method": "meta-generator"},
+                "meta-generator (x only)": {"method": "meta-generator", "gen_grad_input": False},
+                "advgan (x only)": {"method": "advgan"}}
+    trainers = {name: make_trainer(splits, args.device, **common, **extra) for name, extra in settings.items()}
+    measured = interleaved_seconds(trainers, args.rounds)
+    pgd_s, pgd_cost = measured.pop("PGD-10 AT")
+    print(f"PGD-10 AT round: {pgd_s:.3f} CPU s ({pgd_cost:g} grad evals / example)")
+    print(f"{'generator AT':<34} {'round s':>8} {'time ratio':>11} {'cost ratio':>11}  target <= 0.3")
+    for label, (seconds, cost) in measured.items():
+        ratio = seconds / pgd_s
+        print(f"{label:<34} {seconds:>8.3f} {ratio:>11.2f} {cost / pgd_cost:>11.2f}  {'ok' if ratio <= 0.3 else 'over target'}")
+    config = TrainConfig.from_dict({"controller": "policy", "rounds": 1000})
+    policy_ms, schedule_ms = controller_ms(PolicyController(config), 200), controller_ms(ScheduleController(config), 200)
+    print(f"policy overhead per round: {policy_ms:.2f} ms (fixed schedule {schedule_ms:.3f} ms) = "
+          f"{policy_ms / (1000 * pgd_s):.2%} of a PGD-10 round of {args.steps_per_round} steps")
+
+
+if __name__ == "__main__":
+    main()

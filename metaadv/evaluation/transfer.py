@@ -1,0 +1,109 @@
+"""Learned attackers for ``metaadv evaluate --transfer``: reported under ``transfer``, never in the verdict.
+
+A perturbation generator attacks in one forward pass without querying the evaluated model's
+gradients: AdvGAN's semi-whitebox setting (Xiao et al. 2018, arXiv:1801.02610) and Baluja &
+Fischer 2017's adversarial transformation networks (arXiv:1703.09387). That makes it a cheap,
+weak attack: a model can resist its own trained attacker and still fall to PGD, which is why
+:mod:`metaadv.evaluation.robust` keeps such attacks out of ``robust_acc``. Two sources:
+
+- a checkpoint (file or run folder) of a run trained with meta-generator, advgan or meta-adv: its
+  generator, and (if the generator reads gradient signs) the gradients of that run's classifier,
+  so nothing is asked of the evaluated model but its predictions;
+- ``advgan`` or ``advgan:STEPS``: a fresh AdvGAN fitted for STEPS (default 200) batches against
+  the evaluated model on its data set's training split, then applied to the evaluation split.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from ..training.generator_methods import AdvGANTraining, GeneratorTraining, grad_sign
+from ..training.hparams import HParams
+
+__all__ = ["fit_generator", "generator_attack", "load_generator", "transfer_attacks"]
+
+GENERATOR_METHODS = ("meta-generator", "advgan", "meta-adv")
+
+
+def generator_attack(method: GeneratorTraining, source: torch.nn.Module | None = None) -> Callable:
+    """An attack ``fn(model, x, y, *, eps, norm, generator) -> x_adv`` made by ``method``'s generator.
+
+    Gradient signs, if the generator reads them, come from ``source`` (default: the attacked model).
+    """
+
+    @torch.no_grad()
+    def attack(model, x, y, *, eps, norm, generator=None):
+        gen = method.gen.to(x.device).eval()
+        sign = None
+        if gen.grad_input:
+            with torch.enable_grad():
+                sign = grad_sign((source or model).to(x.device), x, y, eps, norm, generator)
+        return (x + gen.perturb(x, eps, norm, sign)).detach()
+
+    return attack
+
+
+def fit_generator(model, x, y, *, eps: float, norm: str = "linf", steps: int = 200, batch_size: int = 64,
+                  lr: float = 1e-3, seed: int = 0, advgan: bool = True, **kwargs) -> GeneratorTraining:
+    """Train a generator (AdvGAN's objective, or plain CE ascent) against a fixed ``model`` on ``(x, y)``."""
+    device = next(model.parameters()).device
+    cls = AdvGANTraining if advgan else GeneratorTraining
+    method = cls(x.shape[1], seed=seed, device=device, **kwargs)
+    hp = HParams(eps=eps, gen_lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    rng = torch.Generator(device=device).manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        method.train_generator(model, x[idx].to(device), y[idx].to(device), hp, norm, rng)
+    return method
+
+
+def load_generator(path) -> tuple[GeneratorTraining, torch.nn.Module, str]:
+    """(generator method, its run's classifier, method name) from a generator run's checkpoint."""
+    from ..checkpoint import build_checkpoint_model, read_checkpoint
+
+    payload = read_checkpoint(path)
+    method = payload.get("config", {}).get("method")
+    if method not in GENERATOR_METHODS:
+        raise UserError(f"--transfer {str(path)!r} was trained with {method!r}; it needs a run of {', '.join(GENERATOR_METHODS)}")
+    state = payload["trainer"]["method"]
+    gen = GeneratorTraining(**state["generator_kwargs"])
+    gen.gen.load_state_dict(state["generator"])
+    return gen, build_checkpoint_model(payload), method
+
+
+def transfer_attacks(specs: str | None, checkpoint, *, data_dir: str | None = None) -> dict[str, Callable]:
+    """``--transfer`` items (comma list) -> {report name: attack}. Checked here, before any attack runs."""
+    attacks = {}
+    for spec in [s.strip() for s in (specs or "").split(",") if s.strip()]:
+        if spec == "advgan" or spec.startswith("advgan:"):
+            steps = spec.partition(":")[2] or "200"
+            if not steps.isdigit() or int(steps) < 1:
+                raise UserError(f"--transfer {spec!r}: write advgan or advgan:STEPS with STEPS >= 1")
+            attacks[f"advgan-fit{steps}"] = _fitted_advgan(checkpoint, int(steps), data_dir)
+        else:
+            gen, source, method = load_generator(spec)
+            attacks[f"{method}:{spec}"] = generator_attack(gen, source)
+    return attacks
+
+
+def _fitted_advgan(checkpoint, steps: int, data_dir: str | None) -> Callable:
+    """Fit on the first call (the attacked model arrives with it), then reuse the generator."""
+    from ..checkpoint import read_checkpoint
+    from ..data import load_splits
+
+    config = read_checkpoint(checkpoint)["config"]
+    fitted: dict = {}
+
+    def attack(model, x, y, *, eps, norm, generator=None):
+        if "attack" not in fitted:
+            splits = load_splits(config["dataset"], data_dir or config["data_dir"] or None)
+            method = fit_generator(model, splits.train_x, splits.train_y, eps=eps, norm=norm, steps=steps,
+                                   seed=int(config["seed"]))
+            fitted["attack"] = generator_attack(method)
+        return fitted["attack"](model, x, y, eps=eps, norm=norm, generator=generator)
+
+    return attack

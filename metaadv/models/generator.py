@@ -1,0 +1,88 @@
+"""Perturbation generators and the AdvGAN discriminator.
+
+A generator maps a batch of images (and, optionally, the sign of the classifier's input
+gradient) to a perturbation inside the threat model in one forward pass: the adversarial
+transformation network of Baluja & Fischer 2017 (arXiv:1703.09387), used as the attacker of
+meta-generator training, and the generator of AdvGAN (Xiao et al. 2018, arXiv:1801.02610).
+Images are ``(B, C, H, W)`` in [0, 1]; eps is in [0, 1] pixel units.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import per_example, project
+
+__all__ = ["Discriminator", "PerturbationGenerator", "bounded_perturbation"]
+
+
+def bounded_perturbation(raw: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """Squash an unbounded ``raw`` output into the eps-ball with ``x + delta`` in [0, 1].
+
+    L-inf: ``eps * tanh(raw)``, smooth and inside the ball, so the generator's gradient never
+    vanishes at the boundary the way a hard clamp's does. L2: the ball projection. Either way the
+    result goes through :func:`metaadv.attacks.project`, the one projection everybody uses.
+    """
+    eps_b = per_example(eps, x)
+    delta = eps_b * torch.tanh(raw) if norm == "linf" else raw
+    return project(delta, x, eps_b, norm)
+
+
+class PerturbationGenerator(nn.Module):
+    """A small fully convolutional generator: ``(B, C, H, W)`` -> raw perturbation ``(B, C, H, W)``.
+
+    conv - strided conv - upsample - conv: the middle layer works at half resolution, so the
+    generator costs a fraction of the classifier's forward pass (its time is the overhead that
+    cost/grad_evals does not count).
+
+    With ``grad_input=True`` it also reads ``sign(grad_x loss)`` (one extra classifier pass per
+    example) and adds ``gain * sign`` to its output: it starts as FGSM without a random start
+    (Goodfellow et al. 2015) and learns what FGSM misses, instead of starting from nothing.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, grad_input: bool = True):
+        super().__init__()
+        self.in_channels, self.width, self.grad_input = in_channels, width, grad_input
+        c_in = in_channels * (2 if grad_input else 1)
+        self.encode = nn.Sequential(
+            nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.decode = nn.Conv2d(width, in_channels, 3, padding=1)
+        # tanh(2) = 0.96: the initial L-inf output is almost eps * sign, i.e. FGSM.
+        self.gain = nn.Parameter(torch.tensor(2.0 if grad_input else 0.0), requires_grad=grad_input)
+
+    def kwargs(self) -> dict:
+        """Constructor arguments (stored beside the weights in checkpoints)."""
+        return {"in_channels": self.in_channels, "width": self.width, "grad_input": self.grad_input}
+
+    def forward(self, x: torch.Tensor, grad_sign: torch.Tensor | None = None) -> torch.Tensor:
+        if self.grad_input and grad_sign is None:
+            raise ValueError("this generator reads the input-gradient sign; pass grad_sign")
+        h = self.encode(torch.cat([2 * x - 1, grad_sign], dim=1) if self.grad_input else 2 * x - 1)
+        raw = self.decode(F.interpolate(h, size=x.shape[-2:], mode="nearest"))
+        return raw + self.gain * grad_sign if self.grad_input else raw
+
+    def perturb(self, x: torch.Tensor, eps, norm: str, grad_sign: torch.Tensor | None = None) -> torch.Tensor:
+        """``delta`` with ``||delta|| <= eps`` and ``x + delta`` in [0, 1]; differentiable in the weights."""
+        return bounded_perturbation(self(x, grad_sign), x, eps, norm)
+
+
+class Discriminator(nn.Module):
+    """AdvGAN's discriminator: ``(B, C, H, W)`` in [0, 1] -> one logit per image (real = clean).
+
+    Strided convolutions then a global average, so one network serves 8x8 and 32x32 images alike.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2 * x - 1).squeeze(1)
