@@ -62,6 +62,8 @@ def pgd(
             for _ in range(steps):
                 grad, _, _ = input_grad(model, x + delta, y, loss_fn)
                 delta = project(ascent_step(delta, grad, step_b, norm), x, eps_b, norm)
+            if restarts == 1:  # nothing to choose between: skip the scoring forward pass
+                return (x + delta).detach()
             with torch.no_grad():
                 logits = model(x + delta)
                 loss = loss_fn(logits, y)
