@@ -16,6 +16,7 @@ from .errors import UserError
 COMMANDS = [
     "metaadv.commands.train",
     "metaadv.commands.evaluate",
+    "metaadv.commands.tune",
     "metaadv.commands.meta",
 ]
 

@@ -1,0 +1,78 @@
+"""``metaadv tune``: run a named Ray Tune experiment (PBT, PB2, ASHA + Optuna, ...), or resume one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("tune", help="search hyperparameters and schedules with Ray Tune",
+                       description="Run a named Ray Tune experiment (see --list) on a local Ray or a cluster.")
+    p.add_argument("experiment", nargs="?", metavar="NAME", help="a name from --list, or a .py file defining EXPERIMENT")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--smoke", action="store_true", help="the small size (minutes on 2 CPUs) instead of the full one")
+    p.add_argument("--samples", metavar="N", help="number of trials (the PBT population); default: the size's")
+    p.add_argument("--storage", default="tune_results", metavar="PATH_OR_URI",
+                   help="where results go: a folder, or a URI (s3://, gs://) shared by all nodes (default ./tune_results)")
+    p.add_argument("--address", metavar="ADDR", help="join this Ray cluster ('auto', host:port, ray://...) instead of starting one")
+    p.add_argument("--cpus-per-trial", default="1", metavar="X", help="CPUs per trial, fractions allowed (default 1)")
+    p.add_argument("--gpus-per-trial", default="0", metavar="Y", help="GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment stored under --storage/--name")
+    p.add_argument("--name", metavar="RUN_NAME", help="the run's folder name (default NAME, or NAME-smoke)")
+    p.add_argument("--quiet", action="store_true", help="no progress table, only the final summary")
+    _one_line_errors(p)
+    return p
+
+
+def _one_line_errors(p: argparse.ArgumentParser) -> None:
+    """Bad or unknown options: one line and exit 2, like every other input error (argparse would
+    print the usage first, and leave unknown options to the top-level parser)."""
+
+    def error(message: str):
+        print(f"metaadv: error: tune: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, extras = parse_known(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    p.error, p.parse_known_args = error, parse_known_args
+
+
+def _number(text: str, flag: str, cast):
+    try:
+        return cast(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} expects a number, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune_experiments.registry import list_experiments, load_experiment
+
+    if args.list:
+        for name, description in list_experiments():
+            print(f"{name:<24} {description}")
+        return 0
+    if not args.experiment:
+        raise UserError("name an experiment (metaadv tune --list shows them)")
+    exp = load_experiment(args.experiment)
+    samples = None if args.samples is None else _number(args.samples, "--samples", int)
+    from ..tune.runner import RunOptions, run_experiment  # imports Ray: only once the input is known good
+    from ..tune.report import summary_lines
+
+    opts = RunOptions(size="smoke" if args.smoke else "full", samples=samples, storage=args.storage,
+                      address=args.address, cpus_per_trial=_number(args.cpus_per_trial, "--cpus-per-trial", float),
+                      gpus_per_trial=_number(args.gpus_per_trial, "--gpus-per-trial", float),
+                      resume=args.resume, name=args.name, verbose=0 if args.quiet else 1)
+    start = time.perf_counter()
+    grid = run_experiment(exp, opts)
+    print("\n".join(summary_lines(grid, exp, time.perf_counter() - start)))
+    return 0

@@ -1,0 +1,146 @@
+"""Run (or resume) a named experiment on a local Ray or an existing cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import ray
+from ray import tune
+
+from ..errors import UserError
+from .callbacks import LOGGERS
+from .experiment import SIZES, Experiment
+from .schedulers import build_scheduler, build_searcher, checkpoints_to_keep, param_space
+from .trainable import make_trainable
+
+__all__ = ["RunOptions", "run_experiment", "experiment_path", "ensure_ray"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    size: str = "full"
+    samples: int | None = None  # overrides the size's num_samples (the PBT population)
+    storage: str = "tune_results"  # a folder (made absolute) or a URI such as s3://bucket/path
+    address: str | None = None  # join this cluster ("auto", "ray://...", "host:port"); None = start one
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    resume: bool = False
+    name: str | None = None  # defaults to the experiment name, plus "-smoke" for the smoke size
+    verbose: int = 1  # Tune's output: 0 silent, 1 a table every 30 s, 2 every result
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise UserError(f"unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
+        if self.samples is not None and self.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {self.samples}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+
+
+def storage_root(storage: str) -> str:
+    # Tune changes each trial's working directory: a relative path would mean a different place.
+    return storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+
+
+def experiment_path(exp: Experiment, opts: RunOptions) -> tuple[str, str]:
+    name = opts.name or (exp.name if opts.size == "full" else f"{exp.name}-{opts.size}")
+    root = storage_root(opts.storage)
+    return root, (f"{root.rstrip('/')}/{name}" if "://" in root else os.path.join(root, name))
+
+
+def ensure_ray(address: str | None) -> bool:
+    """Connect to ``address`` or start a local Ray sized to this machine; True if we started it."""
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+    else:
+        ray.init(include_dashboard=False)
+    return True
+
+
+def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable) -> tune.Tuner:
+    size = exp.sizes[opts.size]
+    single = {} if exp.multi_objective else {"metric": exp.metric, "mode": exp.mode}
+    tune_config = tune.TuneConfig(
+        scheduler=build_scheduler(exp, opts.size), search_alg=build_searcher(exp, opts.size),
+        num_samples=opts.samples or size.num_samples,
+        reuse_actors=True, trial_dirname_creator=_trial_dirname, **single)
+    run_config = tune.RunConfig(
+        name=name, storage_path=root, verbose=opts.verbose, callbacks=LOGGERS(),
+        # Stopping on the last round before the scheduler sees it keeps PBT from "exploiting" a
+        # finished trial (a restart that trains nothing and leaves the donor's numbers behind).
+        stop={"round": exp.rounds(opts.size)},
+        sync_config=tune.SyncConfig(sync_period=_sync_period(root)),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(exp, opts.size)),
+        failure_config=tune.FailureConfig(max_failures=exp.max_failures))
+    return tune.Tuner(trainable, param_space=param_space(exp, opts.size), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _sync_period(root: str) -> int:
+    """Seconds between copies of the driver's files (experiment state, results) to storage.
+
+    ``--resume`` reads the stored copy, so this bounds the progress a killed driver loses. Ray's
+    default is 300 s; copying a few small files to a local or shared folder is cheap, to a bucket
+    a little less so. ``METAADV_TUNE_SYNC_S`` overrides it.
+    """
+    return int(os.environ.get("METAADV_TUNE_SYNC_S", 60 if "://" in root else 5))
+
+
+def _check_snapshot(path: str) -> None:
+    """Refuse a damaged experiment snapshot: Ray would log the parse error and silently start the
+    whole experiment again from scratch. (The copy to storage is not atomic; a driver killed while
+    copying leaves a truncated file.)"""
+    import pyarrow.fs
+
+    fs, base = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    names = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(base))
+                   if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+    try:
+        with fs.open_input_stream(names[-1]) as f:
+            json.loads(f.read())
+    except (IndexError, ValueError):
+        last = names[-1] if names else "experiment_state-*.json"
+        raise UserError(f"the experiment snapshot {last} is damaged (its driver was killed while writing it); "
+                        "delete it to resume from an earlier snapshot, if any, or start again under another --name") from None
+
+
+def _trial_dirname(trial) -> str:
+    # Short and unique: the default embeds every sampled value and can overflow path limits.
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None = None) -> tune.ResultGrid:
+    """Fit a new experiment, or with ``opts.resume`` continue the one stored under its name.
+
+    ``extra_kinds``: run kinds defined outside metaadv (a notebook, a benchmark); they travel to
+    the workers inside the pickled trainable.
+    """
+    root, path = experiment_path(exp, opts)
+    # --resume starts from the last experiment snapshot; Ray's default takes one every >= 10 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    started = ensure_ray(opts.address)
+    try:
+        trainable = tune.with_resources(make_trainable(exp.metrics, extra_kinds),
+                                        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+        exists = tune.Tuner.can_restore(path)
+        if opts.resume:
+            if not exists:
+                raise UserError(f"nothing to resume at {path}; run without --resume first (or give its --name/--storage)")
+            _check_snapshot(path)
+            # Unfinished trials continue from their last checkpoint; finished and errored ones stay.
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            if exists:
+                raise UserError(f"{path} already holds this experiment; add --resume to continue it or pass another --name")
+            tuner = _tuner(exp, opts, root, os.path.basename(path), trainable)
+        return tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()

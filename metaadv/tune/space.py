@@ -1,0 +1,73 @@
+"""A declarative search space, free of Ray, translated to Ray Tune's objects per scheduler.
+
+Experiments in ``tune_experiments/`` say *what* is searched; :mod:`metaadv.tune.schedulers`
+says how each scheduler wants it: PBT mutates a ``Grid`` to a neighbouring value and perturbs a
+range continuously, PB2 needs numeric ``[low, high]`` bounds (a grid is searched on its hull and
+snapped back to the grid), Optuna and random search sample the initial values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Grid", "Range", "LogRange", "Dimension", "snap_to_grids"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A categorical choice among ordered values (PBT moves to a neighbour)."""
+
+    values: tuple
+
+    def __init__(self, *values):
+        if len(values) == 1 and isinstance(values[0], (list, tuple)):
+            values = tuple(values[0])
+        if len(values) < 2:
+            raise ValueError(f"a Grid needs at least two values, got {values!r}")
+        object.__setattr__(self, "values", tuple(values))
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return float(min(self.values)), float(max(self.values))
+
+    def snap(self, value: float):
+        """The grid value nearest to ``value`` (PB2 proposes points between grid values)."""
+        return min(self.values, key=lambda v: abs(float(v) - float(value)))
+
+
+@dataclass(frozen=True)
+class Range:
+    """A continuous interval, sampled uniformly."""
+
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not self.low < self.high:
+            raise ValueError(f"a range needs low < high, got [{self.low}, {self.high}]")
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return float(self.low), float(self.high)
+
+
+@dataclass(frozen=True)
+class LogRange(Range):
+    """A continuous interval of positive values, sampled log-uniformly (learning rates, decays)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+
+
+Dimension = Grid | Range | LogRange
+
+
+def snap_to_grids(config: dict, grids: dict[str, Grid]) -> dict:
+    """Put every gridded key of ``config`` back on its grid (PB2's ``custom_explore_fn``)."""
+    out = dict(config)
+    for key, grid in grids.items():
+        if key in out:
+            out[key] = grid.snap(out[key])
+    return out
