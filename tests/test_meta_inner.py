@@ -15,14 +15,6 @@ from metaadv.meta.algorithms import adml_step, maml_step, reptile_step
 from metaadv.models import DigitsNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared CPU: one thread avoids OpenMP spin-waits (10x+ faster here); restored after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _task(ways=3, shots=2, queries=3, size=8, seed=0, dtype=torch.float32) -> Task:
     g = torch.Generator().manual_seed(seed)

@@ -12,14 +12,6 @@ from metaadv.errors import UserError
 from metaadv.meta import load_meta_data, load_omniglot
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared CPU: one thread avoids OpenMP spin-waits (10x+ faster here); restored after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _write_subset(root, subset: str, alphabets: int, characters: int, images: int) -> None:
     """``<root>/omniglot-py/<subset>/<alphabet>/characterNN/*.png``: 105x105, black strokes on white.

@@ -14,14 +14,6 @@ from metaadv.meta import MetaConfig, mean_ci95, meta_test, run_meta
 from metaadv.training.metrics import read_metrics_csv
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared CPU: one thread avoids OpenMP spin-waits (10x+ faster here); restored after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 TINY = dict(dataset="digits", ways=3, shots=1, queries=2, meta_batch=2, rounds=2, steps_per_round=2,
             inner_steps=1, val_tasks=2, val_pgd_steps=2, device="cpu")
 

@@ -9,14 +9,6 @@ from metaadv.errors import UserError
 from metaadv.meta import CLASS_SPLITS, ClassPool, load_meta_data
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared CPU: one thread avoids OpenMP spin-waits (10x+ faster here); restored after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _indexed_pool(n_classes=5, per_class=7, rotations=False, size=4) -> ClassPool:
     """Image i is filled with i everywhere except a mark in one corner, so content identifies it."""
