@@ -20,7 +20,7 @@ from metaadv.tune.experiment import Experiment, Size
 from metaadv.tune.kinds import build_train_run, get_kind, restore_train_run
 from metaadv.tune.report import pareto_front
 from metaadv.tune.space import Grid, LogRange, Range, snap_to_grids
-from tune_experiments.registry import AVAILABLE, NOT_YET_AVAILABLE, load_experiment
+from tune_experiments.registry import AVAILABLE, load_experiment
 
 TINY = {"method": "pgd-at", "dataset": "digits", "rounds": 4, "steps_per_round": 3, "val_size": 50,
         "val_pgd_steps": 2, "device": "cpu", "eps_ramp_rounds": 0}
@@ -61,20 +61,31 @@ def test_a_huge_sgd_learning_rate_really_diverges_on_digits():
 
 
 def test_unknown_kind_is_a_user_error():
-    with pytest.raises(UserError, match="unknown run kind 'meta'"):
-        get_kind("meta")
+    with pytest.raises(UserError, match="unknown run kind 'oracle'"):
+        get_kind("oracle")
+
+
+def test_meta_kind_keeps_the_trial_config_and_fixes_eps_to_the_threat_model():
+    exp = load_experiment("pbt_adml")
+    config = {**exp.fixed_config("smoke"), "dataset": "digits", "rounds": 2, "steps_per_round": 2, "val_tasks": 3,
+              "beta1": 0.25, "beta2": 0.75, "inner_lr": 0.1, "meta_lr": 1e-3}
+    kind = get_kind(config.pop("kind"))
+    run = kind.build(config)
+    first = run.step()
+    assert first["hp/eps"] == 0.2 and first["hp/beta1"] == 0.25
+    resumed = kind.build({**config, "meta_lr": 2e-3, "beta1": 0.5})  # as PBT would mutate them
+    kind.restore(resumed, run.state_dict())
+    assert resumed.round == 1 and resumed.rows == run.rows
+    row = resumed.step()
+    assert (row["round"], row["hp/meta_lr"], row["hp/beta1"]) == (2, 2e-3, 0.5)
+    with pytest.raises(UserError, match="validate at their training eps"):
+        kind.build({**config, "eps": 0.3})
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_every_registered_experiment_is_valid(name):
     exp = load_experiment(name)  # __post_init__ builds a TrainConfig at the corners of the space
     assert exp.name == name and exp.sizes["smoke"].num_samples >= 2
-
-
-def test_not_yet_available_experiments_say_so():
-    for name in NOT_YET_AVAILABLE:
-        with pytest.raises(UserError, match="not available yet"):
-            load_experiment(name)
 
 
 def _exp(**changes) -> Experiment:
@@ -115,12 +126,11 @@ def test_pareto_front_keeps_the_non_dominated_finite_trials():
 def test_list_shows_available_and_planned_experiments(capsys):
     assert main(["tune", "--list"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in AVAILABLE) and "pbt_adml" in out and "not yet available" in out
+    assert all(name in out for name in AVAILABLE)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["tune", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
-    (["tune", "pbt_adml"], "not available yet"),
     (["tune", "pbt_pgd_at", "--samples", "many"], "--samples expects a number"),
     (["tune", "pbt_pgd_at", "--samples", "0"], "--samples must be >= 1"),
     (["tune", "pbt_pgd_at", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
@@ -161,7 +171,7 @@ def test_every_experiment_builds_its_ray_scheduler_and_searcher(name):
         assert isinstance(scheduler, expected)
         assert isinstance(searcher, BasicVariantGenerator) == (exp.searcher == "random")
         space = param_space(exp, size)
-        assert space["kind"] == "train" and set(exp.space) <= set(space)
+        assert space["kind"] == exp.kind and set(exp.space) <= set(space)
         assert space["val_eps"] == exp.sizes[size].config.get("val_eps", exp.threat_eps)
 
 

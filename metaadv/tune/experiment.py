@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..config import TrainConfig
+from ..meta.config import MetaConfig
 from ..errors import UserError
 from .space import Dimension, Grid, LogRange, Range
 
@@ -19,6 +20,9 @@ __all__ = ["Experiment", "Size", "SCHEDULERS", "SEARCHERS", "SIZES"]
 SCHEDULERS = ("pbt", "pb2", "asha", "fifo")
 SEARCHERS = ("random", "optuna")
 SIZES = ("smoke", "full")
+# The config class each run kind is built from (see metaadv/tune/kinds.py).
+CONFIG_CLASSES = {"train": TrainConfig, "meta": MetaConfig}
+
 # Trial-config keys that are not TrainConfig keys: the run kind, and the fixed threat model.
 RESERVED = ("kind", "val_eps")
 
@@ -68,9 +72,9 @@ class Experiment:
                 raise UserError(f"{self.name}: search dimension {key!r} must be a Grid, Range or LogRange")
             if self.scheduler == "pb2" and isinstance(dim, LogRange):
                 raise UserError(f"{self.name}: PB2 searches linear bounds only; give {key!r} as a Range")
-        if self.kind == "train":
-            for size in SIZES:
-                self.check_config(size)
+        _one_of("kind", self.kind, tuple(CONFIG_CLASSES))
+        for size in SIZES:
+            self.check_config(size)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -100,12 +104,12 @@ class Experiment:
         return int(self.fixed_config(size).get("rounds", TrainConfig.rounds))
 
     def check_config(self, size: str) -> None:
-        """Build the TrainConfig at each grid/range corner so typos fail before Ray starts."""
+        """Build the run's config at each grid/range corner so typos fail before Ray starts."""
         values = {k: v for k, v in self.fixed_config(size).items() if k not in RESERVED}
         for corner in (0, 1):
             sample = {k: (d.values[-corner] if isinstance(d, Grid) else d.bounds[corner]) for k, d in self.space.items()}
             try:
-                TrainConfig.from_dict({**values, **sample})
+                CONFIG_CLASSES[self.kind].from_dict({**values, **sample})
             except UserError as exc:
                 raise UserError(f"experiment {self.name} ({size}): {exc}") from None
 
