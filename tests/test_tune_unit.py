@@ -182,3 +182,21 @@ def test_pb2_explores_on_the_grids():
     pb2 = build_scheduler(load_experiment("pb2_pgd_at"), "smoke")
     snapped = pb2._custom_explore_fn({"eps": 0.27, "steps": 6.2, "step_ratio": 0.3, "lr": 1e-3, "weight_decay": 0.0})
     assert (snapped["eps"], snapped["steps"], snapped["step_ratio"]) == (0.25, 7, 0.25)
+
+
+def test_a_resumed_trial_drops_logged_rows_past_its_checkpoint(tmp_path):
+    pytest.importorskip("ray")
+    import json
+
+    from metaadv.tune.callbacks import drop_rows_after
+
+    result = tmp_path / "result.json"
+    # rounds 3-4 came back after a PBT exploit (history is not monotonic); 5 and 6 were reported
+    # after the last checkpoint the killed driver recorded, so the resumed trial runs them again
+    result.write_text("".join(json.dumps({"round": r}) + "\n" for r in [1, 2, 3, 4, 3, 4, 5, 6]))
+    drop_rows_after(result, 4)
+    assert [json.loads(line)["round"] for line in result.read_text().splitlines()] == [1, 2, 3, 4, 3, 4]
+    progress = tmp_path / "progress.csv"
+    progress.write_text("loss,round\n0.5,1\n0.4,2\n0.3,3\n")
+    drop_rows_after(progress, 2)
+    assert progress.read_text() == "loss,round\n0.5,1\n0.4,2\n"

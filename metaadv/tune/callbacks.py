@@ -7,11 +7,17 @@ Tune writes results in a driver staging folder and copies it to the storage path
   and each exploit: the stored copy is older than the local one, so the rows reported since the
   last copy vanished from result.json (seen here: 3 of 10 rows left);
 - the copy to storage is not atomic, so a driver killed while copying leaves a half-written last
-  line, which the resumed run would append after.
+  line, which the resumed run would append after;
+- a driver killed between a report and the snapshot that records its checkpoint resumes the trial
+  from the previous checkpoint, and the round in between would be logged twice: rows after the
+  restored checkpoint's round are dropped when the resumed session first restores the file.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -28,6 +34,44 @@ def drop_partial_last_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def checkpoint_round(trial) -> int:
+    """Rounds held by the trial's latest checkpoint (0 without one: the trial starts afresh)."""
+    from ..checkpoint import CHECKPOINT_NAME, read_checkpoint
+
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        return len(read_checkpoint(Path(folder) / CHECKPOINT_NAME)["rows"])
+
+
+def drop_rows_after(path: Path, last_round: int) -> None:
+    """Drop the trailing rows of ``path`` (result.json or progress.csv) past ``last_round``.
+
+    Only trailing rows: under PBT a trial's history is not monotonic (an exploit continues from the
+    donor's round), and the rows before the restored checkpoint are its real history.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text()
+    if path.suffix == ".json":
+        lines = [line for line in text.splitlines() if line.strip()]
+        while lines and json.loads(lines[-1]).get("round", 0) > last_round:
+            lines.pop()
+        path.write_text("".join(line + "\n" for line in lines))
+        return
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "round" not in rows[0]:
+        return
+    col = rows[0].index("round")
+    out = io.StringIO()
+    body = [r for r in rows[1:] if r]
+    while body and float(body[-1][col]) > last_round:
+        body.pop()
+    csv.writer(out, lineterminator="\n").writerows([rows[0]] + body)
+    path.write_text(out.getvalue())
+
+
 class _RestoreOncePerSession:
     """Copy a trial's file back from storage only on its first start in this driver session (a
     resumed experiment); afterwards the local file is the newest and is appended to."""
@@ -39,7 +83,9 @@ class _RestoreOncePerSession:
             return
         seen.add(key)
         super()._restore_from_remote(file_name, trial)
-        drop_partial_last_line(Path(trial.local_path, file_name))
+        path = Path(trial.local_path, file_name)
+        drop_partial_last_line(path)
+        drop_rows_after(path, checkpoint_round(trial))
 
 
 class SessionJsonLogger(_RestoreOncePerSession, JsonLoggerCallback):
