@@ -8,14 +8,13 @@ CLI's whole job: a run folder with ``config.json``, ``metrics.csv`` and ``checkp
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..errors import UserError
-from ..training.metrics import METRICS_NAME, write_metrics_csv
+from ..training.folder import run_in_folder
 from ..training.trainer import resolve_device
 from .config import MetaConfig, MetaHParams
 from .data import MetaData, load_meta_data
@@ -98,26 +97,4 @@ def run_meta(config: MetaConfig, out_dir: str | Path, *, resume: bool = False,
     Everything that can be wrong with the input (config, data, class and image counts, an
     existing run) is checked before the folder is touched.
     """
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume:
-        state = read_meta_checkpoint(ckpt_path)
-        stored = MetaConfig.from_dict(state["config"])
-        if stored.to_dict() != config.to_dict():
-            changed = sorted(k for k, v in config.to_dict().items() if stored.to_dict()[k] != v)
-            raise UserError(f"--resume continues the stored run; these settings differ from it: {', '.join(changed)}")
-        run = MetaRun(stored)
-        run.load_state_dict(state)
-    else:
-        if ckpt_path.exists() or (out / METRICS_NAME).exists():
-            raise UserError(f"{str(out)!r} already holds a run; add --resume to continue it or choose another --out")
-        run = MetaRun(config)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    while not run.done:
-        row = run.step()
-        run.save(ckpt_path)
-        write_metrics_csv(run.rows, out / METRICS_NAME)
-        if on_row:
-            on_row(row, run)
-    return run
+    return run_in_folder(config, out_dir, resume=resume, run_cls=MetaRun, read_state=read_meta_checkpoint, on_row=on_row)

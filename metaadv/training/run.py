@@ -8,18 +8,17 @@ round per report. ``run_training`` is the CLI's whole job: a run folder with ``c
 from __future__ import annotations
 
 import copy
-import json
 import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data import load_splits
 from ..errors import UserError
 from .controllers import build_controller
-from .metrics import METRICS_NAME, write_metrics_csv
+from .folder import run_in_folder
 from .trainer import Trainer, resolve_device
 
 __all__ = ["TrainingRun", "run_training"]
@@ -112,26 +111,4 @@ def run_training(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
 
     Everything that can be wrong with the input is checked before the folder is touched.
     """
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume:
-        state = read_checkpoint(ckpt_path)
-        stored = TrainConfig.from_dict(state["config"])
-        if stored.to_dict() != config.to_dict():
-            changed = sorted(k for k, v in config.to_dict().items() if stored.to_dict()[k] != v)
-            raise UserError(f"--resume continues the stored run; these settings differ from it: {', '.join(changed)}")
-        run = TrainingRun(stored)
-        run.load_state_dict(state)
-    else:
-        if ckpt_path.exists():
-            raise UserError(f"{str(out)!r} already holds a run; add --resume to continue it or choose another --out")
-        run = TrainingRun(config)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    while not run.done:
-        row = run.step()
-        run.save(ckpt_path)
-        write_metrics_csv(run.rows, out / METRICS_NAME)
-        if on_row:
-            on_row(row, run)
-    return run
+    return run_in_folder(config, out_dir, resume=resume, run_cls=TrainingRun, read_state=read_checkpoint, on_row=on_row)
