@@ -53,6 +53,8 @@ class PerturbationGenerator(nn.Module):
         self.decode = nn.Conv2d(width, in_channels, 3, padding=1)
         # tanh(2) = 0.96: the initial L-inf output is almost eps * sign, i.e. FGSM.
         self.gain = nn.Parameter(torch.tensor(2.0 if grad_input else 0.0), requires_grad=grad_input)
+        # NHWC convolutions: about 2x faster forward+backward on CPU for so few channels.
+        self.to(memory_format=torch.channels_last)
 
     def kwargs(self) -> dict:
         """Constructor arguments (stored beside the weights in checkpoints)."""
@@ -83,6 +85,7 @@ class Discriminator(nn.Module):
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 1),
         )
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x - 1).squeeze(1)

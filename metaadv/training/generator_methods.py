@@ -81,7 +81,11 @@ class GeneratorTraining:
 
     # -- training ------------------------------------------------------------------------------
     def train_generator(self, model, x, y, hp: HParams, norm: str, rng: torch.Generator | None) -> tuple[torch.Tensor, int]:
-        """``gen_steps`` updates against ``model``; returns (the updated generator's x_adv, classifier passes)."""
+        """``gen_steps`` updates against ``model``; returns (x_adv, classifier passes).
+
+        x_adv is the last step's examples, made just before that step's update: remaking them with
+        the updated generator would cost one more generator pass for a change of one Adam step.
+        """
         sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
         for group in self.gen_opt.param_groups:
             group["lr"] = hp.gen_lr
@@ -93,8 +97,7 @@ class GeneratorTraining:
                 loss.backward()  # classifier weights are frozen: only the generator gets gradients
                 self.gen_opt.step()
             extra.update(self.after_generator_step(x, (x + delta).detach(), hp))
-        with torch.no_grad():
-            delta = self.gen.perturb(x, hp.eps, norm, sign)
+        delta = delta.detach()
         self._count(len(y), loss.item(), (logits.argmax(1) != y).sum().item(),
                     perturbation_norm(delta, norm).sum().item(), extra)
         return (x + delta).detach(), len(y) * (hp.gen_steps + (1 if sign is not None else 0))
