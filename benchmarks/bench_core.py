@@ -3,14 +3,15 @@
 Prints, measured in one run on mnist5k with the seed CNN:
 - PGD-k AT round time / clean round time for k = 1, 5, 10, next to the naive limit k + 1 and the
   target 0.8 (k + 1). The attack needs no parameter gradients, so an attack step is cheaper than
-  a training step and the ratio should sit well under k + 1.
-- images/s of FGSM and PGD-10 (eval-mode attacks, batch 100).
+  a training step and the ratio should sit well under k + 1. Rounds of the four settings are
+  interleaved and timed in CPU seconds of this process (benchmarks/_timing.py), so a shared
+  machine's load cancels out of the ratios.
+- images/s of FGSM and PGD-10 (eval-mode attacks, batch 100; wall time).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -20,25 +21,26 @@ from metaadv.config import TrainConfig
 from metaadv.data import load_splits
 from metaadv.training.trainer import Trainer
 
+from _timing import interleaved_round_seconds  # benchmarks/_timing.py
 
-def round_seconds(splits, method: str, steps: int, rounds: int, steps_per_round: int, device: str) -> float:
-    config = TrainConfig.from_dict({"method": method, "steps": steps, "steps_per_round": steps_per_round, "device": device})
+
+def make_trainer(splits, method: str, steps: int, steps_per_round: int, device: str):
+    config = TrainConfig.from_dict({"method": method, "steps": steps, "steps_per_round": steps_per_round,
+                                    "eps_ramp_rounds": 0, "device": device})
     trainer = Trainer(config, splits, torch.device(device))
     hp = config.hparams()
     trainer.train_round(hp)  # warm-up: allocator, kernels
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        trainer.train_round(hp)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return trainer, hp
 
 
 def images_per_second(attack, model, x, y, repeats: int) -> float:
     attack(model, x, y)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
     t = time.perf_counter()
     for _ in range(repeats):
         attack(model, x, y)
+    sync()
     return repeats * len(x) / (time.perf_counter() - t)
 
 
@@ -50,12 +52,15 @@ def main() -> None:
     args = p.parse_args()
     splits = load_splits("mnist5k")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}")
-    clean = round_seconds(splits, "standard", 1, args.rounds, args.steps_per_round, args.device)
+          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}, rounds in CPU seconds")
+    settings = {"clean": ("standard", 1), **{f"PGD-{k}": ("pgd-at", k) for k in (1, 5, 10)}}
+    trainers = {name: make_trainer(splits, method, k, args.steps_per_round, args.device) for name, (method, k) in settings.items()}
+    measured = interleaved_round_seconds(trainers, args.rounds, args.device)
+    clean = measured["clean"][0]
     print(f"clean round: {clean:.3f} s")
     print(f"{'k':>3} {'PGD-k round s':>14} {'ratio':>7} {'naive k+1':>10} {'target 0.8(k+1)':>16}  verdict")
     for k in (1, 5, 10):
-        t = round_seconds(splits, "pgd-at", k, args.rounds, args.steps_per_round, args.device)
+        t = measured[f"PGD-{k}"][0]
         ratio = t / clean
         verdict = "ok" if ratio <= 0.8 * (k + 1) else "over target"
         print(f"{k:>3} {t:>14.3f} {ratio:>7.2f} {k + 1:>10} {0.8 * (k + 1):>16.1f}  {verdict}")

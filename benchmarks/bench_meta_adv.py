@@ -11,7 +11,6 @@ process with the settings' rounds interleaved (a shared machine's load then canc
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -22,32 +21,14 @@ from metaadv.training.controllers import ScheduleController
 from metaadv.training.policy import PolicyController
 from metaadv.training.trainer import Trainer
 
+from _timing import interleaved_round_seconds  # benchmarks/_timing.py
+
 
 def make_trainer(splits, device: str, **config) -> tuple[Trainer, object]:
     cfg = TrainConfig.from_dict({"device": device, **config})
     trainer = Trainer(cfg, splits, torch.device(device))
     trainer.train_round(cfg.hparams())  # warm-up: allocator, kernels
     return trainer, cfg.hparams()
-
-
-def interleaved_seconds(trainers: dict, rounds: int) -> dict[str, tuple[float, float]]:
-    """Median CPU seconds of a round and grad evals per example, for each setting.
-
-    Rounds of the settings alternate, and the clock is this process's CPU time: on a shared
-    machine, load that comes and goes hits every setting alike and does not bill us for waiting.
-    """
-    times = {name: [] for name in trainers}
-    start = {name: t.grad_evals for name, (t, _) in trainers.items()}
-    for _ in range(rounds):
-        for name, (trainer, hp) in trainers.items():
-            t = time.process_time()
-            trainer.train_round(hp)
-            times[name].append(time.process_time() - t)
-    out = {}
-    for name, (trainer, _) in trainers.items():
-        examples = rounds * trainer.config.steps_per_round * trainer.config.batch_size
-        out[name] = (statistics.median(times[name]), (trainer.grad_evals - start[name]) / examples)
-    return out
 
 
 def controller_ms(controller, rounds: int) -> float:
@@ -76,9 +57,9 @@ def main() -> None:
                 "meta-generator (x only)": {"method": "meta-generator", "gen_grad_input": False},
                 "advgan (x only)": {"method": "advgan"}}
     trainers = {name: make_trainer(splits, args.device, **common, **extra) for name, extra in settings.items()}
-    measured = interleaved_seconds(trainers, args.rounds)
+    measured = interleaved_round_seconds(trainers, args.rounds, args.device)
     pgd_s, pgd_cost = measured.pop("PGD-10 AT")
-    print(f"PGD-10 AT round: {pgd_s:.3f} CPU s ({pgd_cost:g} grad evals / example)")
+    print(f"PGD-10 AT round: {pgd_s:.3f} s ({pgd_cost:g} grad evals / example)")
     print(f"{'generator AT':<34} {'round s':>8} {'time ratio':>11} {'cost ratio':>11}  target <= 0.3")
     for label, (seconds, cost) in measured.items():
         ratio = seconds / pgd_s
