@@ -58,6 +58,7 @@ class TrainConfig:
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
     co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting
+    co_gap: float = 0.5  # fast-at: train adv (FGSM) accuracy this far above val robust accuracy = the same
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
     gen_width: int = 16  # channels of the generator's hidden convolutions
     gen_grad_input: bool = True  # the generator also reads sign(grad_x loss): one classifier pass per example

@@ -151,6 +151,28 @@ def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypat
     assert all(torch.equal(weights[k], v) for k, v in run.trainer.model.state_dict().items())
 
 
+def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatch):
+    # No best to fall from: FGSM training accuracy far above validation PGD accuracy is the sign,
+    # and only once eps has reached its target (during the ramp the two eps differ).
+    run = TrainingRun(tiny(method="fast-at", rounds=6, eps_ramp_rounds=2, co_gap=0.5), splits=digits)
+    real_round, real_validate = run.trainer.train_round, run.trainer.validate
+    monkeypatch.setattr(run.trainer, "train_round", lambda hp: {**real_round(hp), "train/adv_acc": 0.9})
+    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.05})
+    rows = [run.step()]
+    with pytest.warns(UserWarning, match="catastrophic overfitting"):
+        rows.append(run.step())
+    assert [r["train/co_detected"] for r in rows] == [0, 1]  # round 1 ramps (eps 0.15), round 2 is at 0.3
+    assert run.done and "exceeds val PGD accuracy" in run.stopped_reason
+
+
+def test_fast_at_guard_leaves_a_small_gap_alone(digits, monkeypatch):
+    run = TrainingRun(tiny(method="fast-at", rounds=3, eps_ramp_rounds=0, co_gap=0.5), splits=digits)
+    real_round, real_validate = run.trainer.train_round, run.trainer.validate
+    monkeypatch.setattr(run.trainer, "train_round", lambda hp: {**real_round(hp), "train/adv_acc": 0.7})
+    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.4})
+    assert [run.step()["train/co_detected"] for _ in range(3)] == [0, 0, 0] and not run.stopped_reason
+
+
 def test_nan_loss_raises_diverged(digits, monkeypatch):
     from metaadv.training import DivergedError
 

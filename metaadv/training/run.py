@@ -55,7 +55,7 @@ class TrainingRun:
         val = self.trainer.validate()
         extras = {}
         if before is not None:
-            extras = self._catastrophic_overfitting_check(val, before)
+            extras = self._catastrophic_overfitting_check(train, val, hp, before)
         self.seconds += time.perf_counter() - start
         t = self.trainer
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
@@ -67,13 +67,24 @@ class TrainingRun:
         self.rows.append(row)
         return row
 
-    def _catastrophic_overfitting_check(self, val: dict, before: dict) -> dict:
-        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, undo the round and stop."""
-        robust = val["val/robust_acc"]
-        if self._best_robust >= 0 and robust < self._best_robust - self.config.co_threshold:
+    def _catastrophic_overfitting_check(self, train: dict, val: dict, hp, before: dict) -> dict:
+        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, undo the round and stop.
+
+        Two signs count: validation PGD accuracy falling more than ``co_threshold`` below its best,
+        and, once eps is at its target, accuracy on the (FGSM) training examples exceeding validation
+        PGD accuracy by more than ``co_gap``: a model that beats its single-step attack and nothing
+        else, which is also how a run that never became robust shows it (no best to fall from).
+        """
+        c, robust = self.config, val["val/robust_acc"]
+        reason = ""
+        if self._best_robust >= 0 and robust < self._best_robust - c.co_threshold:
+            reason = f"val robust accuracy fell from {self._best_robust:.3f} to {robust:.3f}"
+        elif hp.eps >= c.eps and train["train/adv_acc"] - robust > c.co_gap:
+            reason = (f"accuracy on FGSM training examples {train['train/adv_acc']:.3f} exceeds val PGD accuracy "
+                      f"{robust:.3f} by more than --co-gap {c.co_gap}")
+        if reason:
             self.trainer.model.load_state_dict(before)
-            self.stopped_reason = (f"catastrophic overfitting: val robust accuracy fell from {self._best_robust:.3f} "
-                                   f"to {robust:.3f}; weights reverted to the previous round and training stopped")
+            self.stopped_reason = f"catastrophic overfitting: {reason}; weights reverted to the previous round and training stopped"
             warnings.warn(self.stopped_reason, stacklevel=2)
             return {"train/co_detected": 1}
         self._best_robust = max(self._best_robust, robust)
