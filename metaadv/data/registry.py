@@ -27,10 +27,14 @@ class DatasetInfo:
     val_fraction: float  # carved from the training split
 
 
+# The MNIST digits are normalised with (0.5, 0.5), not their own statistics (0.1307, 0.3081):
+# the same function class, but PGD-AT of the seed CNN (Adam, 10 epochs, eps 0.3) came out 4.8
+# points more robust under PGD-40 with it (72.8% vs 68.0%, benchmarks/reference_pgd_loop.py,
+# seed 0), which was the whole gap between metaadv's default and the reference loop.
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist5k": DatasetInfo("mnist5k", (1, 28, 28), 10, (0.1307,), (0.3081,), "small-cnn", 0.2, 0.125),
+    "mnist5k": DatasetInfo("mnist5k", (1, 28, 28), 10, (0.5,), (0.5,), "small-cnn", 0.2, 0.125),
     "digits": DatasetInfo("digits", (1, 8, 8), 10, (0.3,), (0.4,), "digits-net", 0.2, 0.125),
-    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), "small-cnn", None, 1 / 12),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.5,), (0.5,), "small-cnn", None, 1 / 12),
     "fashion-mnist": DatasetInfo("fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), "small-cnn", None, 1 / 12),
     "cifar10": DatasetInfo(
         "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616), "preact-resnet18", None, 0.1
