@@ -80,3 +80,17 @@ def test_resume_continues_to_the_stored_number_of_rounds(tmp_path, capsys):
     assert main(["train", "--out", str(out), *TINY, "--quiet"]) == 0
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0  # already complete: nothing to do
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 2
+
+
+def test_resume_reads_the_config_file_given_again(tmp_path, capsys):
+    # --resume with the --config file the run started from: the file is read, not taken for a key,
+    # and its values agree with the stored run; a value that disagrees is refused.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: fast-at\neps: 0.2\n")
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--config", str(cfg), *TINY, "--quiet"]) == 0
+    assert main(["train", "--out", str(out), "--config", str(cfg), "--resume", "--quiet"]) == 0
+    cfg.write_text("method: fast-at\neps: 0.25\n")
+    rc = main(["train", "--out", str(out), "--config", str(cfg), "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "eps" in err and "Traceback" not in err

@@ -9,13 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 
-from ..config import read_config_file
-from ..errors import UserError
-
-S = argparse.SUPPRESS  # flags not given stay out of the namespace, so a --config file is not overridden by defaults
-_NOT_CONFIG = {"config", "command", "_run", "out", "resume", "quiet"}
+from ._run_config import S, run_config
 
 _HELP = {
     "method": "maml, fomaml, reptile or adml", "dataset": "mnist5k, digits or omniglot",
@@ -49,14 +44,6 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action="store_true", default=S, help=help_text)
         else:
             p.add_argument(flag, type=type(f.default), default=S, help=help_text)
-
-
-def config_from_args(args: argparse.Namespace):
-    from ..meta import MetaConfig
-
-    values = read_config_file(args.config) if hasattr(args, "config") else {}
-    values.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
-    return MetaConfig.from_dict(values)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -93,15 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..meta import MetaConfig, run_meta
     from ..meta.run import read_meta_checkpoint
 
-    if args.resume:
-        # The stored config, with only what was given explicitly now (a file, or flags) on top:
-        # run_meta then refuses anything that differs from the stored run.
-        stored = read_meta_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
-        given = read_config_file(args.config) if hasattr(args, "config") else {}
-        given.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
-        config = MetaConfig.from_dict({**stored, **given})
-    else:
-        config = config_from_args(args)
+    config = run_config(args, MetaConfig, read_meta_checkpoint)
     on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
     run_meta(config, args.out, resume=args.resume, on_row=on_row)
     print(f"done: {args.out}/checkpoint.pt (meta-test with: metaadv meta-evaluate {args.out})")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig, read_config_file
+from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig
 from ..data import DATASETS
 from ..attacks import NORMS
 from ..errors import UserError
-
-S = argparse.SUPPRESS  # flags not given stay out of the namespace, so a --config file is not overridden by defaults
+from ._run_config import S, run_config
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -87,13 +86,6 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = read_config_file(args.config) if hasattr(args, "config") else {}
-    skip = {"config", "command", "_run", "out", "resume", "quiet", "save_policy"}
-    values.update({k: v for k, v in vars(args).items() if k not in skip})
-    return TrainConfig.from_dict(values)
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="adversarially train a classifier", description="Adversarially train a classifier, one round at a time.")
     p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt)")
@@ -111,18 +103,11 @@ def progress_line(row: dict, rounds: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_checkpoint
     from ..training.run import run_training
     from ..training.trainer import DivergedError
 
-    if args.resume:
-        from ..checkpoint import read_checkpoint
-        import os
-
-        stored = read_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
-        given = {k: v for k, v in vars(args).items() if k not in {"command", "_run", "out", "resume", "quiet", "save_policy"}}
-        config = TrainConfig.from_dict({**stored, **given}) if given else TrainConfig.from_dict(stored)
-    else:
-        config = config_from_args(args)
+    config = run_config(args, TrainConfig, read_checkpoint)
     _check_save_policy(args.save_policy, config)
     rounds = config.rounds
     on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
