@@ -107,6 +107,12 @@ def test_bad_experiments_fail_before_ray_starts(changes, message):
         _exp(**changes)
 
 
+def test_a_searched_lr_is_trained_at_constant_lr_unless_the_base_says_otherwise():
+    assert _exp().fixed_config("smoke")["lr_schedule"] == "constant"
+    assert "lr_schedule" not in _exp(space={"eps": Grid(0.1, 0.2)}).fixed_config("smoke")
+    assert _exp(base={"lr_schedule": "cosine"}).fixed_config("smoke")["lr_schedule"] == "cosine"
+
+
 def test_pb2_proposals_are_snapped_back_onto_the_grids():
     grids = {"steps": Grid(1, 3, 10), "eps": Grid(0.1, 0.2, 0.3)}
     out = snap_to_grids({"steps": 5.9, "eps": 0.26, "lr": 0.0123}, grids)

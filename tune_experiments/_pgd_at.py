@@ -9,8 +9,7 @@ from metaadv.tune.experiment import Size
 
 THREAT_EPS = 0.3
 
-# Constant lr and no eps ramp: the search itself sets both.
-BASE = {"method": "pgd-at", "dataset": "mnist5k", "optimizer": "adam", "eps_ramp_rounds": 0, "lr_schedule": "constant", "batch_size": 100}
+BASE = {"method": "pgd-at", "dataset": "mnist5k", "optimizer": "adam", "eps_ramp_rounds": 0, "batch_size": 100}
 
 # Attack strength and cost (eps, step_ratio, steps) on grids, the optimizer on log ranges.
 SPACE = {

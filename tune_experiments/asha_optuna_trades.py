@@ -6,7 +6,7 @@ from metaadv.tune.space import Grid, LogRange, Range
 EXPERIMENT = Experiment(
     name="asha_optuna_trades",
     description="Optuna TPE + ASHA: TRADES on mnist5k over beta, eps, steps, step_ratio, lr, weight_decay",
-    base={"method": "trades", "dataset": "mnist5k", "eps_ramp_rounds": 0, "lr_schedule": "constant"},
+    base={"method": "trades", "dataset": "mnist5k", "eps_ramp_rounds": 0},
     space={
         "trades_beta": Range(1.0, 10.0),
         "eps": Grid(0.2, 0.25, 0.3, 0.35),

@@ -10,7 +10,7 @@ from metaadv.tune.space import Grid, LogRange, Range
 EXPERIMENT = Experiment(
     name="optuna_multiobjective",
     description="Optuna TPE, two objectives: clean vs robust accuracy of PGD-AT on mnist5k (Pareto front)",
-    base={"method": "pgd-at", "dataset": "mnist5k", "eps_ramp_rounds": 0, "lr_schedule": "constant"},
+    base={"method": "pgd-at", "dataset": "mnist5k", "eps_ramp_rounds": 0},
     space={
         "adv_mix": Range(0.0, 1.0),
         "eps": Grid(0.1, 0.2, 0.3, 0.4),

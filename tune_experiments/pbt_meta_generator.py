@@ -11,7 +11,7 @@ from ._pgd_at import BURN_IN, SIZES, THREAT_EPS
 EXPERIMENT = Experiment(
     name="pbt_meta_generator",
     description="PBT: meta-generator AT on mnist5k, mutating eps/gen_steps/gen_fraction (grids), gen_lr/lr every 2 rounds after 4",
-    base={"method": "meta-generator", "dataset": "mnist5k", "optimizer": "adam", "eps_ramp_rounds": 0, "lr_schedule": "constant", "batch_size": 100},
+    base={"method": "meta-generator", "dataset": "mnist5k", "optimizer": "adam", "eps_ramp_rounds": 0, "batch_size": 100},
     space={
         "eps": Grid(0.2, 0.25, 0.3, 0.35),
         "gen_steps": Grid(1, 2, 3),

@@ -95,6 +95,10 @@ class Experiment:
             values["data_dir"] = os.path.abspath(values["data_dir"])  # Tune runs trials in their own folder
         if self.threat_eps is not None:
             values.setdefault("val_eps", float(self.threat_eps))  # a size may set its own val_eps
+        if self.kind == "train" and "lr" in self.space:
+            # The search sets lr: a schedule's own step would fight PBT's mutations and hide the
+            # searched value from hp/lr. A base may still ask for one.
+            values.setdefault("lr_schedule", "constant")
         return values
 
     def options(self, size: str) -> dict:
