@@ -11,6 +11,8 @@ from metaadv.evaluation.transfer import transfer_attacks
 from metaadv.training.metrics import read_metrics_csv
 from metaadv.training.run import TrainingRun, run_training
 
+from .resume_helpers import interrupted_and_full, without_seconds
+
 TINY = {"dataset": "digits", "rounds": 3, "steps_per_round": 3, "batch_size": 32, "val_size": 48, "val_pgd_steps": 2,
         "steps": 2, "gen_width": 8}
 FLAGS = ["--dataset", "digits", "--steps-per-round", "2", "--batch-size", "32", "--val-size", "32", "--val-pgd-steps", "2",
@@ -39,10 +41,6 @@ def test_meta_adv_defaults_to_the_policy_and_fills_every_column(digits_splits):
     assert rows[1]["policy/baseline"] == pytest.approx(rows[0]["policy/reward"])
 
 
-def _without_seconds(rows):
-    return [{k: v for k, v in r.items() if k != "cost/seconds"} for r in rows]
-
-
 @pytest.mark.parametrize("changes", [
     {"method": "meta-adv"},
     {"method": "advgan", "optimizer": "sgd", "lr": 0.05},
@@ -50,20 +48,9 @@ def _without_seconds(rows):
 ])
 def test_resume_restores_policy_and_generator_exactly(tmp_path, changes):
     config = tiny(**changes)
-    full = run_training(config, tmp_path / "full")
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(row, run):
-        if row["round"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        run_training(config, tmp_path / "part", on_row=stop_after_two)
-    resumed = run_training(config, tmp_path / "part", resume=True)
-    assert _without_seconds(resumed.rows) == _without_seconds(full.rows)
-    assert _without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == _without_seconds(full.rows)
+    full, resumed, _ = interrupted_and_full(config, tmp_path)
+    assert without_seconds(resumed.rows) == without_seconds(full.rows)
+    assert without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == without_seconds(full.rows)
     for a, b in ((full.trainer.method, resumed.trainer.method), (full.controller, resumed.controller)):
         sa, sb = a.state_dict(), b.state_dict()
         for key in ("generator", "discriminator", "net"):

@@ -14,6 +14,8 @@ from metaadv.training.methods import METHOD_STEPS, StepContext
 from metaadv.training.metrics import read_metrics_csv
 from metaadv.training.run import TrainingRun, run_training
 
+from .resume_helpers import interrupted_and_full, without_seconds
+
 TINY = {"dataset": "digits", "rounds": 3, "steps_per_round": 4, "batch_size": 32, "val_size": 64, "val_pgd_steps": 3, "steps": 3}
 
 
@@ -185,28 +187,13 @@ def test_nan_loss_raises_diverged(digits, monkeypatch):
 
 # --- checkpoints and resume --------------------------------------------------------------------
 
-def _without_seconds(rows):
-    return [{k: v for k, v in r.items() if k != "cost/seconds"} for r in rows]
-
-
 @pytest.mark.parametrize("method", ["pgd-at", "trades"])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
     config = tiny(method=method, rounds=3, optimizer="sgd", lr=0.05)
-    full = run_training(config, tmp_path / "full")
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(row, run):
-        if row["round"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        run_training(config, tmp_path / "part", on_row=stop_after_two)
-    assert len(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == 2
-    resumed = run_training(config, tmp_path / "part", resume=True)
-    assert _without_seconds(resumed.rows) == _without_seconds(full.rows)
-    assert _without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == _without_seconds(full.rows)
+    full, resumed, written = interrupted_and_full(config, tmp_path)
+    assert len(written) == 2
+    assert without_seconds(resumed.rows) == without_seconds(full.rows)
+    assert without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == without_seconds(full.rows)
     for a, b in zip(full.trainer.model.parameters(), resumed.trainer.model.parameters()):
         assert torch.equal(a, b)
 
