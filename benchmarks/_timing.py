@@ -14,7 +14,21 @@ from typing import Callable
 
 import torch
 
-__all__ = ["clock", "interleaved_round_seconds"]
+__all__ = ["add_round_args", "clock", "header", "interleaved_round_seconds"]
+
+
+def add_round_args(p) -> None:
+    """The flags every round benchmark takes."""
+    p.add_argument("--steps-per-round", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median reported)")
+    p.add_argument("--device", default="cpu")
+
+
+def header(args) -> str:
+    """The first line of a round benchmark's output: what was measured, on what."""
+    unit = "CPU seconds" if torch.device(args.device).type == "cpu" else "wall seconds"
+    return (f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+            f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}, rounds in {unit}")
 
 
 def clock(device: str) -> Callable[[], float]:

@@ -21,7 +21,7 @@ from metaadv.config import TrainConfig
 from metaadv.data import load_splits
 from metaadv.training.trainer import Trainer
 
-from _timing import interleaved_round_seconds  # benchmarks/_timing.py
+from _timing import add_round_args, header, interleaved_round_seconds  # benchmarks/_timing.py
 
 
 def make_trainer(splits, method: str, steps: int, steps_per_round: int, device: str):
@@ -46,13 +46,10 @@ def images_per_second(attack, model, x, y, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps-per-round", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median reported)")
-    p.add_argument("--device", default="cpu")
+    add_round_args(p)
     args = p.parse_args()
     splits = load_splits("mnist5k")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}, rounds in CPU seconds")
+    print(header(args))
     settings = {"clean": ("standard", 1), **{f"PGD-{k}": ("pgd-at", k) for k in (1, 5, 10)}}
     trainers = {name: make_trainer(splits, method, k, args.steps_per_round, args.device) for name, (method, k) in settings.items()}
     measured = interleaved_round_seconds(trainers, args.rounds, args.device)

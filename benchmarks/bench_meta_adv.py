@@ -21,7 +21,7 @@ from metaadv.training.controllers import ScheduleController
 from metaadv.training.policy import PolicyController
 from metaadv.training.trainer import Trainer
 
-from _timing import interleaved_round_seconds  # benchmarks/_timing.py
+from _timing import add_round_args, header, interleaved_round_seconds  # benchmarks/_timing.py
 
 
 def make_trainer(splits, device: str, **config) -> tuple[Trainer, object]:
@@ -44,13 +44,10 @@ def controller_ms(controller, rounds: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps-per-round", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median reported)")
-    p.add_argument("--device", default="cpu")
+    add_round_args(p)
     args = p.parse_args()
     splits = load_splits("mnist5k")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"{args.steps_per_round} steps x batch 100 per round, median of {args.rounds}")
+    print(header(args))
     common = {"steps_per_round": args.steps_per_round, "eps_ramp_rounds": 0}
     settings = {"PGD-10 AT": {"method": "pgd-at", "steps": 10},
                 "meta-generator (grad-sign input)": {"method": "meta-generator"},
