@@ -16,7 +16,7 @@ from metaadv.checkpoint import read_checkpoint, save_checkpoint
 from metaadv.cli import main
 from metaadv.errors import UserError
 from metaadv.training.trainer import DivergedError
-from metaadv.tune.experiment import Experiment, Size
+from metaadv.tune.experiment import REQUIRED_SIZES, Experiment, Size
 from metaadv.tune.kinds import build_train_run, get_kind, restore_train_run
 from metaadv.tune.report import pareto_front
 from metaadv.tune.space import Grid, LogRange, Range, snap_to_grids
@@ -86,6 +86,7 @@ def test_meta_kind_keeps_the_trial_config_and_fixes_eps_to_the_threat_model():
 def test_every_registered_experiment_is_valid(name):
     exp = load_experiment(name)  # __post_init__ builds a TrainConfig at the corners of the space
     assert exp.name == name and exp.sizes["smoke"].num_samples >= 2
+    assert set(REQUIRED_SIZES) <= set(exp.sizes)
 
 
 def _exp(**changes) -> Experiment:
@@ -100,7 +101,7 @@ def _exp(**changes) -> Experiment:
     ({"metric": ("val/clean_acc", "val/robust_acc"), "mode": ("max", "max")}, "need searcher='optuna'"),
     ({"base": {"learning_rate": 1}}, "unknown config key"),
     ({"space": {"eps": Grid(0.1, 2.0)}}, "eps must be in"),
-    ({"sizes": {"smoke": Size(2, TINY)}}, "exactly the sizes"),
+    ({"sizes": {"huge": Size(2, TINY)}}, "sizes must be among"),
 ])
 def test_bad_experiments_fail_before_ray_starts(changes, message):
     with pytest.raises(UserError, match=message):

@@ -9,10 +9,13 @@ from pathlib import Path
 from metaadv.errors import UserError
 from metaadv.tune.experiment import Experiment
 
-__all__ = ["AVAILABLE", "NOT_YET_AVAILABLE", "load_experiment", "list_experiments"]
+__all__ = ["AVAILABLE", "NOT_YET_AVAILABLE", "STUDIES", "load_experiment", "list_experiments", "load_study"]
 
 AVAILABLE = ("pbt_pgd_at", "pb2_pgd_at", "random_pgd_at", "asha_optuna_trades", "optuna_multiobjective", "pbt_meta_generator",
              "pbt_adml")
+
+# Studies (``metaadv study``): modules defining ``STUDY``, a metaadv.tune.study_spec.Study.
+STUDIES = ("learned_vs_searched",)
 
 # Planned, waiting for their trainers; listed so nobody mistakes them for missing by accident.
 NOT_YET_AVAILABLE: dict[str, str] = {}
@@ -45,3 +48,24 @@ def list_experiments() -> list[tuple[str, str]]:
     """(name, one-line description) for every experiment, available ones first."""
     rows = [(name, load_experiment(name).description) for name in AVAILABLE]
     return rows + [(name, f"not yet available: {why}") for name, why in NOT_YET_AVAILABLE.items()]
+
+
+def load_study(name: str):
+    """A registered study by name, or the ``STUDY`` of a .py file."""
+    from metaadv.tune.study_spec import Study
+
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"study file {name!r} not found")
+        spec = importlib.util.spec_from_file_location(f"_metaadv_study_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    elif name in STUDIES:
+        module = importlib.import_module(f"tune_experiments.{name}")
+    else:
+        raise UserError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)} (see metaadv study --list)")
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study):
+        raise UserError(f"{name!r} must define STUDY = metaadv.tune.study_spec.Study(...)")
+    return study

@@ -15,11 +15,13 @@ from ..meta.config import MetaConfig
 from ..errors import UserError
 from .space import Dimension, Grid, LogRange, Range
 
-__all__ = ["Experiment", "Size", "SCHEDULERS", "SEARCHERS", "SIZES"]
+__all__ = ["Experiment", "Size", "SCHEDULERS", "SEARCHERS", "SIZES", "REQUIRED_SIZES"]
 
 SCHEDULERS = ("pbt", "pb2", "asha", "fifo")
 SEARCHERS = ("random", "optuna")
-SIZES = ("smoke", "full")
+SIZES = ("tiny", "smoke", "medium", "full")
+# Every named experiment has these; ``tiny`` (tests) and ``medium`` (hours on 2 CPUs) are optional.
+REQUIRED_SIZES = ("smoke", "full")
 # The config class each run kind is built from (see metaadv/tune/kinds.py).
 CONFIG_CLASSES = {"train": TrainConfig, "meta": MetaConfig}
 
@@ -65,15 +67,16 @@ class Experiment:
             raise UserError(f"{self.name}: several metrics need searcher='optuna' and scheduler='fifo'")
         if len(self.metrics) != len(self.modes) or any(m not in ("min", "max") for m in self.modes):
             raise UserError(f"{self.name}: give one mode ('min' or 'max') per metric")
-        if set(self.sizes) != set(SIZES):
-            raise UserError(f"{self.name}: define exactly the sizes {', '.join(SIZES)}")
+        unknown = sorted(set(self.sizes) - set(SIZES))
+        if unknown or not self.sizes:
+            raise UserError(f"{self.name}: sizes must be among {', '.join(SIZES)}, got {', '.join(self.sizes) or 'none'}")
         for key, dim in self.space.items():
             if not isinstance(dim, (Grid, Range, LogRange)):
                 raise UserError(f"{self.name}: search dimension {key!r} must be a Grid, Range or LogRange")
             if self.scheduler == "pb2" and isinstance(dim, LogRange):
                 raise UserError(f"{self.name}: PB2 searches linear bounds only; give {key!r} as a Range")
         _one_of("kind", self.kind, tuple(CONFIG_CLASSES))
-        for size in SIZES:
+        for size in self.sizes:
             self.check_config(size)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -29,12 +30,21 @@ class RunOptions:
     resume: bool = False
     name: str | None = None  # defaults to the experiment name, plus "-smoke" for the smoke size
     verbose: int = 1  # Tune's output: 0 silent, 1 a table every 30 s, 2 every result
+    # One trial per seed (times ``samples``, default 1): a grid over the config's ``seed``. The
+    # studies use it for single-run arms (N seeds) and for PBT populations with distinct seeds.
+    seeds: tuple[int, ...] | None = None
+    # Config values that depend on the seed: key -> {seed: value} (a replay's schedule, a policy file).
+    per_seed: dict | None = None
 
     def __post_init__(self):
         if self.size not in SIZES:
             raise UserError(f"unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
         if self.samples is not None and self.samples < 1:
             raise UserError(f"--samples must be >= 1, got {self.samples}")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise UserError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if self.per_seed and self.seeds is None:
+            raise UserError("per_seed values need seeds")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
 
@@ -64,22 +74,41 @@ def ensure_ray(address: str | None) -> bool:
     return True
 
 
-def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable) -> tune.Tuner:
+def _stop(exp: Experiment, size: str) -> dict:
+    """Stop on the last round, or on the per-model budget (``budget_grad_evals``), whichever comes
+    first, before the scheduler sees the report (see _tuner)."""
+    stop = {"round": exp.rounds(size)}
+    budget = int(exp.fixed_config(size).get("budget_grad_evals", 0) or 0)
+    if budget > 0:
+        stop["cost/grad_evals"] = budget
+    return stop
+
+
+def _value_for_seed(by_seed: dict, spec):
+    return by_seed[int(spec.config["seed"])]
+
+
+def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable, callbacks=()) -> tune.Tuner:
     size = exp.sizes[opts.size]
     single = {} if exp.multi_objective else {"metric": exp.metric, "mode": exp.mode}
+    space = param_space(exp, opts.size)
+    if opts.seeds is not None:
+        space["seed"] = tune.grid_search(list(opts.seeds))
+        for key, by_seed in (opts.per_seed or {}).items():
+            space[key] = tune.sample_from(functools.partial(_value_for_seed, dict(by_seed)))
     tune_config = tune.TuneConfig(
         scheduler=build_scheduler(exp, opts.size), search_alg=build_searcher(exp, opts.size),
-        num_samples=opts.samples or size.num_samples,
+        num_samples=opts.samples or (1 if opts.seeds is not None else size.num_samples),
         reuse_actors=True, trial_dirname_creator=_trial_dirname, **single)
     run_config = tune.RunConfig(
-        name=name, storage_path=root, verbose=opts.verbose, callbacks=LOGGERS(),
+        name=name, storage_path=root, verbose=opts.verbose, callbacks=[*LOGGERS(), *callbacks],
         # Stopping on the last round before the scheduler sees it keeps PBT from "exploiting" a
         # finished trial (a restart that trains nothing and leaves the donor's numbers behind).
-        stop={"round": exp.rounds(opts.size)},
+        stop=_stop(exp, opts.size),
         sync_config=tune.SyncConfig(sync_period=_sync_period(root)),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(exp, opts.size)),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures))
-    return tune.Tuner(trainable, param_space=param_space(exp, opts.size), tune_config=tune_config,
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -116,12 +145,16 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None = None) -> tune.ResultGrid:
+def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None = None,
+                   callbacks=()) -> tune.ResultGrid:
     """Fit a new experiment, or with ``opts.resume`` continue the one stored under its name.
 
     ``extra_kinds``: run kinds defined outside metaadv (a notebook, a benchmark); they travel to
-    the workers inside the pickled trainable.
+    the workers inside the pickled trainable. ``callbacks``: extra Tune callbacks (a progress
+    display) for a fresh run; a resumed run keeps the ones it was stored with.
     """
+    if opts.size not in exp.sizes:
+        raise UserError(f"experiment {exp.name} has no {opts.size!r} size; it has {', '.join(exp.sizes)}")
     root, path = experiment_path(exp, opts)
     # --resume starts from the last experiment snapshot; Ray's default takes one every >= 10 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -139,7 +172,7 @@ def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None =
         else:
             if exists:
                 raise UserError(f"{path} already holds this experiment; add --resume to continue it or pass another --name")
-            tuner = _tuner(exp, opts, root, os.path.basename(path), trainable)
+            tuner = _tuner(exp, opts, root, os.path.basename(path), trainable, callbacks)
         return tuner.fit()
     finally:
         if started:

@@ -1,0 +1,62 @@
+"""``metaadv study NAME --size tiny|smoke|medium|full``: run a declared study end to end.
+
+Every arm runs as Ray Tune trials (``--address`` spreads them over a cluster), in dependency
+order, then every final model is evaluated (PGD with restarts + AutoAttack, per-example worst
+case) into ``eval/ARM/MODEL.json`` and listed in ``models.csv``. ``--resume`` continues a killed
+study and skips whatever finished. ``metaadv analyze`` turns the folder into a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError
+
+DESCRIPTION = __doc__.split("\n", 1)[1].strip()
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("study", help="run a declared study (learned vs searched schedules) and evaluate its models",
+                       description=DESCRIPTION)
+    p.add_argument("study", metavar="NAME", nargs="?", help="a study from --list (tune_experiments/NAME.py)")
+    p.add_argument("--list", action="store_true", help="list the studies and exit")
+    p.add_argument("--size", default="smoke", help="tiny (tests, < 1 min), smoke (minutes on 2 CPUs), medium (hours), "
+                   "full (a GPU cluster); default smoke")
+    p.add_argument("--out", metavar="DIR", help="the study folder (default studies/NAME-SIZE)")
+    p.add_argument("--storage", metavar="PATH_OR_URI",
+                   help="Ray Tune's storage root for the arms (default: inside the study folder); a URI (s3://...) for a cluster")
+    p.add_argument("--address", metavar="ADDR", help="join this Ray cluster ('auto', host:port, ray://...) instead of starting one")
+    p.add_argument("--cpus-per-trial", type=float, default=None, metavar="X", help="CPUs per trial (default: the size's, 1)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out, skipping what finished")
+    p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
+
+    def error(message: str):
+        print(f"metaadv: error: study: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune_experiments.registry import STUDIES, load_study
+
+    if args.list:
+        for name in STUDIES:
+            study = load_study(name)
+            print(f"{name:<24} {study.description} (sizes: {', '.join(study.sizes)})")
+        return 0
+    if not args.study:
+        raise UserError("name a study (metaadv study --list shows them)")
+    study = load_study(args.study)
+    if args.size not in study.sizes:
+        raise UserError(f"unknown size {args.size!r}; choose one of {', '.join(study.sizes)}")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be > 0")
+    from ..tune.study import StudyOptions, run_study  # imports Ray: only once the input is known good
+
+    run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
+                                  resume=args.resume, cpus_per_trial=args.cpus_per_trial,
+                                  verbose=1 if args.tune_output else 0))
+    return 0

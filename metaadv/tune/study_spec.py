@@ -1,0 +1,212 @@
+"""A declared study: arms over one search space, their seeds, sizes, budget and contrasts.
+
+Ray-free and declarative, like :class:`~metaadv.tune.experiment.Experiment`, so a study in
+``tune_experiments/`` is data, checked here before Ray starts, and readable by the analysis.
+The runner is :mod:`metaadv.tune.study`.
+
+Arm kinds (what Tune runs for an arm, and which final models it yields):
+
+- ``single``: one trial per seed of a fixed config (a fixed schedule or a policy controller);
+  every trial is a final model.
+- ``tuned``: a random search over the study's space (``search_samples`` trials at the per-model
+  budget), then the best configuration (by its last ``val/robust_acc``) rerun on the arm's seeds.
+- ``searched``: ``populations`` PBT populations over the space; each population's best trial
+  (by its last ``val/robust_acc``) is a final model.
+- ``replay``: the schedules of ``source``'s final models (their rows' ``hp/*``), each retrained
+  from scratch with ``controller: replay`` on a seed that did not produce it.
+- ``transfer``: ``source``'s saved policy networks, frozen, driving fresh runs on such seeds.
+
+Seeds: ``single``, ``tuned`` (rerun), ``replay`` and ``transfer`` arms all run on the seeds
+``1..seeds``, so arms can be compared paired on seed (same initial weights and batch order).
+Replay and transfer arms rotate their source: the run on seed ``s`` follows the schedule / policy
+that the source learned on the next seed (``s + 1``, wrapping), so no model retrains on the seed
+that found its schedule. Search trials use their own seeds (:data:`SEARCH_SEED`,
+:data:`POPULATION_SEED`), never one of ``1..seeds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..config import TrainConfig
+from ..errors import UserError
+from .experiment import SIZES
+from .space import Grid
+
+__all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
+           "arm_seeds", "population_seeds", "search_seeds"]
+
+ARM_KINDS = ("single", "tuned", "searched", "replay", "transfer")
+SEARCH_SEED = 20_000  # random-search trial k trains on seed SEARCH_SEED + k
+POPULATION_SEED = 10_000  # PBT population p, member m trains on seed POPULATION_SEED + 100 p + m
+# Every arm but the fixed schedule runs until the budget stops it: cheap rounds (PGD-1) buy more
+# of them, so the round cap is this many times the fixed schedule's rounds (PGD-10 costs 11 passes
+# per example, a clean round 1).
+ROUND_CAP = 11
+
+# The policy controller's grid keys for each searchable dimension: (config key, relative to).
+_POLICY_KEYS = {"eps": ("policy_eps", "eps"), "step_ratio": ("policy_step_ratio", None),
+                "steps": ("policy_steps", None), "lr": ("policy_lr_mult", "lr"),
+                "weight_decay": ("policy_weight_decay", None), "adv_mix": ("policy_adv_mix", None)}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    kind: str
+    description: str
+    config: dict = field(default_factory=dict)  # TrainConfig keys over the study's base
+    # The arm's decisions read validation (a policy's reward or state, PBT's ranking, a search's
+    # pick): its cost (b) counts cost/eval_grad_evals too.
+    decision_validation: bool = False
+    source: str = ""  # replay / transfer: the arm whose schedules / policies this one uses
+
+
+@dataclass(frozen=True)
+class StudySize:
+    """One size of a study. ``config``: TrainConfig keys for every run (dataset, rounds of the
+    fixed schedule, steps_per_round, val_size, ...) plus ``val_eps``, the threat model."""
+
+    seeds: int  # per single-run, tuned (rerun), replay and transfer arm
+    search_samples: int  # the random search's trials (tuned)
+    populations: int  # PBT populations (searched)
+    population: int  # trials per PBT population
+    budget_grad_evals: int  # cost (a): every run stops at its first round that reaches it
+    config: dict
+    evaluation: dict  # evaluate_checkpoint options: n, pgd_steps, pgd_restarts, aa_version
+    corners: str = ""  # what this size cuts, said in study.json and the printed summary
+    pbt: dict = field(default_factory=dict)  # PBT options over the study's
+    cpus_per_trial: float = 1.0
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    base: dict  # TrainConfig keys shared by every arm (method, dataset, eps, ...)
+    space: dict  # the one search space: policy grids, PBT mutations, random search
+    arms: tuple[Arm, ...]
+    sizes: dict[str, StudySize]
+    contrasts: tuple[tuple[str, str, str], ...]
+    metric: str = "val/robust_acc"
+    pbt: dict = field(default_factory=dict)  # PopulationBasedTraining options
+
+    def __post_init__(self):
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise UserError(f"study {self.name}: arm names repeat: {names}")
+        for arm in self.arms:
+            if arm.kind not in ARM_KINDS:
+                raise UserError(f"study {self.name}: arm {arm.name} has unknown kind {arm.kind!r}; choose one of {ARM_KINDS}")
+            if (arm.kind in ("replay", "transfer")) != bool(arm.source):
+                raise UserError(f"study {self.name}: arm {arm.name}: replay and transfer arms (only) name a source arm")
+            if arm.source and arm.source not in names[: names.index(arm.name)]:
+                raise UserError(f"study {self.name}: arm {arm.name}'s source {arm.source!r} must be declared before it")
+        for a, b, _ in self.contrasts:
+            for arm in (a, b):
+                if arm not in names:
+                    raise UserError(f"study {self.name}: contrast {a} - {b} names unknown arm {arm!r}")
+        for key, dim in self.space.items():
+            if key not in _POLICY_KEYS:
+                raise UserError(f"study {self.name}: the policy cannot choose {key!r}; the space may hold "
+                                f"{', '.join(_POLICY_KEYS)}")
+            if not isinstance(dim, Grid):
+                raise UserError(f"study {self.name}: {key!r} must be a Grid (one space serves the policy's grids)")
+        unknown = sorted(set(self.sizes) - set(SIZES))
+        if unknown:
+            raise UserError(f"study {self.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
+        for size in self.sizes:
+            self.check(size)
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+    def common_config(self, size: str) -> dict:
+        """Keys every run of this size shares (without ``val_eps``)."""
+        s = self.sizes[size]
+        values = {**self.base, **{k: v for k, v in s.config.items() if k != "val_eps"}}
+        values["budget_grad_evals"] = s.budget_grad_evals
+        return values
+
+    def val_eps(self, size: str) -> float:
+        return float(self.sizes[size].config.get("val_eps", self.base.get("eps", TrainConfig.eps)))
+
+    def fixed_rounds(self, size: str) -> int:
+        return int(self.common_config(size).get("rounds", TrainConfig.rounds))
+
+    def arm_config(self, arm: Arm | str, size: str) -> dict:
+        """The trial config of ``arm`` (TrainConfig keys, no seed): the base, the size, the arm.
+
+        Every arm except the fixed schedule gets a round cap the budget always reaches first, and
+        the policy arms get their grids from the one space.
+        """
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        values = self.common_config(size)
+        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single":
+            values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
+        values.update(arm.config)
+        if values.get("controller") == "policy":
+            values.update(policy_grid_config(self.space, float(values.get("eps", TrainConfig.eps)),
+                                             float(values.get("lr", TrainConfig.lr))))
+        return values
+
+    def check(self, size: str) -> None:
+        """Build every arm's TrainConfig (and one at each corner of the space) so typos fail early."""
+        s = self.sizes[size]
+        for n in ("seeds", "search_samples", "populations", "population"):
+            if getattr(s, n) < 1:
+                raise UserError(f"study {self.name} ({size}): {n} must be >= 1")
+        if s.budget_grad_evals <= 0:
+            raise UserError(f"study {self.name} ({size}): budget_grad_evals must be > 0")
+        try:
+            for arm in self.arms:
+                values = {k: v for k, v in self.arm_config(arm, size).items() if k not in ("schedule", "controller")
+                          or v in ("schedule", "policy")}
+                TrainConfig.from_dict(values)
+            for corner in (0, -1):
+                TrainConfig.from_dict({**self.common_config(size), **{k: d.values[corner] for k, d in self.space.items()}})
+        except UserError as exc:
+            raise UserError(f"study {self.name} ({size}): {exc}") from None
+
+    def declaration(self, size: str) -> dict:
+        """What study.json says about the declaration (arms, contrasts, space, size)."""
+        s = self.sizes[size]
+        return {"study": self.name, "size": size, "description": self.description,
+                "budget_grad_evals": s.budget_grad_evals, "eps": float(self.base.get("eps", TrainConfig.eps)),
+                "val_eps": self.val_eps(size), "precision": "fp32",
+                "space": {k: list(d.values) for k, d in self.space.items()},
+                "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
+                                  "population": s.population, "config": dict(s.config), "corners": s.corners},
+                "evaluation": dict(s.evaluation),
+                "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
+                                  **({"source": a.source} if a.source else {})} for a in self.arms},
+                "contrasts": [list(c) for c in self.contrasts]}
+
+    def replace(self, **changes) -> "Study":
+        return dataclasses.replace(self, **changes)
+
+
+def policy_grid_config(space: dict, eps: float, lr: float) -> dict:
+    """The policy controller's grids from the one space: eps as fractions of the target ``eps``,
+    lr as multiples of ``lr``, the rest as values; a dimension the space lacks gets an empty grid
+    (the config's value holds)."""
+    out = {key: [] for key, _ in _POLICY_KEYS.values()}
+    for dim, grid in space.items():
+        key, relative = _POLICY_KEYS[dim]
+        scale = {"eps": eps, "lr": lr}.get(relative, 1.0)
+        out[key] = [round(float(v) / scale, 10) for v in grid.values]
+    return out
+
+
+def arm_seeds(size: StudySize) -> list[int]:
+    return list(range(1, size.seeds + 1))
+
+
+def search_seeds(size: StudySize) -> list[int]:
+    return [SEARCH_SEED + k for k in range(size.search_samples)]
+
+
+def population_seeds(size: StudySize, p: int) -> list[int]:
+    return [POPULATION_SEED + 100 * p + m for m in range(size.population)]
+

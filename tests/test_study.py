@@ -1,0 +1,149 @@
+"""``metaadv study``: the declared study is consistent, and a tiny study runs end to end under Ray,
+leaves the contract's folder layout (STUDY_CONTRACT.md), and a --resume of it redoes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from metaadv.errors import UserError
+from metaadv.tune.space import Grid
+from metaadv.tune.study_spec import ARM_KINDS, policy_grid_config
+from tune_experiments.learned_vs_searched import EPS, LR, SPACE, STUDY
+from tune_experiments.registry import STUDIES, load_study
+
+ARMS = ("fixed", "tuned", "random-policy", "learned", "searched", "replay-learned", "replay-searched", "transfer-learned")
+
+
+def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
+    assert tuple(a.name for a in STUDY.arms) == ARMS
+    assert all(a.kind in ARM_KINDS for a in STUDY.arms)
+    names = {a.name for a in STUDY.arms}
+    assert {(a, b) for a, b, _ in STUDY.contrasts} == {
+        ("learned", "random-policy"), ("learned", "fixed"), ("replay-searched", "fixed"), ("searched", "learned"),
+        ("replay-learned", "replay-searched")}
+    assert all(a in names and b in names for a, b, _ in STUDY.contrasts)
+    assert load_study("learned_vs_searched") is STUDY and "learned_vs_searched" in STUDIES
+
+
+def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
+    from metaadv.tune.study import Runner, _phase1_units
+
+    for size in STUDY.sizes:
+        for arm in ("learned", "random-policy", "transfer-learned"):
+            config = STUDY.arm_config(arm, size)
+            assert config["policy_eps"] == [round(v / EPS, 10) for v in SPACE["eps"].values]
+            assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
+            assert config["policy_steps"] == list(SPACE["steps"].values) and config["policy_adv_mix"] == []
+        runner = Runner(STUDY, _Opts(size), None, None)
+        searches = [u for u in _phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
+        assert {u.arm.name for u in searches} == {"tuned", "searched"}
+        assert all(runner.experiment(u).space == SPACE for u in searches)
+
+
+def test_every_run_stops_at_the_same_per_model_budget_and_sizes_are_big_enough():
+    for size, s in STUDY.sizes.items():
+        budgets = {STUDY.arm_config(a, size)["budget_grad_evals"] for a in ARMS}
+        assert budgets == {s.budget_grad_evals}
+        # The fixed schedule (PGD-10: 11 passes per example) ends exactly at its last round.
+        c = STUDY.arm_config("fixed", size)
+        per_round = 11 * (c["batch_size"] * c["steps_per_round"] or 3500)  # an epoch: mnist5k's 3,500 examples
+        assert s.budget_grad_evals == c["rounds"] * per_round
+    assert STUDY.sizes["medium"].seeds >= 5 and STUDY.sizes["medium"].populations >= 3
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"contrasts": (("learned", "nobody", "?"),)}, "unknown arm 'nobody'"),
+    ({"space": {**SPACE, "trades_beta": Grid(1.0, 6.0)}}, "cannot choose 'trades_beta'"),
+    ({"arms": STUDY.arms[::-1]}, "must be declared before it"),
+])
+def test_bad_declarations_fail_before_ray_starts(changes, message):
+    with pytest.raises(UserError, match=message):
+        STUDY.replace(**changes)
+
+
+def test_policy_grids_leave_undeclared_dimensions_to_the_config():
+    grids = policy_grid_config({"steps": Grid(1, 5)}, 0.3, 1e-3)
+    assert grids["policy_steps"] == [1.0, 5.0] and grids["policy_eps"] == [] and grids["policy_lr_mult"] == []
+
+
+class _Opts:
+    def __init__(self, size):
+        self.size, self.cpus_per_trial = size, None
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end under Ray (slow: a few minutes on a shared 2-core machine)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Unix socket paths must stay short
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _trial_folders(root: Path) -> set[str]:
+    return {str(p) for p in root.glob("arms/*/*/metaadv_trial_*")}
+
+
+@pytest.mark.slow
+def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_path):
+    from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, replay_available, run_study
+
+    root = tmp_path / "study"
+    lines: list[str] = []
+    log = lambda *a, **k: lines.append(" ".join(map(str, a)))  # noqa: E731
+    run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
+
+    meta = json.loads((root / "study.json").read_text())
+    assert (meta["study"], meta["size"], meta["precision"], meta["val_eps"]) == ("learned_vs_searched", "tiny", "fp32", 0.2)
+    assert meta["evaluation"]["aa_version"] == "fast" and meta["budget_grad_evals"] == STUDY.sizes["tiny"].budget_grad_evals
+    assert set(meta["arms"]) == set(ARMS) and meta["arms"]["learned"]["decision_validation"] is True
+    assert meta["arms"]["fixed"]["decision_validation"] is False and meta["status"] == "done"
+    expected = set(ARMS) if replay_available() else set(ARMS) - {"replay-learned", "replay-searched"}
+    assert set(meta["skipped_arms"]) == set(ARMS) - expected
+
+    with open(root / "models.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == MODELS_COLUMNS
+    assert {r["arm"] for r in rows} == expected
+    assert sum(r["arm"] == "searched" for r in rows) == STUDY.sizes["tiny"].populations
+    for r in rows:
+        assert (root / r["checkpoint"] / "checkpoint.pt").is_file()
+        verdict = json.loads((root / r["eval"]).read_text())
+        assert 0.0 <= verdict["robust_acc"] <= verdict["clean_acc"] <= 1.0 and verdict["n"] == 20
+        if r["arm"] != "searched":
+            assert int(r["seed"]) in (1, 2)  # single-run, rerun, replay and transfer arms share seeds: paired
+    # The per-model budget (cost a) stopped every run at its first round that reached it.
+    budget = meta["budget_grad_evals"]
+    progress = json.loads((root / "progress.json").read_text())["experiments"]
+    for key, trials in progress.items():
+        for t in trials:
+            assert t["metrics"]["cost/grad_evals"] >= budget or key == "fixed/fixed", key
+    assert (root / "policies").is_dir() and any((root / "policies").iterdir())
+    assert any("ETA" in line for line in lines) and any("cuts:" in line for line in lines)
+
+    trials, evals = _trial_folders(root), {p: p.stat().st_mtime for p in root.glob("eval/*/*.json")}
+    lines.clear()
+    run_study(STUDY, StudyOptions(size="tiny", out=str(root), resume=True, log=log))
+    assert _trial_folders(root) == trials
+    assert {p: p.stat().st_mtime for p in root.glob("eval/*/*.json")} == evals
+    assert sum("finished before, skipped" in line for line in lines) == len(progress)
+    assert any("every model was evaluated before" in line for line in lines)
+
+    with pytest.raises(UserError, match="already holds a study"):
+        run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))

@@ -1,0 +1,103 @@
+"""The main study: a schedule learned by a REINFORCE policy vs one searched by PBT, at equal cost.
+
+All arms are PGD-AT on mnist5k at eps 0.3 (``tiny``: digits; ``smoke``: validated and judged at
+0.2, see _pgd_at.py), over **one search space** (``SPACE``): the policy's grids, PBT's mutations
+and the random search all draw from it. Cost (a): every run, replay and search trial stops at its
+first round that reaches ``budget_grad_evals``. Cost (b): everything an arm ran to produce its
+final models (the random search, the whole PBT population, and the validation that informs a
+decision, for arms marked ``decision_validation``); the analysis reads arms at equal (b).
+
+``metaadv study learned_vs_searched --size smoke`` runs it; ``metaadv analyze`` reports it.
+"""
+
+from metaadv.tune.space import Grid
+from metaadv.tune.study_spec import Arm, Study, StudySize
+
+EPS = 0.3
+LR = 1e-3
+
+BASE = {"method": "pgd-at", "dataset": "mnist5k", "optimizer": "adam", "batch_size": 100, "eps": EPS, "lr": LR,
+        "steps": 10, "step_ratio": 0.25}
+
+# eps as absolute training radii (the policy reads them as fractions of EPS: 0.25 .. 1), lr as
+# values (the policy: multiples 0.3, 1, 3 of LR). Grids: PBT moves to a neighbouring value.
+SPACE = {
+    "eps": Grid(0.075, 0.15, 0.225, 0.3),
+    "step_ratio": Grid(0.1, 0.25, 0.5),
+    "steps": Grid(1, 3, 5, 10),
+    "lr": Grid(3e-4, 1e-3, 3e-3),
+    "weight_decay": Grid(0.0, 5e-4),
+}
+
+# Searches and policies set eps and lr per round: no ramp, no lr step of their own.
+FREE = {"eps_ramp_rounds": 0, "lr_schedule": "constant"}
+
+ARMS = (
+    Arm("fixed", "single", "the default schedule: PGD-10, eps ramped over 3 rounds, lr x0.1 for the last fifth",
+        {"controller": "schedule"}),
+    Arm("tuned", "tuned", "random search over the space (hyperparameters fixed per trial), best config rerun on fresh seeds",
+        FREE, decision_validation=True),
+    Arm("random-policy", "single", "the policy controller frozen at its uniform initial weights (the control)",
+        {"controller": "policy", "policy_frozen": True, **FREE}),
+    Arm("learned", "single", "the REINFORCE policy picking each round's hyperparameters from the space",
+        {"controller": "policy", **FREE}, decision_validation=True),
+    Arm("searched", "searched", "PBT populations over the space; each population's best final model",
+        FREE, decision_validation=True),
+    Arm("replay-learned", "replay", "a learned run's schedule (its rows' hp/*), retrained from scratch on another seed",
+        {"controller": "replay", **FREE}, source="learned"),
+    Arm("replay-searched", "replay", "the best PBT trial's lineage (hp in force every round), retrained from scratch",
+        {"controller": "replay", **FREE}, source="searched"),
+    Arm("transfer-learned", "transfer", "a learned policy's network, frozen, driving a fresh run on another seed",
+        {"controller": "policy", "policy_frozen": True, **FREE}, decision_validation=True, source="learned"),
+)
+
+CONTRASTS = (
+    ("learned", "random-policy", "does learning help? (the policy against itself frozen at its uniform start)"),
+    ("learned", "fixed", "does the learned schedule beat the default one at equal per-model budget (a)?"),
+    ("replay-searched", "fixed", "does the searched schedule, apart from PBT's seed selection, beat the default?"),
+    ("searched", "learned", "PBT vs the policy at equal total cost (b): read on the robust-vs-cost (b) plot"),
+    ("replay-learned", "replay-searched", "schedule quality alone: both retrained from scratch on the same seeds"),
+)
+
+# One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
+# the fixed schedule's rounds of PGD-10, so it ends exactly at its last round.
+SIZES = {
+    # Tests: digits, seconds per arm.
+    "tiny": StudySize(
+        seeds=2, search_samples=2, populations=1, population=2, budget_grad_evals=3 * 11 * 50 * 2,
+        config={"dataset": "digits", "batch_size": 50, "rounds": 3, "steps_per_round": 2, "val_size": 50,
+                "val_pgd_steps": 2, "val_eps": 0.2, "device": "cpu"},
+        evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
+        corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
+        pbt={"perturbation_interval": 2, "burn_in_period": 2}),
+    # README command 1: minutes on 2 CPUs.
+    "smoke": StudySize(
+        seeds=2, search_samples=4, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
+        config={"rounds": 5, "steps_per_round": 5, "val_size": 100, "val_pgd_steps": 5, "val_eps": 0.2},
+        evaluation={"n": 50, "pgd_steps": 20, "pgd_restarts": 1, "aa_version": "fast"},
+        corners="2 seeds per arm (not 5), 1 PBT population of 4 and 4 random-search trials, a budget of 25 PGD-10 "
+                "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
+                "AutoAttack 'fast' (APGD-CE + APGD-DLR) and PGD-20 x 1 restart",
+        pbt={"perturbation_interval": 2, "burn_in_period": 2}),
+    # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
+    "medium": StudySize(
+        seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
+        config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
+        evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
+        corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-DLR)",
+        pbt={"perturbation_interval": 4, "burn_in_period": 4}),
+    # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
+    "full": StudySize(
+        seeds=10, search_samples=32, populations=5, population=8, budget_grad_evals=15 * 11 * 3500,
+        config={"rounds": 15, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 20},
+        evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
+        corners="none",
+        pbt={"perturbation_interval": 8, "burn_in_period": 8}),
+}
+
+STUDY = Study(
+    name="learned_vs_searched",
+    description="learned (REINFORCE policy) vs searched (PBT) PGD-AT schedules on mnist5k at equal cost, with controls",
+    base=BASE, space=SPACE, arms=ARMS, sizes=SIZES, contrasts=CONTRASTS,
+    pbt={"quantile_fraction": 0.25, "resample_probability": 0.25},
+)
