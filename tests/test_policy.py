@@ -13,6 +13,15 @@ from metaadv.training.policy import PolicyController, apply_choices, load_policy
 NO_GRIDS = {f"policy_{d}": [] for d in ("eps", "step_ratio", "steps", "lr_mult", "weight_decay", "adv_mix")}
 
 
+def reward_row(r: int, before: float, after: float, *, fgsm: float | None = None, grad_evals: int = 0,
+               reward_grad_evals: int = 0) -> dict:
+    """Round ``r``'s row as the round loop gives it to the policy: its reward check and costs."""
+    return {"round": r, "step": r, "val/robust_acc": 0.0, "val/clean_acc": 0.0, "train/loss": 1.0, "train/adv_acc": 0.5,
+            "policy/robust_acc_before": before, "policy/robust_acc": after, "policy/clean_acc": 0.9,
+            "policy/fgsm_acc": after if fgsm is None else fgsm, "cost/grad_evals": grad_evals,
+            "cost/reward_grad_evals": reward_grad_evals}
+
+
 def policy_config(**changes):
     return TrainConfig.from_dict({"dataset": "digits", "controller": "policy", "batch_size": 10, "rounds": 100, **changes})
 
@@ -67,9 +76,9 @@ def test_policy_finds_the_best_arm_of_a_seeded_bandit():
     for r in range(BANDIT_UPDATES):
         arm = [0.25, 0.5, 0.75, 1.0].index(round(controller.propose(r).eps / config.eps, 6))
         picks.append(arm)
-        robust += means[arm] + 0.01 * torch.randn(1, generator=noise).item()
-        controller.observe({"round": r + 1, "step": r + 1, "val/robust_acc": robust, "val/clean_acc": 0.9,
-                            "train/loss": 1.0, "train/adv_acc": 0.5, "cost/grad_evals": 0})
+        gain = means[arm] + 0.01 * torch.randn(1, generator=noise).item()
+        controller.observe(reward_row(r + 1, robust, robust + gain))
+        robust += gain
     with torch.no_grad():
         p = torch.softmax(controller.net(controller.state[None])[0], 1)[0]
     assert p.argmax().item() == 2 and p[2] > 0.8
@@ -137,10 +146,15 @@ def test_frozen_policy_acts_but_does_not_learn():
     before = [p.clone() for p in controller.net.parameters()]
     for r in range(6):
         controller.propose(r)
-        controller.observe({"round": r + 1, "step": r + 1, "val/robust_acc": 0.1 * (r % 3), "val/clean_acc": 0.9,
-                            "train/loss": 1.0, "train/adv_acc": 0.5, "cost/grad_evals": 100 * (r + 1)})
+        gain = 0.1 * (r % 3) - 0.1
+        controller.observe(reward_row(r + 1, 0.4, 0.4 + gain, fgsm=0.9, grad_evals=100 * (r + 1), reward_grad_evals=10 * (r + 1)))
     assert all(torch.equal(a, b) for a, b in zip(before, controller.net.parameters()))
-    assert set(controller.row_metrics()) == {"policy/reward", "policy/baseline", "policy/entropy", "policy/cost"}
-    # round 6 trained 10 examples for 100 grad evals (10 passes each) and gained 0.1 robust accuracy
-    assert controller.row_metrics()["policy/cost"] == pytest.approx(10 / 11)
-    assert controller.row_metrics()["policy/reward"] == pytest.approx(0.1 - 0.01 * 10 / 11)
+    assert set(controller.row_metrics()) == {"policy/reward", "policy/baseline", "policy/entropy", "policy/cost",
+                                             "policy/gap", "policy/return", "policy/return_round"}
+    # round 6 trained 10 examples for 100 grad evals (10 passes each), its reward check cost 10 more,
+    # it gained 0.1 robust accuracy, and FGSM beat PGD by 0.4 on the reward batch
+    m = controller.row_metrics()
+    assert m["policy/cost"] == pytest.approx(110 / 110)
+    assert m["policy/gap"] == pytest.approx(0.4)
+    assert m["policy/reward"] == pytest.approx(0.1 - 0.01 * 1.0 - 0.05 * 0.4)
+    assert m["policy/return"] == m["policy/reward"] and m["policy/return_round"] == 6  # immediate: its own reward
