@@ -12,7 +12,7 @@ an optimizer's descent step is the ascent step ``psi <- psi + beta * grad``.
 
 With delayed credit the advantage is ``G_t - b`` for a return ``G_t`` instead of one reward:
 :func:`discounted_returns` gives the truncated n-step discounted return (Sutton & Barto 2018,
-sec. 7.1 and 13.3 "REINFORCE with baseline"; the baseline is then an estimate of ``E[G]``).
+sec. 7.1 and 13.4 "REINFORCE with baseline"; the baseline is then an estimate of ``E[G]``).
 """
 
 from __future__ import annotations
