@@ -326,3 +326,12 @@ def test_frozen_policy_without_a_file_is_uniform_and_never_changes():
         # each value's frequency within 4 standard errors of 1/n
         se = (1 / n * (1 - 1 / n) / draws) ** 0.5
         assert all(abs(k / draws - 1 / n) < 4 * se for k in c), (dim, c)
+
+
+def test_a_policy_state_from_before_the_reward_check_is_refused_in_one_line():
+    controller = PolicyController(policy_config())
+    old = controller.state_dict()
+    del old["window"]
+    with pytest.raises(UserError) as info:
+        controller.load_state_dict(old)
+    assert "predates the policy's own reward check" in str(info.value) and "\n" not in str(info.value)

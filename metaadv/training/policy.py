@@ -197,6 +197,9 @@ class PolicyController:
                 "last": dict(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
+        if "window" not in state:
+            raise UserError("this checkpoint's policy predates the policy's own reward check (its rewards meant "
+                            "something else); start the run afresh instead of resuming it")
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
