@@ -32,14 +32,26 @@ def make_trainer(splits, device: str, **config) -> tuple[Trainer, object]:
 
 
 def controller_ms(controller, rounds: int) -> float:
-    """CPU milliseconds of propose + observe + row_metrics per round."""
-    row = {"val/clean_acc": 0.9, "val/robust_acc": 0.5, "train/loss": 1.0, "train/adv_acc": 0.4}
+    """CPU milliseconds of propose + observe + row_metrics per round (the policy's reward check is
+    attack compute, timed apart by :func:`reward_check_seconds`)."""
+    row = {"val/clean_acc": 0.9, "val/robust_acc": 0.5, "train/loss": 1.0, "train/adv_acc": 0.4,
+           "policy/robust_acc_before": 0.5, "policy/robust_acc": 0.5, "policy/clean_acc": 0.9, "policy/fgsm_acc": 0.6}
     t = time.process_time()
     for r in range(rounds):
         controller.propose(r)
-        controller.observe({**row, "round": r + 1, "step": 10 * (r + 1), "cost/grad_evals": 11_000 * (r + 1)})
+        controller.observe({**row, "round": r + 1, "step": 10 * (r + 1), "cost/grad_evals": 11_000 * (r + 1),
+                            "cost/reward_grad_evals": 2_100 * (r + 1)})
         getattr(controller, "row_metrics", dict)()
     return 1000 * (time.process_time() - t) / rounds
+
+
+def reward_check_seconds(trainer: Trainer, rounds: int = 3) -> float:
+    """Wall seconds of the policy's reward check per round: PGD before and after, clean and FGSM after."""
+    t = time.perf_counter()
+    for r in range(rounds):
+        trainer.reward_check(r, before=True)
+        trainer.reward_check(r, before=False)
+    return (time.perf_counter() - t) / rounds
 
 
 def main() -> None:
@@ -65,6 +77,9 @@ def main() -> None:
     policy_ms, schedule_ms = controller_ms(PolicyController(config), 200), controller_ms(ScheduleController(config), 200)
     print(f"policy overhead per round: {policy_ms:.2f} ms (fixed schedule {schedule_ms:.3f} ms) = "
           f"{policy_ms / (1000 * pgd_s):.2%} of a PGD-10 round of {args.steps_per_round} steps")
+    check_s = reward_check_seconds(trainers["PGD-10 AT"][0])
+    print(f"policy reward check per round (defaults: {config.policy_reward_size} examples, PGD-{config.policy_reward_steps} "
+          f"twice + FGSM): {check_s:.3f} s = {check_s / pgd_s:.2f} of that PGD-10 round")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ __all__ = ["METHODS", "TrainConfig", "read_config_file"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
+POLICY_RETURNS = ("immediate", "discounted")
 
 
 
@@ -82,6 +83,13 @@ class TrainConfig:
     policy_hidden: int = 32
     policy_file: str = ""  # start from a policy saved with --save-policy
     policy_frozen: bool = False  # act with the policy but do not update it
+    # Its reward check: a fresh batch of the validation split each round, PGD from a random start.
+    policy_reward_size: int = 100  # examples in each round's reward batch
+    policy_reward_steps: int = 10  # PGD steps of the reward check
+    policy_gap_weight: float = 0.05  # mu: reward -= mu * max(0, FGSM acc - PGD acc) on that batch
+    policy_return: str = "immediate"  # credit a choice with its round's reward, or a discounted n-step return
+    policy_gamma: float = 0.9  # discount of the n-step return (policy_return=discounted)
+    policy_horizon: int = 10  # n, rounds of reward in the n-step return (policy_return=discounted)
     budget_grad_evals: int = 0  # stop once cost/grad_evals reaches this (0 = no budget; rounds still caps)
     # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
     val_size: int = 500
@@ -151,14 +159,18 @@ class TrainConfig:
 def _check_generator_and_policy(c: TrainConfig) -> None:
     from .training.policy import policy_grids
 
-    for name in ("gen_width", "policy_hidden"):
+    for name in ("gen_width", "policy_hidden", "policy_reward_size", "policy_reward_steps", "policy_horizon"):
         if getattr(c, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("advgan_alpha", "advgan_beta", "advgan_hinge", "policy_cost_weight", "policy_entropy"):
+    for name in ("advgan_alpha", "advgan_beta", "advgan_hinge", "policy_cost_weight", "policy_entropy",
+                 "policy_gap_weight"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.policy_lr <= 0 or not 0 < c.policy_baseline_rate <= 1:
         raise UserError(f"policy_lr must be > 0 and policy_baseline_rate in (0, 1], got {c.policy_lr} and {c.policy_baseline_rate}")
+    _choice("policy_return", c.policy_return, POLICY_RETURNS)
+    if not 0.0 <= c.policy_gamma <= 1.0:
+        raise UserError(f"policy_gamma must be in [0, 1], got {c.policy_gamma}")
     policy_grids(c)  # each grid value checked, one line on error
 
 

@@ -1,5 +1,7 @@
 """The combined loop: meta-adv rows, exact resume of policy and generator state, budgets, CLI, transfer."""
 
+import json
+
 import pytest
 import torch
 
@@ -45,12 +47,17 @@ def test_meta_adv_defaults_to_the_policy_and_fills_every_column(digits_splits):
     {"method": "meta-adv"},
     {"method": "advgan", "optimizer": "sgd", "lr": 0.05},
     {"method": "pgd-at", "controller": "policy", "rounds": 4},
+    # interrupted with choices still waiting for their n-step return
+    {"method": "pgd-at", "controller": "policy", "rounds": 5, "policy_return": "discounted", "policy_horizon": 3,
+     "policy_reward_size": 24},
 ])
 def test_resume_restores_policy_and_generator_exactly(tmp_path, changes):
     config = tiny(**changes)
-    full, resumed, _ = interrupted_and_full(config, tmp_path)
+    full, resumed, _ = interrupted_and_full(config, tmp_path, stop_round=3 if config.policy_return == "discounted" else 2)
     assert without_seconds(resumed.rows) == without_seconds(full.rows)
-    assert without_seconds(read_metrics_csv(tmp_path / "part" / "metrics.csv")) == without_seconds(full.rows)
+    # a blank cell is a column that row does not have (policy/return before the first n-step return is complete)
+    written = [{k: v for k, v in r.items() if v != ""} for r in read_metrics_csv(tmp_path / "part" / "metrics.csv")]
+    assert without_seconds(written) == without_seconds(full.rows)
     for a, b in ((full.trainer.method, resumed.trainer.method), (full.controller, resumed.controller)):
         sa, sb = a.state_dict(), b.state_dict()
         for key in ("generator", "discriminator", "net"):
@@ -58,6 +65,13 @@ def test_resume_restores_policy_and_generator_exactly(tmp_path, changes):
                 assert all(torch.equal(x, y) for x, y in zip(sa[key].values(), sb[key].values()))
     if config.controller == "policy":
         assert torch.equal(full.controller.rng.get_state(), resumed.controller.rng.get_state())
+        assert [d["round"] for d in resumed.controller.window] == [d["round"] for d in full.controller.window]
+        # the reward check's numbers and cost came back the same too (a pure function of seed and round)
+        assert {"policy/robust_acc_before", "policy/fgsm_acc", "cost/reward_grad_evals"} <= set(resumed.rows[-1])
+        assert resumed.trainer.reward_grad_evals == full.trainer.reward_grad_evals > 0
+    if config.policy_return == "discounted":
+        assert [r.get("policy/return_round") for r in full.rows] == [None, None, 1, 2, 3]
+        assert len(full.controller.window) == 2
 
 
 def test_budget_stops_the_run_at_equal_cost(digits_splits):
@@ -80,7 +94,30 @@ def test_cli_saves_a_policy_and_a_fresh_frozen_run_acts_with_it(tmp_path, capsys
     assert all(torch.equal(a[k], b[k]) for k in a)  # frozen: the same weights come back out
 
 
+def test_cli_frozen_policy_without_a_file_is_the_uniform_random_control(tmp_path):
+    """--policy-frozen alone: the controller keeps its initial weights (uniform heads) for the whole run."""
+    from metaadv.training.policy import PolicyController
+
+    saved = tmp_path / "random.pt"
+    assert main(["train", "--out", str(tmp_path / "r"), *FLAGS, "--epochs", "3", "--method", "pgd-at", "--seed", "5",
+                 "--controller", "policy", "--policy-frozen", "--policy-return", "discounted", "--policy-horizon", "2",
+                 "--policy-gap-weight", "0.1", "--policy-reward-size", "30", "--save-policy", str(saved)]) == 0
+    config = TrainConfig.from_dict(json.loads((tmp_path / "r" / "config.json").read_text()))
+    assert (config.policy_frozen, config.policy_return, config.policy_horizon, config.policy_gap_weight,
+            config.policy_reward_size) == (True, "discounted", 2, 0.1, 30)
+    initial = PolicyController(config).net.state_dict()
+    after = torch.load(saved, weights_only=True)["net"]
+    assert all(torch.equal(initial[k], after[k]) for k in initial)
+    assert all(not after[k].any() for k in after if k.startswith("heads."))  # uniform over every grid
+    rows = read_metrics_csv(tmp_path / "r" / "metrics.csv")
+    assert [r["cost/reward_grad_evals"] for r in rows] == [(10 + 10 + 1) * 30 * t for t in (1, 2, 3)]
+    assert [r["policy/return_round"] for r in rows] == ["", 1, 2]
+
+
 @pytest.mark.parametrize("argv, needle", [
+    (["--controller", "policy", "--policy-return", "episodic"], "unknown policy_return 'episodic'"),
+    (["--controller", "policy", "--policy-gamma", "-0.5"], "policy_gamma must be in [0, 1]"),
+    (["--controller", "policy", "--policy-reward-size", "100000"], "exceeds the validation split"),
     (["--controller", "policy", "--policy-steps", "1", "2.5"], "bad value 2.5 in the --policy-steps grid"),
     (["--save-policy", "p.pt"], "--save-policy needs --controller policy"),
     (["--controller", "policy", "--policy-file", "nothing.pt"], "policy file 'nothing.pt' not found"),

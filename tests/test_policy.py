@@ -6,11 +6,20 @@ from torch import nn
 
 from metaadv.config import TrainConfig
 from metaadv.errors import UserError
-from metaadv.models.policy import PolicyNet, log_prob_and_entropy, reinforce_loss, sample_actions
+from metaadv.models.policy import PolicyNet, discounted_returns, log_prob_and_entropy, reinforce_loss, sample_actions
 from metaadv.training.hparams import HParams
 from metaadv.training.policy import PolicyController, apply_choices, load_policy_file, save_policy_file
 
 NO_GRIDS = {f"policy_{d}": [] for d in ("eps", "step_ratio", "steps", "lr_mult", "weight_decay", "adv_mix")}
+
+
+def reward_row(r: int, before: float, after: float, *, fgsm: float | None = None, grad_evals: int = 0,
+               reward_grad_evals: int = 0) -> dict:
+    """Round ``r``'s row as the round loop gives it to the policy: its reward check and costs."""
+    return {"round": r, "step": r, "val/robust_acc": 0.0, "val/clean_acc": 0.0, "train/loss": 1.0, "train/adv_acc": 0.5,
+            "policy/robust_acc_before": before, "policy/robust_acc": after, "policy/clean_acc": 0.9,
+            "policy/fgsm_acc": after if fgsm is None else fgsm, "cost/grad_evals": grad_evals,
+            "cost/reward_grad_evals": reward_grad_evals}
 
 
 def policy_config(**changes):
@@ -67,9 +76,9 @@ def test_policy_finds_the_best_arm_of_a_seeded_bandit():
     for r in range(BANDIT_UPDATES):
         arm = [0.25, 0.5, 0.75, 1.0].index(round(controller.propose(r).eps / config.eps, 6))
         picks.append(arm)
-        robust += means[arm] + 0.01 * torch.randn(1, generator=noise).item()
-        controller.observe({"round": r + 1, "step": r + 1, "val/robust_acc": robust, "val/clean_acc": 0.9,
-                            "train/loss": 1.0, "train/adv_acc": 0.5, "cost/grad_evals": 0})
+        gain = means[arm] + 0.01 * torch.randn(1, generator=noise).item()
+        controller.observe(reward_row(r + 1, robust, robust + gain))
+        robust += gain
     with torch.no_grad():
         p = torch.softmax(controller.net(controller.state[None])[0], 1)[0]
     assert p.argmax().item() == 2 and p[2] > 0.8
@@ -137,10 +146,192 @@ def test_frozen_policy_acts_but_does_not_learn():
     before = [p.clone() for p in controller.net.parameters()]
     for r in range(6):
         controller.propose(r)
-        controller.observe({"round": r + 1, "step": r + 1, "val/robust_acc": 0.1 * (r % 3), "val/clean_acc": 0.9,
-                            "train/loss": 1.0, "train/adv_acc": 0.5, "cost/grad_evals": 100 * (r + 1)})
+        gain = 0.1 * (r % 3) - 0.1
+        controller.observe(reward_row(r + 1, 0.4, 0.4 + gain, fgsm=0.9, grad_evals=100 * (r + 1), reward_grad_evals=10 * (r + 1)))
     assert all(torch.equal(a, b) for a, b in zip(before, controller.net.parameters()))
-    assert set(controller.row_metrics()) == {"policy/reward", "policy/baseline", "policy/entropy", "policy/cost"}
-    # round 6 trained 10 examples for 100 grad evals (10 passes each) and gained 0.1 robust accuracy
-    assert controller.row_metrics()["policy/cost"] == pytest.approx(10 / 11)
-    assert controller.row_metrics()["policy/reward"] == pytest.approx(0.1 - 0.01 * 10 / 11)
+    assert set(controller.row_metrics()) == {"policy/reward", "policy/baseline", "policy/entropy", "policy/cost",
+                                             "policy/gap", "policy/return", "policy/return_round"}
+    # round 6 trained 10 examples for 100 grad evals (10 passes each), its reward check cost 10 more,
+    # it gained 0.1 robust accuracy, and FGSM beat PGD by 0.4 on the reward batch
+    m = controller.row_metrics()
+    assert m["policy/cost"] == pytest.approx(110 / 110)
+    assert m["policy/gap"] == pytest.approx(0.4)
+    assert m["policy/reward"] == pytest.approx(0.1 - 0.01 * 1.0 - 0.05 * 0.4)
+    assert m["policy/return"] == m["policy/reward"] and m["policy/return_round"] == 6  # immediate: its own reward
+
+
+# --- returns: immediate and discounted n-step -----------------------------------------------------
+
+def test_discounted_returns_match_a_hand_computation():
+    rewards = [1.0, 2.0, 3.0, 4.0]
+    assert discounted_returns(rewards, 0.5, 3) == pytest.approx([1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3 + 0.25 * 4])
+    assert discounted_returns(rewards, 0.9, 1) == rewards  # horizon 1: the immediate rewards
+    assert discounted_returns(rewards, 1.0, 4) == [10.0]
+    assert discounted_returns(rewards, 0.5, 5) == []  # not one return complete yet
+    with pytest.raises(ValueError):
+        discounted_returns(rewards, 1.5, 2)
+
+
+def test_discounted_reinforce_step_matches_a_hand_computation():
+    """Horizon 2, gamma 0.5: round t's choice is credited with r_t + 0.5 r_{t+1} one round later,
+    compared with a baseline of the earlier returns; the SGD step is the hand gradient times beta."""
+    beta, c, gamma = 0.1, 0.05, 0.5
+    config = policy_config(**{**NO_GRIDS, "policy_eps": [0.5, 1.0], "policy_adv_mix": [0.5, 0.75, 1.0]},
+                           policy_return="discounted", policy_gamma=gamma, policy_horizon=2, policy_lr=beta,
+                           policy_entropy=c, policy_cost_weight=0, policy_gap_weight=0)
+    controller = PolicyController(config)
+    torch.manual_seed(3)
+    for head in controller.net.heads:  # away from the uniform start, so every term is non-zero
+        nn.init.normal_(head.weight)
+        nn.init.normal_(head.bias)
+    rewards = [0.0, 0.2, 0.2, 0.1]  # returns G1 = 0.1, G2 = 0.3, G3 = 0.25
+    for t, r in enumerate(rewards[:3], start=1):
+        controller.propose(t - 1)
+        controller.observe(reward_row(t, 0.5, 0.5 + r))
+    assert controller.row_metrics()["policy/return"] == pytest.approx(0.3)  # G2, known at round 3
+    assert controller.row_metrics()["policy/return_round"] == 2
+    decision = dict(controller.window[0])  # round 3's choice, waiting for round 4's reward
+    assert decision["round"] == 3
+    params = {k: v.clone() for k, v in controller.net.state_dict().items()}
+    controller.propose(3)
+    controller.observe(reward_row(4, 0.5, 0.5 + rewards[3]))
+    m = controller.row_metrics()
+    assert m["policy/return"] == pytest.approx(0.2 + gamma * 0.1) and m["policy/return_round"] == 3
+    # baseline after G1, G2: their mean 0.2; spread: rate 1/2 of the squared deviation 0.2^2
+    assert m["policy/baseline"] == pytest.approx(0.2)
+    advantage = (0.25 - 0.2) / (0.5 * 0.2**2) ** 0.5
+    new = controller.net.state_dict()
+    with torch.no_grad():
+        s, w, b = decision["state"], params["body.0.weight"], params["body.0.bias"]
+        h = torch.tanh(w @ s + b)
+        grad_h = torch.zeros_like(h)
+        for k in range(2):
+            hw, hb = params[f"heads.{k}.weight"], params[f"heads.{k}.bias"]
+            p = torch.softmax(hw @ h + hb, 0)
+            entropy = -(p * p.log()).sum()
+            dz = -(advantage * (torch.eye(len(p))[decision["actions"][k]] - p) + c * (-p * (p.log() + entropy)))
+            assert torch.allclose(new[f"heads.{k}.bias"], hb - beta * dz, atol=1e-6)
+            assert torch.allclose(new[f"heads.{k}.weight"], hw - beta * torch.outer(dz, h), atol=1e-6)
+            grad_h += hw.T @ dz
+        dpre = grad_h * (1 - h**2)
+        assert torch.allclose(new["body.0.weight"], w - beta * torch.outer(dpre, s), atol=1e-6)
+        assert torch.allclose(new["body.0.bias"], b - beta * dpre, atol=1e-6)
+
+
+def test_immediate_returns_credit_each_round_and_discounted_ones_wait():
+    rows = [reward_row(t, 0.5, 0.5 + 0.01 * t) for t in range(1, 5)]
+    seen = {}
+    for mode in ("immediate", "discounted"):
+        controller = PolicyController(policy_config(policy_return=mode, policy_horizon=3, policy_gamma=0.5,
+                                                    policy_cost_weight=0))
+        seen[mode] = []
+        for t, row in enumerate(rows):
+            controller.propose(t)
+            controller.observe(row)
+            seen[mode].append(controller.row_metrics().get("policy/return_round"))
+    assert seen["immediate"] == [1, 2, 3, 4]
+    assert seen["discounted"] == [None, None, 1, 2]
+    assert controller.row_metrics()["policy/return"] == pytest.approx(0.02 + 0.5 * 0.03 + 0.25 * 0.04)
+
+
+# --- the reward: gap penalty, cost, fresh paired batches -----------------------------------------
+
+def test_gap_penalty_counts_only_fgsm_beating_pgd():
+    controller = PolicyController(policy_config(policy_gap_weight=0.2, policy_cost_weight=0))
+    for t, (fgsm, expected_gap) in enumerate([(0.9, 0.6), (0.2, 0.0)], start=1):
+        controller.propose(t - 1)
+        controller.observe(reward_row(t, 0.25, 0.3, fgsm=fgsm))
+        assert controller.row_metrics()["policy/gap"] == pytest.approx(expected_gap)
+        assert controller.row_metrics()["policy/reward"] == pytest.approx(0.05 - 0.2 * expected_gap)
+
+
+def test_reward_check_draws_a_fresh_paired_batch_each_round(digits_splits, monkeypatch):
+    import metaadv.training.trainer as trainer_module
+    from metaadv.training.run import TrainingRun
+
+    calls = []
+    real = trainer_module.reward_check
+
+    def spy(model, x, y, *, start, **kw):
+        calls.append((x.clone(), start.get_state().clone(), kw["steps"]))
+        return real(model, x, y, start=start, **kw)
+
+    monkeypatch.setattr(trainer_module, "reward_check", spy)
+    config = TrainConfig.from_dict({"dataset": "digits", "controller": "policy", "rounds": 2, "steps_per_round": 2,
+                                    "batch_size": 16, "val_size": 32, "val_pgd_steps": 2, "steps": 2,
+                                    "policy_reward_size": 40, "policy_reward_steps": 3})
+    run = TrainingRun(config, splits=digits_splits)
+    rows = [run.step() for _ in range(2)]
+    (x0b, s0b, k), (x0a, s0a, _), (x1b, s1b, _), (x1a, _, _) = calls
+    assert k == 3 and x0b.shape[0] == 40
+    assert torch.equal(x0b, x0a) and torch.equal(s0b, s0a)  # before and after: same examples, same start
+    assert torch.equal(x1b, x1a) and not torch.equal(x0b, x1b) and not torch.equal(s0b, s1b)  # fresh each round
+    assert not torch.equal(x0b, run.trainer.val_x[:40])  # not the logged validation subset
+    # per round: PGD-3 before and after, FGSM after, 40 examples each
+    assert [r["cost/reward_grad_evals"] for r in rows] == [(3 + 3 + 1) * 40, 2 * (3 + 3 + 1) * 40]
+    for row in rows:
+        assert 0 <= row["policy/robust_acc"] <= row["policy/clean_acc"] <= 1 and 0 <= row["policy/fgsm_acc"] <= 1
+        assert row["policy/gap"] == pytest.approx(max(0.0, row["policy/fgsm_acc"] - row["policy/robust_acc"]))
+    # the cost term counts the reward check: round 2 trained 32 examples and checked 40 for 280
+    trained = rows[1]["cost/grad_evals"] - rows[0]["cost/grad_evals"]
+    assert trained > 0 and rows[1]["policy/cost"] == pytest.approx((trained + 7 * 40) / (11 * 32))
+    # same weights, same round: the same numbers (the check is a pure function of (seed, round))
+    again = run.trainer.reward_check(1, before=False)
+    assert again == {k: rows[1][k] for k in again}
+
+
+def test_reward_size_larger_than_the_validation_split_is_a_one_line_error(digits_splits):
+    from metaadv.training.run import TrainingRun
+
+    with pytest.raises(UserError) as info:
+        TrainingRun(policy_config(policy_reward_size=100_000), splits=digits_splits)
+    assert "exceeds the validation split" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"policy_return": "monte-carlo"}, "unknown policy_return 'monte-carlo'; choose one of immediate, discounted"),
+    ({"policy_gamma": 1.5}, "policy_gamma must be in [0, 1], got 1.5"),
+    ({"policy_horizon": 0}, "policy_horizon must be >= 1, got 0"),
+    ({"policy_reward_size": 0}, "policy_reward_size must be >= 1, got 0"),
+    ({"policy_reward_steps": 0}, "policy_reward_steps must be >= 1, got 0"),
+    ({"policy_gap_weight": -0.1}, "policy_gap_weight must be >= 0, got -0.1"),
+])
+def test_bad_reward_and_return_settings_are_one_line_errors(changes, needle):
+    with pytest.raises(UserError) as info:
+        policy_config(**changes)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+# --- the random-policy control -------------------------------------------------------------------
+
+def test_frozen_policy_without_a_file_is_uniform_and_never_changes():
+    controller = PolicyController(policy_config(policy_frozen=True, seed=4))
+    start = [p.clone() for p in controller.net.parameters()]
+    noise = torch.Generator().manual_seed(1)
+    counts = {dim: [0] * len(grid) for dim, grid in controller.grids.items()}
+    draws = 1200
+    for t in range(draws):
+        hp = controller.propose(t)
+        logits = controller.net(controller.state[None])
+        for z in logits:  # exactly uniform, whatever the state
+            assert torch.allclose(torch.softmax(z, 1), torch.full_like(z, 1 / z.shape[1]))
+        for (dim, grid), a in zip(controller.grids.items(), controller.pending["actions"]):
+            counts[dim][a] += 1
+        assert round(hp.eps / 0.3, 6) == controller.grids["eps"][controller.pending["actions"][0]]
+        gain = torch.randn(1, generator=noise).item() * 0.1
+        controller.observe(reward_row(t + 1, 0.5, 0.5 + gain, grad_evals=100 * t))
+    assert all(torch.equal(a, b) for a, b in zip(start, controller.net.parameters()))
+    for dim, c in counts.items():
+        n = len(c)
+        # each value's frequency within 4 standard errors of 1/n
+        se = (1 / n * (1 - 1 / n) / draws) ** 0.5
+        assert all(abs(k / draws - 1 / n) < 4 * se for k in c), (dim, c)
+
+
+def test_a_policy_state_from_before_the_reward_check_is_refused_in_one_line():
+    controller = PolicyController(policy_config())
+    old = controller.state_dict()
+    del old["window"]
+    with pytest.raises(UserError) as info:
+        controller.load_state_dict(old)
+    assert "predates the policy's own reward check" in str(info.value) and "\n" not in str(info.value)

@@ -101,7 +101,7 @@ def test_adversarial_examples_raise_training_loss(digits):
 
 ROW_KEYS = {"round", "step", "epoch", "train/loss", "train/adv_acc", "val/clean_acc", "val/robust_acc", "val/eps",
             "hp/eps", "hp/step_ratio", "hp/step_size", "hp/steps", "hp/lr", "hp/weight_decay", "hp/trades_beta",
-            "hp/adv_mix", "cost/grad_evals", "cost/eval_grad_evals", "cost/seconds"}
+            "hp/adv_mix", "cost/grad_evals", "cost/eval_grad_evals", "cost/reward_grad_evals", "cost/seconds"}
 
 
 def test_row_has_the_contract_columns_and_costs_add_up(digits):
@@ -113,6 +113,7 @@ def test_row_has_the_contract_columns_and_costs_add_up(digits):
     assert rows[0]["hp/eps"] == pytest.approx(0.1)
     assert rows[0]["cost/grad_evals"] == 4 * 32 * (3 + 1)
     assert rows[1]["cost/grad_evals"] == 2 * rows[0]["cost/grad_evals"]
+    assert rows[1]["cost/reward_grad_evals"] == 0  # only the policy controller checks a reward
     assert rows[1]["cost/seconds"] > rows[0]["cost/seconds"] > 0
     assert rows[0]["val/eps"] == 0.3 and 0 <= rows[1]["val/robust_acc"] <= rows[1]["val/clean_acc"] <= 1
 

@@ -82,7 +82,13 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--policy-baseline-rate", type=float, default=S, help=f"moving-average rate of the baseline (default {d.policy_baseline_rate})")
     r.add_argument("--policy-hidden", type=int, default=S, help=f"policy hidden units (default {d.policy_hidden})")
     r.add_argument("--policy-file", default=S, metavar="FILE", help="start from a policy saved with --save-policy")
-    r.add_argument("--policy-frozen", action="store_true", default=S, help="act with the policy without updating it")
+    r.add_argument("--policy-frozen", action="store_true", default=S, help="act with the policy without updating it (without --policy-file: the uniform random-policy control)")
+    r.add_argument("--policy-reward-size", type=int, default=S, help=f"validation examples in each round's fresh reward batch (default {d.policy_reward_size})")
+    r.add_argument("--policy-reward-steps", type=int, default=S, help=f"PGD steps of the reward check (default {d.policy_reward_steps})")
+    r.add_argument("--policy-gap-weight", type=float, default=S, help=f"mu: reward -= mu * max(0, FGSM acc - PGD acc) on the reward batch (default {d.policy_gap_weight})")
+    r.add_argument("--policy-return", default=S, help=f"immediate (each round's reward) or discounted (n-step return) (default {d.policy_return})")
+    r.add_argument("--policy-gamma", type=float, default=S, help=f"discount of --policy-return discounted (default {d.policy_gamma})")
+    r.add_argument("--policy-horizon", type=int, default=S, help=f"rounds n in --policy-return discounted's n-step return (default {d.policy_horizon})")
     r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
 
 

@@ -9,6 +9,10 @@ with a baseline ``b`` (Williams 1992, "Simple statistical gradient-following alg
 connectionist reinforcement learning", Machine Learning 8) and an entropy bonus that keeps it
 exploring (Williams & Peng 1991). :func:`reinforce_loss` is the negative of that objective, so
 an optimizer's descent step is the ascent step ``psi <- psi + beta * grad``.
+
+With delayed credit the advantage is ``G_t - b`` for a return ``G_t`` instead of one reward:
+:func:`discounted_returns` gives the truncated n-step discounted return (Sutton & Barto 2018,
+sec. 7.1 and 13.4 "REINFORCE with baseline"; the baseline is then an estimate of ``E[G]``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["PolicyNet", "log_prob_and_entropy", "reinforce_loss", "sample_actions"]
+__all__ = ["PolicyNet", "discounted_returns", "log_prob_and_entropy", "reinforce_loss", "sample_actions"]
 
 
 class PolicyNet(nn.Module):
@@ -69,3 +73,15 @@ def sample_actions(logits: Sequence[torch.Tensor], generator: torch.Generator | 
     """One draw per dimension from ``pi(. | s)``, ``(B, K)``; ``generator`` makes it reproducible."""
     draws = [torch.multinomial(torch.softmax(z, dim=1), 1, generator=generator) for z in logits]
     return torch.cat(draws, dim=1)
+
+
+def discounted_returns(rewards: Sequence[float], gamma: float, horizon: int) -> list[float]:
+    """Truncated n-step returns ``G_t = sum_{k=0}^{n-1} gamma^k r_{t+k}`` with ``n = horizon``.
+
+    One return per ``t`` whose ``n`` rewards are all known, i.e. ``len(rewards) - horizon + 1`` of
+    them (none if fewer rewards than ``horizon``). ``horizon = 1`` gives the rewards themselves.
+    """
+    if horizon < 1 or not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"need horizon >= 1 and gamma in [0, 1], got {horizon} and {gamma}")
+    weights = [gamma**k for k in range(horizon)]
+    return [sum(w * r for w, r in zip(weights, rewards[t : t + horizon])) for t in range(len(rewards) - horizon + 1)]

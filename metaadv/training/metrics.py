@@ -8,7 +8,13 @@ Stable column names (see README "The metrics row"):
 - ``hp/<name>`` for every hyperparameter in force this round (:class:`HParams`), ``hp/step_size``
 - ``cost/grad_evals``: cumulative training forward+backward passes summed over examples (a
   batch of B trained with PGD-k adds B * (k + 1)); ``cost/eval_grad_evals``: the same for the
-  per-round validation attack; ``cost/seconds``: cumulative wall time of the rounds.
+  per-round validation attack; ``cost/reward_grad_evals``: the same for the policy controller's
+  reward check (0 for other controllers); ``cost/seconds``: cumulative wall time of the rounds.
+- ``policy/*`` (``--controller policy``): its reward check on the round's fresh validation batch
+  (``policy/robust_acc_before``, ``policy/robust_acc``, ``policy/clean_acc``, ``policy/fgsm_acc``),
+  ``policy/reward``, ``policy/cost``, ``policy/gap``, ``policy/entropy``, and ``policy/return``,
+  ``policy/return_round``, ``policy/baseline`` of the return completed that round (see
+  metaadv/training/policy.py).
 - method extras, e.g. ``train/co_detected`` (fast-at).
 """
 

@@ -1,18 +1,27 @@
 """The ``policy`` controller: a REINFORCE meta-optimizer of the per-round hyperparameters.
 
 After each round it reads the metrics row as its state and picks the next round's
-hyperparameters from declared grids; the reward of round r's choice is known from round r's row:
+hyperparameters from declared grids. The reward of round r's choice comes from the policy's own
+**reward check** (``TrainingRun.step``, ``Trainer.reward_check``): a fresh batch of
+``policy_reward_size`` validation examples drawn for round r, attacked by PGD-``policy_reward_steps``
+from a random start, both seeded by (seed, r), once with the weights round r starts from and once
+with those it ends with (the same examples, the same start: a paired difference), plus FGSM and
+clean accuracy after the round:
 
-    reward_r = (val/robust_acc_r - val/robust_acc_{r-1}) - lambda * cost_r
-    cost_r   = round r's cost/grad_evals / (11 * examples trained in round r)
+    reward_r = (pgd_after_r - pgd_before_r) - lambda * cost_r - mu * max(0, fgsm_after_r - pgd_after_r)
+    cost_r   = round r's (cost/grad_evals + cost/reward_grad_evals) / (11 * examples trained in round r)
 
-so ``cost = 1`` is one round of PGD-10 adversarial training and a clean round costs 1/11. The
-update is REINFORCE (Williams 1992) with a moving-average baseline ``b`` and an entropy bonus:
-``psi <- psi + beta * grad[(r - b) / sigma * log pi(a | s) + c * H(pi(. | s))]`` by plain SGD,
-where ``sigma`` is a moving standard deviation of ``r - b`` (so ``beta`` and ``c`` do not depend
-on the reward's units). Rewards are immediate (no discounting over later rounds): the sum of
-rewards telescopes to the final robust accuracy minus the total cost, and immediate rewards
-give one low-variance signal per round.
+so ``cost = 1`` is one round of PGD-10 adversarial training and a clean round costs 1/11, and the
+reward check's own attack is part of the cost. The last term penalises a model that beats the weak
+attack but not the strong one (gradient masking, catastrophic overfitting).
+
+A choice is credited with its round's reward (``policy_return="immediate"``) or with the
+truncated discounted return ``G_r = sum_{k<n} gamma^k reward_{r+k}`` (``"discounted"``,
+``policy_gamma``, ``n = policy_horizon``), known n - 1 rounds later. The update is REINFORCE
+(Williams 1992) with a moving-average baseline ``b`` of the returns and an entropy bonus:
+``psi <- psi + beta * grad[(G - b) / sigma * log pi(a | s) + c * H(pi(. | s))]`` by plain SGD,
+where ``sigma`` is a moving standard deviation of ``G - b`` (so ``beta`` and ``c`` do not depend
+on the reward's units).
 
 Grids (``policy_<dim>`` config keys; an empty grid leaves that dimension to the fixed schedule):
 ``eps`` as fractions of the target eps, ``step_ratio``, ``steps``, ``lr_mult`` (times the
@@ -27,14 +36,15 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..models.policy import PolicyNet, log_prob_and_entropy, reinforce_loss, sample_actions
+from ..models.policy import PolicyNet, discounted_returns, log_prob_and_entropy, reinforce_loss, sample_actions
 from .controllers import ScheduleController, register_controller
 from .hparams import HParams
 
 __all__ = ["GRID_DIMS", "PolicyController", "apply_choices", "policy_grids", "state_features"]
 
 GRID_DIMS = ("eps", "step_ratio", "steps", "lr_mult", "weight_decay", "adv_mix")
-ROW_FEATURES = ("val/clean_acc", "val/robust_acc", "train/adv_acc")
+# The reward check's numbers, not the logged val/* ones: what the policy decides on is what its cost counts.
+ROW_FEATURES = ("policy/clean_acc", "policy/robust_acc", "train/adv_acc")
 PGD10_PASSES = 11  # per example: 10 attack steps + 1 update; the unit of cost
 _SIGMA_FLOOR = 1e-3  # a tenth of a percent of accuracy: below this, reward differences are noise
 
@@ -73,7 +83,7 @@ def policy_grids(config) -> dict[str, tuple[float, ...]]:
 
 def state_features(row: dict | None, change: float, progress: float, actions: list[int], grids: dict) -> torch.Tensor:
     """The policy's state, every entry in about [-1, 1]: accuracies, squashed loss and robust-accuracy
-    ``change`` since the round before, the fraction of the run done, and each grid's index in [0, 1]."""
+    ``change`` over the round (the reward check's paired difference), the fraction of the run done, and each grid's index in [0, 1]."""
     row = row or {}
     accs = [float(row.get(k, 0.0)) for k in ROW_FEATURES]
     loss = math.tanh(float(row.get("train/loss", 0.0)) / 2.0)  # a 10-class guess (2.3) -> 0.82
@@ -85,6 +95,8 @@ def state_features(row: dict | None, change: float, progress: float, actions: li
 class PolicyController:
     """REINFORCE over factorised categorical choices from the grids; see the module docstring."""
 
+    wants_reward_check = True  # the round loop measures policy/* on a fresh batch for it
+
     def __init__(self, config):
         self.schedule = ScheduleController(config)
         self.grids = policy_grids(config)
@@ -93,6 +105,9 @@ class PolicyController:
         self.eps_target, self.rounds, self.budget = config.eps, config.rounds, config.budget_grad_evals
         self.batch_size = config.batch_size
         self.cost_weight, self.entropy_coef, self.rate = config.policy_cost_weight, config.policy_entropy, config.policy_baseline_rate
+        self.gap_weight = config.policy_gap_weight
+        self.gamma = config.policy_gamma
+        self.horizon = config.policy_horizon if config.policy_return == "discounted" else 1
         self.frozen = config.policy_frozen
         self.state = state_features(None, 0.0, 0.0, [0] * len(self.grids), self.grids)
         with torch.random.fork_rng(devices=[]):
@@ -101,8 +116,9 @@ class PolicyController:
         self.opt = torch.optim.SGD(self.net.parameters(), lr=config.policy_lr)
         self.rng = torch.Generator().manual_seed(config.seed + 203)  # the policy's own draws, saved and restored
         self.baseline, self.var, self.updates = 0.0, 0.0, 0
-        self.prev = {"robust": 0.0, "grad_evals": 0, "step": 0}
+        self.prev = {"grad_evals": 0, "reward_grad_evals": 0, "step": 0}
         self.pending: dict | None = None
+        self.window: list[dict] = []  # choices waiting for their return: {"state", "actions", "round", "reward"}
         self.last: dict[str, float] = {}
         if config.policy_file:
             load_policy_file(self, config.policy_file)
@@ -117,17 +133,25 @@ class PolicyController:
         return apply_choices(self.schedule.propose(round_index), choices, self.eps_target)
 
     def observe(self, row: dict) -> None:
-        change = row["val/robust_acc"] - self.prev["robust"]
+        try:
+            after, before, fgsm = row["policy/robust_acc"], row["policy/robust_acc_before"], row["policy/fgsm_acc"]
+        except KeyError as exc:
+            raise UserError(f"the policy controller needs its reward check in the row (missing {exc}); "
+                            "drive it with metaadv.training.run.TrainingRun") from None
+        change = after - before
         examples = max(1, (row["step"] - self.prev["step"]) * self.batch_size)
-        cost = (row["cost/grad_evals"] - self.prev["grad_evals"]) / (PGD10_PASSES * examples)
-        reward = change - self.cost_weight * cost
+        spent = (row["cost/grad_evals"] - self.prev["grad_evals"]) + (row["cost/reward_grad_evals"] - self.prev["reward_grad_evals"])
+        cost = spent / (PGD10_PASSES * examples)
+        gap = max(0.0, fgsm - after)
+        reward = change - self.cost_weight * cost - self.gap_weight * gap
         pending, self.pending = self.pending, None
         if pending is not None:
-            self._learn(pending, reward)
-            self.last = {"policy/reward": reward, "policy/baseline": self.baseline, "policy/entropy": pending["entropy"],
-                         "policy/cost": cost}
-            self._track(reward)
-        self.prev = {"robust": row["val/robust_acc"], "grad_evals": row["cost/grad_evals"], "step": row["step"]}
+            self.last = {"policy/reward": reward, "policy/entropy": pending["entropy"], "policy/cost": cost, "policy/gap": gap}
+            self.window.append({"state": pending["state"], "actions": pending["actions"], "round": row["round"], "reward": reward})
+            if len(self.window) == self.horizon:  # the oldest choice's n rewards are all in
+                ret = discounted_returns([d["reward"] for d in self.window], self.gamma, self.horizon)[0]
+                self._credit(self.window.pop(0), ret)
+        self.prev = {"grad_evals": row["cost/grad_evals"], "reward_grad_evals": row["cost/reward_grad_evals"], "step": row["step"]}
         progress = row["round"] / self.rounds
         if self.budget:
             progress = max(progress, row["cost/grad_evals"] / self.budget)
@@ -135,41 +159,53 @@ class PolicyController:
         self.state = state_features(row, change, min(progress, 1.0), actions, self.grids)
 
     def row_metrics(self) -> dict[str, float]:
-        """``policy/*`` of the round just observed: its reward, the baseline it was compared with,
-        the entropy of the distribution its hyperparameters were drawn from, and its cost."""
+        """``policy/*`` of the round just observed: its reward, the entropy of the distribution its
+        hyperparameters were drawn from, its cost and FGSM-minus-PGD gap; and the return completed
+        this round (``policy/return``, credited to the choice of round ``policy/return_round``) with
+        the baseline it was compared with."""
         return dict(self.last)
 
-    def _learn(self, pending: dict, reward: float) -> None:
-        """One REINFORCE step, once two rewards have given the baseline a mean and a spread."""
+    def _credit(self, decision: dict, ret: float) -> None:
+        self.last.update({"policy/return": ret, "policy/return_round": decision["round"], "policy/baseline": self.baseline})
+        self._learn(decision, ret)
+        self._track(ret)
+
+    def _learn(self, decision: dict, ret: float) -> None:
+        """One REINFORCE step, once two returns have given the baseline a mean and a spread."""
         if self.frozen or self.updates < 2:
             return
-        advantage = (reward - self.baseline) / max(math.sqrt(self.var), _SIGMA_FLOOR)
+        advantage = (ret - self.baseline) / max(math.sqrt(self.var), _SIGMA_FLOOR)
         advantage = max(-5.0, min(5.0, advantage))  # one freak round must not wreck the policy
-        loss = reinforce_loss(self.net(pending["state"][None]), torch.tensor([pending["actions"]]), advantage,
+        loss = reinforce_loss(self.net(decision["state"][None]), torch.tensor([decision["actions"]]), advantage,
                               self.entropy_coef)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
-    def _track(self, reward: float) -> None:
-        """Moving average and variance of the reward; a plain mean over the first 1/rate rounds."""
+    def _track(self, ret: float) -> None:
+        """Moving average and variance of the returns; a plain mean over the first 1/rate of them."""
         self.updates += 1
         rate = max(self.rate, 1.0 / self.updates)
-        deviation = reward - self.baseline if self.updates > 1 else 0.0
-        self.baseline = reward if self.updates == 1 else self.baseline + rate * deviation
+        deviation = ret - self.baseline if self.updates > 1 else 0.0
+        self.baseline = ret if self.updates == 1 else self.baseline + rate * deviation
         self.var = (1 - rate) * self.var + rate * deviation**2 if self.updates > 1 else 0.0
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.opt.state_dict(), "rng": self.rng.get_state(),
                 "baseline": self.baseline, "var": self.var, "updates": self.updates, "state": self.state,
-                "prev": dict(self.prev), "pending": self.pending, "last": dict(self.last)}
+                "prev": dict(self.prev), "pending": self.pending, "window": [dict(d) for d in self.window],
+                "last": dict(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
+        if "window" not in state:
+            raise UserError("this checkpoint's policy predates the policy's own reward check (its rewards meant "
+                            "something else); start the run afresh instead of resuming it")
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
         self.baseline, self.var, self.updates = float(state["baseline"]), float(state["var"]), int(state["updates"])
         self.state, self.prev, self.pending, self.last = state["state"], dict(state["prev"]), state["pending"], dict(state["last"])
+        self.window = [dict(d) for d in state["window"]]
 
 
 def save_policy_file(controller: PolicyController, path: str | Path) -> None:

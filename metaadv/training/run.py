@@ -50,17 +50,23 @@ class TrainingRun:
         """Train and measure one round; return its metrics row."""
         start = time.perf_counter()
         hp = self.controller.propose(self.round)
+        # Optional: a controller that learns from its own measurement (the policy) gets it on a
+        # fresh batch, before and after the round, paid for in cost/reward_grad_evals.
+        check = getattr(self.controller, "wants_reward_check", False)
+        reward = self.trainer.reward_check(self.round, before=True) if check else {}
         before = copy.deepcopy(self.trainer.model.state_dict()) if self.config.method == "fast-at" else None
         train = self.trainer.train_round(hp)
         val = self.trainer.validate()
+        if check:
+            reward.update(self.trainer.reward_check(self.round, before=False))
         extras = {}
         if before is not None:
             extras = self._catastrophic_overfitting_check(train, val, hp, before)
         self.seconds += time.perf_counter() - start
         t = self.trainer
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
-               **hp.as_row(), "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
-               "cost/seconds": round(self.seconds, 3)}
+               **hp.as_row(), **reward, "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
+               "cost/reward_grad_evals": t.reward_grad_evals, "cost/seconds": round(self.seconds, 3)}
         self.controller.observe(row)
         # Optional hook: controllers that learn (the policy) report on the round just observed.
         row.update(getattr(self.controller, "row_metrics", dict)())

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 
 from ..data import BatchStream, Splits
+from ..errors import UserError
 from ..models import build_model, model_kwargs
 from .hparams import HParams
 from .methods import StepContext, build_method
-from .validation import accuracy, pgd_accuracy
+from .validation import accuracy, pgd_accuracy, reward_check, round_generator
 
 __all__ = ["DivergedError", "Trainer", "resolve_device"]
 
@@ -49,12 +50,18 @@ class Trainer:
         self.train_x, self.train_y = splits.train_x.to(device), splits.train_y.to(device)
         n_val = len(splits.val_x) if config.val_size == 0 else min(config.val_size, len(splits.val_x))
         self.val_x, self.val_y = splits.val_x[:n_val].to(device), splits.val_y[:n_val].to(device)
+        # The policy's reward batches are drawn afresh each round from the whole validation split.
+        self.pool_x, self.pool_y = splits.val_x.to(device), splits.val_y.to(device)
+        if config.controller == "policy" and config.policy_reward_size > len(self.pool_y):
+            raise UserError(f"policy_reward_size {config.policy_reward_size} exceeds the validation split "
+                            f"({len(self.pool_y)} examples); pass a smaller --policy-reward-size")
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
         self.labeled = self._labeled_mask(config.unlabeled_fraction)
         self.method = build_method(config, splits.info, device)
         self.global_step = 0
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
+        self.reward_grad_evals = 0  # the same for the policy's reward check (a decision cost)
 
     def _labeled_mask(self, unlabeled_fraction: float) -> torch.Tensor | None:
         if unlabeled_fraction <= 0:
@@ -112,6 +119,25 @@ class Trainer:
             self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
         return {"val/clean_acc": clean, "val/robust_acc": robust, "val/eps": c.eps}
 
+    def reward_check(self, round_index: int, *, before: bool) -> dict[str, float]:
+        """The policy's measurement of round ``round_index`` (0-based) on that round's fresh batch.
+
+        The batch (``policy_reward_size`` examples of the whole validation split) and PGD's random
+        start are drawn from generators seeded by (seed, round), so ``before`` (the weights the round
+        starts from) and after (the weights it ends with) see the same examples and the same start:
+        a paired difference. ``before`` measures PGD only; after adds clean and FGSM accuracy.
+        """
+        c = self.config
+        pick = round_generator(c.seed, round_index, 1)
+        idx = torch.randperm(len(self.pool_y), generator=pick)[: c.policy_reward_size].to(self.device)
+        start = round_generator(c.seed, round_index, 2, self.device)
+        out, grad_evals = reward_check(self.model, self.pool_x[idx], self.pool_y[idx], eps=c.eps,
+                                       steps=c.policy_reward_steps, norm=c.norm, start=start, full=not before)
+        self.reward_grad_evals += grad_evals
+        if before:
+            return {"policy/robust_acc_before": out["robust_acc"]}
+        return {f"policy/{k}": v for k, v in out.items()}
+
     @property
     def epoch(self) -> float:
         return self.stream.examples_seen / len(self.train_x)
@@ -125,6 +151,7 @@ class Trainer:
             "global_step": self.global_step,
             "grad_evals": self.grad_evals,
             "eval_grad_evals": self.eval_grad_evals,
+            "reward_grad_evals": self.reward_grad_evals,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -135,3 +162,5 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.grad_evals = int(state["grad_evals"])
         self.eval_grad_evals = int(state["eval_grad_evals"])
+        # Checkpoints from before the reward check existed spent nothing on it.
+        self.reward_grad_evals = int(state.get("reward_grad_evals", 0))

@@ -1,16 +1,18 @@
-"""The per-round validation measurement: clean and PGD accuracy on a fixed subset.
+"""The per-round validation measurements.
 
-Seeded, so the same weights always give the same numbers; run at the threat model's target eps
-(not the ramped training eps), so rounds are comparable along a run and across runs.
+``pgd_accuracy`` on a fixed subset is the logged ``val/*`` check: seeded, so the same weights
+always give the same numbers; run at the threat model's target eps (not the ramped training eps),
+so rounds are comparable along a run and across runs. ``reward_check`` is the REINFORCE policy's
+own measurement on a fresh batch each round (see metaadv/training/policy.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..attacks import pgd
+from ..attacks import fgsm, pgd
 
-__all__ = ["accuracy", "pgd_accuracy"]
+__all__ = ["accuracy", "pgd_accuracy", "reward_check", "round_generator"]
 
 VAL_SEED = 1234
 
@@ -27,11 +29,15 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / max(1, len(x))
 
 
-def pgd_accuracy(model, x, y, *, eps: float, steps: int, norm: str = "linf", batch_size: int = 500) -> float:
-    """Accuracy under PGD-``steps`` with one random start and step 2.5 eps / steps (Madry's rule)."""
+def pgd_accuracy(model, x, y, *, eps: float, steps: int, norm: str = "linf", batch_size: int = 500,
+                 generator: torch.Generator | None = None) -> float:
+    """Accuracy under PGD-``steps`` with one random start and step 2.5 eps / steps (Madry's rule).
+
+    The random start comes from ``generator``; by default a fresh one seeded ``VAL_SEED``, so the
+    same weights always read the same number."""
     if eps == 0:
         return accuracy(model, x, y, batch_size)
-    g = torch.Generator(device=x.device).manual_seed(VAL_SEED)
+    g = generator if generator is not None else torch.Generator(device=x.device).manual_seed(VAL_SEED)
     correct = 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -42,3 +48,31 @@ def pgd_accuracy(model, x, y, *, eps: float, steps: int, norm: str = "linf", bat
             correct += (model(x_adv).argmax(1) == yb).sum().item()
             model.train(was_training)
     return correct / max(1, len(x))
+
+
+def round_generator(seed: int, round_index: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one purpose (``stream``) in one round of one run: a pure function of its
+    arguments, so a resumed run draws exactly what the uninterrupted run drew."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + round_index) * 8 + stream)
+
+
+def reward_check(model, x, y, *, eps: float, steps: int, norm: str, start: torch.Generator,
+                 full: bool = True) -> tuple[dict[str, float], int]:
+    """The policy's reward measurement on one batch ``x (B, C, H, W)``, ``y (B,)``.
+
+    Returns ``({"robust_acc", and with full=True "clean_acc", "fgsm_acc"}, grad_evals)``: accuracy
+    under PGD-``steps`` from a random start drawn from ``start`` (step 2.5 eps / steps), clean
+    accuracy, and accuracy under FGSM (one step of eps from the clean input, the weak attack a
+    gradient-masked model still beats). ``grad_evals`` counts input-gradient passes summed over
+    examples: ``steps * B``, plus ``B`` for FGSM; forward-only passes are not counted.
+    """
+    out = {"robust_acc": pgd_accuracy(model, x, y, eps=eps, steps=steps, norm=norm, generator=start)}
+    grad_evals = steps * len(y) if eps > 0 else 0
+    if full:
+        out["clean_acc"] = accuracy(model, x, y)
+        if eps > 0:
+            out["fgsm_acc"] = accuracy(model, fgsm(model, x, y, eps=eps, norm=norm), y)
+            grad_evals += len(y)
+        else:
+            out["fgsm_acc"] = out["clean_acc"]
+    return out, grad_evals
