@@ -16,6 +16,7 @@ from .data import DATASETS
 from .errors import UserError
 from .training.hparams import HParams
 from .training.methods import METHOD_DEFAULTS, METHODS
+from .training.precision import PRECISIONS
 
 __all__ = ["METHODS", "TrainConfig", "read_config_file"]
 
@@ -96,6 +97,7 @@ class TrainConfig:
     val_pgd_steps: int = 10
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # attack and training steps: fp32, bf16 (autocast), or auto (bf16 where native)
     data_dir: str = ""
     download: bool = False
 
@@ -107,6 +109,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("eps_ramp_by", self.eps_ramp_by, ("step", "round"))
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        _choice("precision", self.precision, PRECISIONS)
         for name in ("rounds", "batch_size", "val_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")

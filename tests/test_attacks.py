@@ -7,6 +7,7 @@ import torch
 
 from metaadv.attacks import fgsm, per_example, pgd, project, vat
 from metaadv.attacks.projection import random_start
+from metaadv.training.precision import AutocastForward
 
 from .attack_suite import AttackSuite
 
@@ -235,3 +236,12 @@ def test_failed_argument_check_leaves_model_as_it_was(digits_model, digits_split
     with pytest.raises(ValueError):
         pgd(model, x[:4], y[:4], eps=torch.zeros(3), step_size=0.01, steps=2)
     assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+class TestAttackSuiteUnderBf16(AttackSuite):
+    """Every case again, the model seen through bf16 autocast as ``--precision bf16`` training
+    steps see it: bound, range, dtype, modes and parameter gradients must hold there too."""
+
+    @staticmethod
+    def run_attack(case, model, x, y, seed: int = 0) -> torch.Tensor:
+        return AttackSuite.run_attack(case, AutocastForward(model, x.device), x, y, seed)

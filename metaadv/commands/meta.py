@@ -27,6 +27,7 @@ _HELP = {
     "eval_inner_steps": "inner steps at validation/meta-test (0 = inner_steps)",
     "val_tasks": "fixed meta-validation tasks measured each round", "val_pgd_steps": "PGD steps of the per-round check",
     "seed": "seed of initialisation, tasks and attacks", "device": "auto, cpu or cuda",
+    "precision": "meta-training steps: fp32, bf16 (autocast) or auto (bf16 where native); validation stays fp32",
     "data_dir": "folder holding omniglot-py/ (omniglot) or torchvision data",
     "download": "let torchvision download missing data (needs internet)",
 }

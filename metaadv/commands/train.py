@@ -51,6 +51,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     v.add_argument("--val-pgd-steps", type=int, default=S, help="PGD steps of the per-round robust check (default 10)")
     v.add_argument("--seed", type=int, default=S, help="(default 0)")
     v.add_argument("--device", default=S, help="auto, cpu or cuda (default auto)")
+    v.add_argument("--precision", default=S, help="attack and training steps: fp32 (default), bf16 (autocast), "
+                   "or auto (bf16 where the device computes it natively); validation and evaluate stay fp32")
     v.add_argument("--data-dir", default=S, help="folder of torchvision data sets")
     v.add_argument("--download", action="store_true", default=S, help="let torchvision download missing data (needs internet)")
 

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..training.precision import PRECISIONS
 
 __all__ = ["META_DATASETS", "META_METHODS", "MetaConfig", "MetaHParams"]
 
@@ -78,6 +79,7 @@ class MetaConfig:
     val_pgd_steps: int = 10
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # meta-training steps: fp32, bf16 (autocast) or auto; validation stays fp32
     data_dir: str = ""
     download: bool = False
 
@@ -87,6 +89,7 @@ class MetaConfig:
         _choice("attack", self.attack, TRAIN_ATTACKS)
         _choice("norm", self.norm, ("linf", "l2"))
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        _choice("precision", self.precision, PRECISIONS)
         if self.arch:
             _choice("arch", self.arch, META_ARCHS)
         for name in ("ways", "shots", "queries", "meta_batch", "rounds", "steps_per_round", "attack_steps",

@@ -16,6 +16,7 @@ from .config import MetaConfig, MetaHParams
 from .data import MetaData
 from .evaluate import evaluate_tasks
 from .inner import make_transductive
+from ..training.precision import autocast, resolve_precision
 
 __all__ = ["MetaLearner", "build_meta_model"]
 
@@ -44,6 +45,9 @@ class MetaLearner:
         self.val_tasks = data.pools["val"].sample_many(config.val_tasks, config.ways, config.shots, config.queries,
                                                        VAL_SEED)
         self.step_fn = METHOD_STEPS[config.method]
+        # Inner loops, attacks and task losses under autocast (the losses are cross-entropies,
+        # which autocast computes in fp32); the outer update and validation stay fp32.
+        self.precision = resolve_precision(config.precision, device)
         self.global_step = 0
         self.grad_evals = 0  # meta-training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation
@@ -68,7 +72,8 @@ class MetaLearner:
         ctx, n = self._context(), self.config.meta_batch
         loss_sum = correct_sum = 0.0
         for task in self._tasks():
-            out = self.step_fn(self.model, task, hp, ctx)
+            with autocast(self.precision, self.device):
+                out = self.step_fn(self.model, task, hp, ctx)
             if not torch.isfinite(out.loss):
                 raise UserError(f"meta-training loss became {out.loss.item()} at outer step {self.global_step}; "
                                 "lower --inner-lr or --meta-lr")

@@ -55,7 +55,7 @@ class MetaRun:
         row = {"round": self.round + 1, "step": learner.global_step, "tasks": learner.global_step * c.meta_batch,
                **train, **val, **hp.as_row(), "hp/meta_batch": c.meta_batch,
                "cost/grad_evals": learner.grad_evals, "cost/eval_grad_evals": learner.eval_grad_evals,
-               "cost/seconds": round(self.seconds, 3)}
+               "cost/seconds": round(self.seconds, 3), "run/precision": learner.precision}
         self.rows.append(row)
         return row
 

@@ -66,7 +66,7 @@ class TrainingRun:
         t = self.trainer
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
                **hp.as_row(), **reward, "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
-               "cost/reward_grad_evals": t.reward_grad_evals, "cost/seconds": round(self.seconds, 3)}
+               "cost/reward_grad_evals": t.reward_grad_evals, "cost/seconds": round(self.seconds, 3), "run/precision": t.precision}
         self.controller.observe(row)
         # Optional hook: controllers that learn (the policy) report on the round just observed.
         row.update(getattr(self.controller, "row_metrics", dict)())

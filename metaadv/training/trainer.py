@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..models import build_model, model_kwargs
 from .hparams import HParams
 from .methods import StepContext, build_method
+from .precision import resolve_precision, with_precision
 from .validation import accuracy, pgd_accuracy, reward_check, round_generator
 
 __all__ = ["DivergedError", "Trainer", "resolve_device"]
@@ -58,6 +59,10 @@ class Trainer:
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
         self.labeled = self._labeled_mask(config.unlabeled_fraction)
         self.method = build_method(config, splits.info, device)
+        # Attack and training steps see the model through this (bf16 autocast, fp32 logits);
+        # validation, checkpoints and evaluation use self.model itself, in fp32.
+        self.precision = resolve_precision(config.precision, device)
+        self.step_model = with_precision(self.model, self.precision, device)
         self.global_step = 0
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
@@ -96,7 +101,7 @@ class Trainer:
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight)
-            out = self.method.step(self.model, x, y, step_hp, ctx)
+            out = self.method.step(self.step_model, x, y, step_hp, ctx)
             if not torch.isfinite(out.loss):
                 raise DivergedError(f"training loss became {out.loss.item()} at step {self.global_step}; "
                                     "lower the learning rate or eps")
