@@ -33,7 +33,7 @@ def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
 
 
 def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
-    from metaadv.tune.study import Runner, _phase1_units
+    from metaadv.tune.study.units import Runner, phase1_units
 
     for size in STUDY.sizes:
         for arm in ("learned", "random-policy", "transfer-learned"):
@@ -42,7 +42,7 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
             assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
             assert config["policy_steps"] == list(SPACE["steps"].values) and config["policy_adv_mix"] == []
         runner = Runner(STUDY, _Opts(size), None, None)
-        searches = [u for u in _phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
+        searches = [u for u in phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
         assert {u.arm.name for u in searches} == {"tuned", "searched"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
 

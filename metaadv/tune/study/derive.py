@@ -1,0 +1,169 @@
+"""Phase 2: the arms built from phase 1's results (the tuned rerun, replays of learned schedules
+and PBT lineages, transferred policies), and the final models of every arm."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from ...checkpoint import read_checkpoint
+from ...config import TrainConfig
+from ...errors import UserError
+from ..study_spec import Arm, Study, arm_seeds
+from .folder import Folder
+from .units import Unit, best_trial, local_checkpoint, score
+
+__all__ = ["replay_available", "phase2_units", "final_models", "schedule_rows", "write_schedule", "lineage_rows",
+           "save_policy", "rotated"]
+
+
+def replay_available() -> bool:
+    """True once the replay controller (``controller: replay``, ``schedule``) exists."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("metaadv.training.replay") is None:
+        return False
+    import metaadv.training.replay  # noqa: F401  (registers the controller)
+    from ..training.controllers import CONTROLLERS
+
+    return "replay" in CONTROLLERS and "schedule" in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def schedule_rows(rows: list[dict]) -> list[dict]:
+    """``round`` and every ``hp/*`` column of a run's rows: a replay schedule (the contract's format)."""
+    out = []
+    for i, row in enumerate(rows, start=1):
+        out.append({"round": i, **{k: v for k, v in row.items() if k.startswith("hp/")}})
+    return out
+
+
+def write_schedule(rows: list[dict], path: Path) -> None:
+    try:
+        from ..training.replay import write_schedule as replay_write  # the replay helper's writer
+    except ImportError:
+        replay_write = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if replay_write is not None:
+        replay_write(rows, path)
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def lineage_rows(experiment_dir: str, trial: dict) -> tuple[list[dict], str]:
+    """The hyperparameters in force every round of a PBT trial, across its exploits.
+
+    ``analysis.lineage.trial_schedule`` rebuilds them from PBT's logs when it is importable; the
+    trial's final checkpoint holds the same history as rows (an exploit restores the donor's rows
+    and the trial appends its own), so those are used otherwise.
+    """
+    try:
+        from analysis.lineage import trial_schedule
+    except ImportError:
+        trial_schedule = None
+    if trial_schedule is not None:
+        frame = trial_schedule(experiment_dir, trial["trial"])
+        return frame.to_dict("records"), "analysis.lineage.trial_schedule"
+    rows = read_checkpoint(local_checkpoint(trial["checkpoint"]))["rows"]
+    return schedule_rows(rows), "the best trial's checkpoint rows"
+
+
+def save_policy(trial: dict, path: Path) -> None:
+    """The learned policy network of a finished policy trial, as a ``--policy-file``."""
+    from ..training.policy import PolicyController, save_policy_file
+
+    values = {k: v for k, v in trial["config"].items() if k not in ("kind", "val_eps")}
+    controller = PolicyController(TrainConfig.from_dict(values))
+    controller.load_state_dict(read_checkpoint(local_checkpoint(trial["checkpoint"]))["controller"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_policy_file(controller, path)
+
+
+def rotated(trials: list[dict], seeds: list[int]) -> dict[int, dict]:
+    """Seed s -> the source trial of the next seed (wrapping): never the seed that made it."""
+    by_seed = {int(t["seed"]): t for t in trials if score(t) > -math.inf}
+    if not by_seed:
+        raise UserError("the source arm has no finished run to derive from")
+    order = sorted(by_seed)
+    return {s: by_seed[order[(order.index(s) + 1) % len(order)] if s in by_seed else order[i % len(order)]]
+            for i, s in enumerate(seeds)}
+
+
+def phase2_units(study: Study, size, root: Path, results: dict, skipped: dict, log) -> list[Unit]:
+    seeds = arm_seeds(size)
+    units = []
+    for arm in study.arms:
+        if arm.name in skipped:
+            continue
+        if arm.kind == "tuned":
+            best = best_trial(results[arm.name]["search"])
+            picked = {k: best["config"][k] for k in study.space}
+            units.append(Unit(arm, "rerun", size.seeds, base=picked, seeds=tuple(seeds)))
+        elif arm.kind == "replay":
+            schedules, rounds = {}, {}
+            for s, (name, rows) in replay_sources(study, arm, size, root, results, seeds).items():
+                path = root / "schedules" / arm.name / f"{name}.csv"
+                if not path.is_file():
+                    write_schedule(rows, path)
+                schedules[s], rounds[s] = str(path), len(rows)
+            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds), base={"rounds": max(rounds.values())},
+                              per_seed={"schedule": schedules, "rounds": rounds}))
+        elif arm.kind == "transfer":
+            files = {}
+            for s, trial in rotated(source_trials(results, arm.source), seeds).items():
+                path = root / "policies" / f"{arm.source}-seed{trial['seed']}.pt"
+                if not path.is_file():
+                    save_policy(trial, path)
+                files[s] = str(path)
+            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds), per_seed={"policy_file": files}))
+    return units
+
+
+def source_trials(results: dict, arm: str) -> list[dict]:
+    return [t for trials in results[arm].values() for t in trials]
+
+
+def replay_sources(study: Study, arm: Arm, size, root: Path, results: dict, seeds: list[int]) -> dict:
+    """Seed -> (schedule name, rows) for a replay arm."""
+    source = study.arm(arm.source)
+    if source.kind == "searched":
+        pops = sorted(results[source.name])
+        out = {}
+        for i, s in enumerate(seeds):
+            pop = pops[i % len(pops)]
+            best = best_trial(results[source.name][pop])
+            exp_dir = os.path.dirname(best["path"]) if "://" not in best["path"] else best["path"].rsplit("/", 1)[0]
+            rows, _how = lineage_rows(exp_dir, best)
+            out[s] = (f"{pop}-{best['trial']}", rows)
+        return out
+    return {s: (f"{source.name}-seed{t['seed']}", schedule_rows(read_checkpoint(local_checkpoint(t["checkpoint"]))["rows"]))
+            for s, t in rotated(source_trials(results, source.name), seeds).items()}
+
+
+def final_models(study: Study, size, results: dict, folder: Folder) -> list[dict]:
+    models = []
+    for arm in study.arms:
+        if arm.name not in results:
+            continue
+        if arm.kind == "searched":
+            for pop, trials in sorted(results[arm.name].items()):
+                best = best_trial(trials)
+                models.append(model_row(arm, pop, best, pop, folder))
+            continue
+        experiment = "rerun" if arm.kind == "tuned" else arm.name
+        for trial in sorted(results[arm.name].get(experiment, []), key=lambda t: t["seed"] or 0):
+            if trial["checkpoint"]:
+                models.append(model_row(arm, f"seed{trial['seed']}", trial, experiment, folder))
+    return models
+
+
+def model_row(arm: Arm, model: str, trial: dict, experiment: str, folder: Folder) -> dict:
+    return {"arm": arm.name, "model": model, "seed": trial["seed"], "experiment": experiment, "trial": trial["trial"],
+            "checkpoint": folder.rel(trial["checkpoint"]), "eval": f"eval/{arm.name}/{model}.json",
+            "_checkpoint": trial["checkpoint"], "_metrics": trial["metrics"]}

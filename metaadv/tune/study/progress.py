@@ -1,0 +1,79 @@
+"""Progress while a study runs (one line per finished trial and experiment, an ETA from the time
+per trial so far) and the summary printed at its end."""
+
+from __future__ import annotations
+
+import time
+
+from ray import tune
+
+from ..study_spec import Study
+
+__all__ = ["Progress", "TrialProgress", "PROGRESS", "duration", "summary_lines"]
+
+PROGRESS: dict[str, "Progress"] = {}  # by study folder; Tune callbacks look it up (they are pickled)
+
+
+class Progress:
+    def __init__(self, log, total_trials: int):
+        self.log, self.total, self.done, self.ran = log, total_trials, 0, 0
+        self.start = time.perf_counter()
+        self.phase = ""
+
+    def eta(self, remaining: int, done: int, seconds: float) -> str:
+        if done <= 0:
+            return "ETA unknown"
+        return f"ETA {duration(seconds / done * remaining)}"
+
+    def trial(self, label: str, finished: int, of: int) -> None:
+        self.done += 1
+        self.ran += 1
+        elapsed = time.perf_counter() - self.start
+        self.log(f"[{self.phase}] {label}: {finished}/{of} trials | study {self.done}/{self.total} trials, "
+                 f"{duration(elapsed)} elapsed, {self.eta(self.total - self.done, self.ran, elapsed)}", flush=True)
+
+    def skip(self, trials: int) -> None:
+        self.done += trials
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class TrialProgress(tune.Callback):
+    """Reports each finished trial to the study's :class:`Progress` (found by key: a resumed
+    Tuner brings back a pickled copy of this callback, not the live object)."""
+
+    def __init__(self, key: str, label: str):
+        self.key, self.label = key, label
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        progress = PROGRESS.get(self.key)
+        if progress is not None:
+            finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+            progress.trial(self.label, min(finished, len(trials)), len(trials))
+
+    on_trial_error = on_trial_complete
+
+
+def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
+    s = study.sizes[size]
+    lines = [f"study {study.name} ({size}) done in {duration(summary['seconds'])}: {summary['folder']}",
+             f"  cuts: {s.corners or 'none'}",
+             f"  per-model budget (cost a): {s.budget_grad_evals:,} grad evals; evaluated at eps {study.val_eps(size):g} "
+             f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}",
+             f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}   (mean over models; worst case over attacks)"]
+    for arm in study.arms:
+        if arm.name in summary["skipped"]:
+            lines.append(f"  {arm.name:<18}skipped: {summary['skipped'][arm.name]}")
+            continue
+        got = [summary["verdicts"][(m["arm"], m["model"])] for m in summary["models"] if m["arm"] == arm.name
+               and (m["arm"], m["model"]) in summary["verdicts"]]
+        if not got:
+            lines.append(f"  {arm.name:<18}{0:>7}")
+            continue
+        mean = lambda key: sum(g[key] for g in got) / len(got)  # noqa: E731
+        lines.append(f"  {arm.name:<18}{len(got):>7}{mean('robust_acc'):>9.3f}{mean('clean_acc'):>8.3f}")
+    lines.append("  next: metaadv analyze " + summary["folder"] + " --out REPORT_DIR  (CIs, paired contrasts, cost (b))")
+    return lines

@@ -1,0 +1,76 @@
+"""``run_study``: the three phases in order, resumable (see the package docstring)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import ray
+
+from ...errors import UserError
+from ..runner import ensure_ray
+from ..study_spec import Study
+from .derive import final_models, phase2_units, replay_available
+from .evaluate import evaluate_all
+from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
+from .progress import PROGRESS, Progress, summary_lines
+from .units import Runner, derived_trials, phase1_units
+
+__all__ = ["run_study"]
+
+
+def run_study(study: Study, opts: StudyOptions) -> dict:
+    if opts.size not in study.sizes:
+        raise UserError(f"study {study.name} has no size {opts.size!r}; choose one of {', '.join(study.sizes)}")
+    root = study_folder(study, opts)
+    storage = opts.storage or str(root)
+    storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+    replay_ok = replay_available()
+    skipped = {} if replay_ok else {a.name: "needs the replay controller (metaadv.training.replay and "
+                                    "TrainConfig.schedule), not in this checkout" for a in study.arms if a.kind == "replay"}
+    notes = {"pbt_time_attr": "training_iteration",
+             "pbt_note": "PBT compares trials at equal rounds (training_iteration), not equal cost/grad_evals; every "
+                         "trial still stops at the per-model budget",
+             "seeds": "single, tuned (rerun), replay and transfer arms train on seeds 1..N (paired); replay/transfer "
+                      "seed s follows its source's run on the next seed; search seeds 20000+k, PBT 10000+100p+m",
+             "skipped_arms": skipped}
+    meta = start_folder(study, opts, root, storage, notes)
+    size = study.sizes[opts.size]
+    folder = Folder(root, storage)
+    units_1, n_derived = phase1_units(study, size, skipped), derived_trials(study, size, skipped)
+    total = sum(u.trials for u in units_1) + n_derived
+    progress = Progress(opts.log, total)
+    PROGRESS[str(root)] = progress
+    started = ensure_ray(opts.address)
+    start = time.perf_counter()
+    try:
+        runner = Runner(study, opts, folder, progress)
+        opts.log(f"study {study.name} ({opts.size}) in {root}: {len(study.arms)} arms, {total} trials, then "
+                 f"evaluation; cuts: {size.corners or 'none'}", flush=True)
+        for name, why in skipped.items():
+            opts.log(f"arm {name} skipped: {why}", flush=True)
+        progress.phase = "1/3 train"
+        results: dict[str, dict[str, list[dict]]] = {}
+        for unit in units_1:
+            results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
+        progress.phase = "2/3 derive"
+        for unit in phase2_units(study, size, root, results, skipped, opts.log):
+            results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
+        models = final_models(study, size, results, folder)
+        write_models(root, models)
+        progress.phase = "3/3 evaluate"
+        verdicts = evaluate_all(study, opts, root, models, progress)
+        write_models(root, models)
+    finally:
+        PROGRESS.pop(str(root), None)
+        if started:
+            ray.shutdown()
+    seconds = time.perf_counter() - start
+    meta.update({"status": "done", "seconds_last_session": round(seconds, 1), "skipped_arms": skipped,
+                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    write_json(root / "study.json", meta)
+    summary = {"folder": str(root), "models": models, "verdicts": verdicts, "seconds": seconds, "skipped": skipped}
+    for line in summary_lines(study, opts.size, summary):
+        opts.log(line, flush=True)
+    return summary

@@ -1,0 +1,135 @@
+"""One Tune experiment of an arm (a :class:`Unit`), how it runs (:class:`Runner`), and the
+phase-1 units: single-run arms, the random search, the PBT populations."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from ...checkpoint import CHECKPOINT_NAME
+from ...errors import UserError
+from ..experiment import Experiment, Size
+from ..runner import RunOptions, run_experiment
+from ..study_spec import Arm, Study, arm_seeds, population_seeds, search_seeds
+from .folder import Folder, StudyOptions
+from .progress import Progress, TrialProgress
+
+__all__ = ["Unit", "Runner", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
+
+KEPT_METRICS = ("round", "status", "val/robust_acc", "val/clean_acc", "cost/grad_evals", "cost/eval_grad_evals",
+                "cost/seconds")
+
+
+@dataclass
+class Unit:
+    """One Tune experiment of an arm: the trials it runs and how."""
+
+    arm: Arm
+    name: str
+    trials: int
+    space: dict = field(default_factory=dict)
+    scheduler: str = "fifo"
+    base: dict = field(default_factory=dict)  # over the arm's config
+    seeds: tuple[int, ...] = ()
+    per_seed: dict = field(default_factory=dict)  # config key -> {seed: value}
+    experiment_seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm.name}/{self.name}"
+
+
+class Runner:
+    def __init__(self, study: Study, opts: StudyOptions, folder: Folder, progress: Progress):
+        self.study, self.opts, self.folder, self.progress = study, opts, folder, progress
+        self.size = study.sizes[opts.size]
+        self.cpus = opts.cpus_per_trial or self.size.cpus_per_trial
+
+    def experiment(self, unit: Unit) -> Experiment:
+        s, size = self.study, self.opts.size
+        base = {**s.arm_config(unit.arm, size), **unit.base}
+        options = {}
+        if unit.scheduler == "pbt":
+            options = {**s.pbt, **self.size.pbt}
+        return Experiment(name=unit.name, description=unit.arm.description, space=unit.space,
+                          sizes={size: Size(unit.trials // max(1, len(unit.seeds)), {"val_eps": s.val_eps(size)})},
+                          base=base, scheduler=unit.scheduler, searcher="random", metric=s.metric, mode="max",
+                          scheduler_options=options, threat_eps=s.val_eps(size), seed=unit.experiment_seed)
+
+    def run(self, unit: Unit) -> list[dict]:
+        done = self.folder.finished(unit.arm.name, unit.name)
+        if done is not None:
+            self.progress.skip(unit.trials)
+            self.opts.log(f"[{self.progress.phase}] {unit.label}: finished before, skipped", flush=True)
+            return done
+        exp = self.experiment(unit)
+        root = self.folder.experiment_root(unit.arm.name)
+        path = f"{root}/{unit.name}" if "://" in root else os.path.join(root, unit.name)
+        resume = tune.Tuner.can_restore(path)
+        self.opts.log(f"[{self.progress.phase}] {unit.label}: {'resuming' if resume else 'starting'} "
+                      f"{unit.trials} trial(s) ({unit.scheduler})", flush=True)
+        run_opts = RunOptions(size=self.opts.size, storage=root, address=self.opts.address, name=unit.name,
+                              cpus_per_trial=self.cpus, resume=resume, verbose=self.opts.verbose,
+                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None)
+        before = self.progress.done
+        grid = run_experiment(exp, run_opts, callbacks=[TrialProgress(str(self.folder.root), unit.label)])
+        trials = [_trial_summary(r) for r in grid]
+        self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
+        self.folder.record(unit.arm.name, unit.name, trials)
+        return trials
+
+
+def _trial_summary(result) -> dict:
+    metrics = result.metrics or {}
+    config = {k: v for k, v in (result.config or {}).items()}
+    return {"trial": metrics.get("trial_id") or os.path.basename(result.path), "seed": config.get("seed"),
+            "config": config, "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics},
+            "checkpoint": result.checkpoint.path if result.checkpoint else None, "path": result.path,
+            "error": str(result.error).splitlines()[0] if result.error else None}
+
+
+def score(trial: dict) -> float:
+    value = trial["metrics"].get("val/robust_acc")
+    ok = trial["checkpoint"] and not trial["error"] and trial["metrics"].get("status", "ok") != "diverged"
+    return float(value) if ok and isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
+
+
+def best_trial(trials: list[dict]) -> dict:
+    best = max(trials, key=score)
+    if score(best) == -math.inf:
+        raise UserError("no trial finished with a finite val/robust_acc and a checkpoint")
+    return best
+
+
+def local_checkpoint(path: str) -> Path:
+    """The checkpoint file of a Tune checkpoint folder (downloaded first from a URI)."""
+    if "://" in path:
+        target = Path(tempfile.mkdtemp(prefix="metaadv-study-ckpt-"))
+        ray.tune.Checkpoint(path).to_directory(str(target))
+        path = str(target)
+    return Path(path) / CHECKPOINT_NAME
+
+
+def phase1_units(study: Study, size, skipped) -> list[Unit]:
+    units = []
+    for arm in study.arms:
+        if arm.kind == "single":
+            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(arm_seeds(size))))
+        elif arm.kind == "tuned":
+            units.append(Unit(arm, "search", size.search_samples, space=dict(study.space),
+                              seeds=tuple(search_seeds(size))))
+        elif arm.kind == "searched":
+            for p in range(size.populations):
+                units.append(Unit(arm, f"pbt-{p}", size.population, space=dict(study.space), scheduler="pbt",
+                                  seeds=tuple(population_seeds(size, p)), experiment_seed=p))
+    return units
+
+
+def derived_trials(study: Study, size, skipped) -> int:
+    return sum(size.seeds for a in study.arms if a.kind in ("tuned", "replay", "transfer") and a.name not in skipped)
