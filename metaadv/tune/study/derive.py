@@ -27,7 +27,7 @@ def replay_available() -> bool:
     if importlib.util.find_spec("metaadv.training.replay") is None:
         return False
     import metaadv.training.replay  # noqa: F401  (registers the controller)
-    from ..training.controllers import CONTROLLERS
+    from ...training.controllers import CONTROLLERS
 
     return "replay" in CONTROLLERS and "schedule" in {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -42,7 +42,7 @@ def schedule_rows(rows: list[dict]) -> list[dict]:
 
 def write_schedule(rows: list[dict], path: Path) -> None:
     try:
-        from ..training.replay import write_schedule as replay_write  # the replay helper's writer
+        from ...training.replay import write_schedule as replay_write  # the replay helper's writer
     except ImportError:
         replay_write = None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def lineage_rows(experiment_dir: str, trial: dict) -> tuple[list[dict], str]:
 
 def save_policy(trial: dict, path: Path) -> None:
     """The learned policy network of a finished policy trial, as a ``--policy-file``."""
-    from ..training.policy import PolicyController, save_policy_file
+    from ...training.policy import PolicyController, save_policy_file
 
     values = {k: v for k, v in trial["config"].items() if k not in ("kind", "val_eps")}
     controller = PolicyController(TrainConfig.from_dict(values))

@@ -20,7 +20,7 @@ __all__ = ["evaluate_all"]
 def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     import torch
 
-    from ..evaluation import evaluate_checkpoint
+    from ...evaluation import evaluate_checkpoint
 
     torch.set_num_threads(1)
     result = evaluate_checkpoint(local_checkpoint(checkpoint).parent, eps=eps, **options)
