@@ -101,13 +101,15 @@ def _trial_folders(root: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_path):
+def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_path, capfd):
     from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, replay_available, run_study
 
     root = tmp_path / "study"
     lines: list[str] = []
     log = lambda *a, **k: lines.append(" ".join(map(str, a)))  # noqa: E731
     run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
+    captured = capfd.readouterr()
+    assert "CheckpointConfig(num_to_keep)" not in captured.out + captured.err  # Ray's snapshot warning
 
     meta = json.loads((root / "study.json").read_text())
     assert (meta["study"], meta["size"], meta["precision"], meta["val_eps"]) == ("learned_vs_searched", "tiny", "fp32", 0.2)
@@ -147,3 +149,31 @@ def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_p
 
     with pytest.raises(UserError, match="already holds a study"):
         run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
+
+
+def test_untrusted_verdicts_are_flagged_left_out_of_means_and_never_lead():
+    from metaadv.tune.study.evaluate import verdict_of
+    from metaadv.tune.study.progress import summary_lines
+
+    def v(robust, trusted="absent"):
+        r = {"robust_acc": robust, "clean_acc": 0.9}
+        if trusted != "absent":
+            r.update(trusted=trusted, untrusted_reasons=[] if trusted else ["fgsm_vs_pgd failed"])
+        return verdict_of(r)
+
+    # learned's untrusted model would lead by far; random-policy's only model is untrusted;
+    # fixed's second verdict predates the trust key (trust unknown, counted).
+    verdicts = {("fixed", "seed1"): v(0.40, True), ("fixed", "seed2"): v(0.50),
+                ("learned", "seed1"): v(0.95, False), ("learned", "seed2"): v(0.30, True),
+                ("random-policy", "seed1"): v(0.99, False), ("tuned", "seed1"): v(0.44, True)}
+    models = [{"arm": a, "model": m} for a, m in verdicts]
+    skipped = {a.name: "not run here" for a in STUDY.arms if a.name not in {a for a, _ in verdicts}}
+    lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts,
+                                          "skipped": skipped})
+    row = {line.split()[0]: line for line in lines[4:] if line.split()[0] in {a for a, _ in verdicts}}
+    assert row["fixed"].split()[1:5] == ["2", "0.450", "0.900", "0"]  # the unknown-trust verdict counts
+    assert row["learned"].split()[1:5] == ["2", "0.300", "0.900", "1"] and "UNTRUSTED" in row["learned"]
+    assert row["random-policy"].split()[1:4] == ["1", "UNTRUSTED", "1"]
+    lead = next(line for line in lines if "highest mean robust" in line)
+    assert ": fixed (0.450)" in lead and "1 verdict(s) of unknown trust" in lead
+    assert verdict_of({"robust_acc": 0.1, "clean_acc": 0.2})["trusted"] is None

@@ -14,7 +14,23 @@ from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
 
-__all__ = ["evaluate_all"]
+__all__ = ["evaluate_all", "verdict_of", "trust_label"]
+
+
+def verdict_of(result: dict) -> dict:
+    """What the study keeps of an evaluation: the accuracies and the trust verdict. ``trusted`` is
+    True or False as ``metaadv evaluate`` said, or None when its JSON has no ``trusted`` key (an
+    evaluation from before the trust checks: trust unknown, not trusted)."""
+    trusted = result.get("trusted")
+    return {"robust_acc": result["robust_acc"], "clean_acc": result["clean_acc"],
+            "trusted": None if trusted is None else bool(trusted),
+            "untrusted_reasons": list(result.get("untrusted_reasons") or [])}
+
+
+def trust_label(verdict: dict) -> str:
+    if verdict["trusted"] is False:
+        return "UNTRUSTED" + (f" ({'; '.join(verdict['untrusted_reasons'])})" if verdict["untrusted_reasons"] else "")
+    return "trust unknown" if verdict["trusted"] is None else "trusted"
 
 
 def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
@@ -25,7 +41,7 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     torch.set_num_threads(1)
     result = evaluate_checkpoint(local_checkpoint(checkpoint).parent, eps=eps, **options)
     write_json(Path(out), result)
-    return {"robust_acc": result["robust_acc"], "clean_acc": result["clean_acc"]}
+    return verdict_of(result)
 
 
 def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict], progress: Progress) -> dict:
@@ -37,8 +53,7 @@ def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict
     for m in models:
         out = root / m["eval"]
         if out.is_file():
-            r = json.loads(out.read_text())
-            verdicts[(m["arm"], m["model"])] = {"robust_acc": r["robust_acc"], "clean_acc": r["clean_acc"]}
+            verdicts[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
         else:
             pending[task.remote(m["_checkpoint"], str(out), eps, options)] = m
     if not pending:
@@ -49,10 +64,10 @@ def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         m = pending.pop(ready[0])
-        verdicts[(m["arm"], m["model"])] = ray.get(ready[0])
+        v = verdicts[(m["arm"], m["model"])] = ray.get(ready[0])
         done += 1
         elapsed = time.perf_counter() - start
-        opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: robust {verdicts[(m['arm'], m['model'])]['robust_acc']:.3f} "
+        opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: robust {v['robust_acc']:.3f}, {trust_label(v)} "
                  f"| {done}/{total} models, {duration(elapsed)} elapsed, {progress.eta(total - done, done, elapsed)}",
                  flush=True)
     return verdicts

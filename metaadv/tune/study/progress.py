@@ -58,22 +58,42 @@ class TrialProgress(tune.Callback):
 
 
 def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
+    """The printed summary. A model whose verdict is untrusted (``"trusted": false``: a
+    gradient-masking check failed, or AutoAttack was missing) is listed as UNTRUSTED and left out of
+    its arm's means; an arm with any untrusted model never leads. A verdict without the key is
+    counted, and said to be of unknown trust."""
     s = study.sizes[size]
     lines = [f"study {study.name} ({size}) done in {duration(summary['seconds'])}: {summary['folder']}",
              f"  cuts: {s.corners or 'none'}",
              f"  per-model budget (cost a): {s.budget_grad_evals:,} grad evals; evaluated at eps {study.val_eps(size):g} "
              f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}",
-             f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}   (mean over models; worst case over attacks)"]
+             f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}{'untrusted':>11}   (mean over models not untrusted; "
+             "worst case over attacks)"]
+    leader, unknown = None, 0
     for arm in study.arms:
         if arm.name in summary["skipped"]:
             lines.append(f"  {arm.name:<18}skipped: {summary['skipped'][arm.name]}")
             continue
         got = [summary["verdicts"][(m["arm"], m["model"])] for m in summary["models"] if m["arm"] == arm.name
                and (m["arm"], m["model"]) in summary["verdicts"]]
+        kept = [g for g in got if g.get("trusted") is not False]
+        bad = len(got) - len(kept)
+        unknown += sum(g.get("trusted") is None for g in kept)
         if not got:
             lines.append(f"  {arm.name:<18}{0:>7}")
             continue
-        mean = lambda key: sum(g[key] for g in got) / len(got)  # noqa: E731
-        lines.append(f"  {arm.name:<18}{len(got):>7}{mean('robust_acc'):>9.3f}{mean('clean_acc'):>8.3f}")
+        if not kept:
+            lines.append(f"  {arm.name:<18}{len(got):>7}{'UNTRUSTED':>17}{bad:>11}   every verdict untrusted")
+            continue
+        mean = lambda key: sum(g[key] for g in kept) / len(kept)  # noqa: E731
+        flag = "   UNTRUSTED verdicts left out; this arm cannot lead" if bad else ""
+        lines.append(f"  {arm.name:<18}{len(got):>7}{mean('robust_acc'):>9.3f}{mean('clean_acc'):>8.3f}{bad:>11}{flag}")
+        if not bad and (leader is None or mean("robust_acc") > leader[1]):
+            leader = (arm.name, mean("robust_acc"))
+    if leader:
+        lines.append(f"  highest mean robust accuracy among arms with no untrusted verdict: {leader[0]} ({leader[1]:.3f}); "
+                     "no CI at this line" + (f"; {unknown} verdict(s) of unknown trust (no 'trusted' key)" if unknown else ""))
+    else:
+        lines.append("  no arm leads: every arm has an untrusted verdict or no model")
     lines.append("  next: metaadv analyze " + summary["folder"] + " --out REPORT_DIR  (CIs, paired contrasts, cost (b))")
     return lines
