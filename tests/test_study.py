@@ -68,6 +68,25 @@ def test_bad_declarations_fail_before_ray_starts(changes, message):
         STUDY.replace(**changes)
 
 
+def test_policy_arms_pay_a_reward_check_of_about_a_tenth_of_a_round_and_count_it_in_cost_b():
+    from metaadv.data import load_splits
+
+    for size, s in STUDY.sizes.items():
+        fixed = STUDY.arm_config("fixed", size)
+        pgd10_round = 11 * (fixed["batch_size"] * fixed["steps_per_round"] or 3500)
+        pool = {"digits": len(load_splits("digits").val_y), "mnist5k": 500}[fixed["dataset"]]
+        for arm in ("learned", "random-policy", "transfer-learned"):
+            c = STUDY.arm_config(arm, size)
+            check = (2 * c["policy_reward_steps"] + 1) * c["policy_reward_size"]
+            assert 0.05 <= check / pgd10_round <= 0.15, (size, arm, check, pgd10_round)
+            assert c["policy_reward_size"] <= pool
+            assert STUDY.cost_b_columns(arm, size) == ["cost/grad_evals", "cost/reward_grad_evals"]
+        assert "policy_reward_size" not in fixed and "policy_reward_size" not in STUDY.arm_config("tuned", size)
+        assert STUDY.cost_b_columns("searched", size) == ["cost/grad_evals", "cost/eval_grad_evals"]
+        assert STUDY.cost_b_columns("fixed", size) == ["cost/grad_evals"]
+        assert STUDY.declaration(size)["arms"]["tuned"]["cost_b"] == ["cost/grad_evals", "cost/eval_grad_evals"]
+
+
 def test_policy_grids_leave_undeclared_dimensions_to_the_config():
     grids = policy_grid_config({"steps": Grid(1, 5)}, 0.3, 1e-3)
     assert grids["policy_steps"] == [1.0, 5.0] and grids["policy_eps"] == [] and grids["policy_lr_mult"] == []
@@ -114,8 +133,9 @@ def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_p
     meta = json.loads((root / "study.json").read_text())
     assert (meta["study"], meta["size"], meta["precision"], meta["val_eps"]) == ("learned_vs_searched", "tiny", "fp32", 0.2)
     assert meta["evaluation"]["aa_version"] == "fast" and meta["budget_grad_evals"] == STUDY.sizes["tiny"].budget_grad_evals
-    assert set(meta["arms"]) == set(ARMS) and meta["arms"]["learned"]["decision_validation"] is True
+    assert set(meta["arms"]) == set(ARMS) and meta["arms"]["searched"]["decision_validation"] is True
     assert meta["arms"]["fixed"]["decision_validation"] is False and meta["status"] == "done"
+    assert meta["arms"]["learned"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
     expected = set(ARMS) if replay_available() else set(ARMS) - {"replay-learned", "replay-searched"}
     assert set(meta["skipped_arms"]) == set(ARMS) - expected
 

@@ -4,8 +4,10 @@ All arms are PGD-AT on mnist5k at eps 0.3 (``tiny``: digits; ``smoke``: validate
 0.2, see _pgd_at.py), over **one search space** (``SPACE``): the policy's grids, PBT's mutations
 and the random search all draw from it. Cost (a): every run, replay and search trial stops at its
 first round that reaches ``budget_grad_evals``. Cost (b): everything an arm ran to produce its
-final models (the random search, the whole PBT population, and the validation that informs a
-decision, for arms marked ``decision_validation``); the analysis reads arms at equal (b).
+final models (the random search, the whole PBT population, the policy arms' reward checks
+``cost/reward_grad_evals``, and the per-round validation ``cost/eval_grad_evals`` where it informs
+a decision: arms marked ``decision_validation``, the searches); the analysis reads arms at equal (b).
+Each arm's counted columns are in study.json (``arms.ARM.cost_b``).
 
 ``metaadv study learned_vs_searched --size smoke`` runs it; ``metaadv analyze`` reports it.
 """
@@ -40,7 +42,7 @@ ARMS = (
     Arm("random-policy", "single", "the policy controller frozen at its uniform initial weights (the control)",
         {"controller": "policy", "policy_frozen": True, **FREE}),
     Arm("learned", "single", "the REINFORCE policy picking each round's hyperparameters from the space",
-        {"controller": "policy", **FREE}, decision_validation=True),
+        {"controller": "policy", **FREE}),
     Arm("searched", "searched", "PBT populations over the space; each population's best final model",
         FREE, decision_validation=True),
     Arm("replay-learned", "replay", "a learned run's schedule (its rows' hp/*), retrained from scratch on another seed",
@@ -48,7 +50,7 @@ ARMS = (
     Arm("replay-searched", "replay", "the best PBT trial's lineage (hp in force every round), retrained from scratch",
         {"controller": "replay", **FREE}, source="searched"),
     Arm("transfer-learned", "transfer", "a learned policy's network, frozen, driving a fresh run on another seed",
-        {"controller": "policy", "policy_frozen": True, **FREE}, decision_validation=True, source="learned"),
+        {"controller": "policy", "policy_frozen": True, **FREE}, source="learned"),
 )
 
 CONTRASTS = (
@@ -61,6 +63,11 @@ CONTRASTS = (
 
 # One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
 # the fixed schedule's rounds of PGD-10, so it ends exactly at its last round.
+#
+# The policy arms' reward check (``policy``: PGD-k twice and FGSM on a fresh batch of n validation
+# examples, (2k + 1) n grad evals a round, paid by learned, random-policy and transfer-learned
+# alike) is sized to about a tenth of a PGD-10 round (10-14%; 19-26% of the policy's average round,
+# which mixes PGD-1..10): enough examples for a paired difference, not a second budget.
 SIZES = {
     # Tests: digits, seconds per arm.
     "tiny": StudySize(
@@ -69,7 +76,8 @@ SIZES = {
                 "val_pgd_steps": 2, "val_eps": 0.2, "device": "cpu"},
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
         corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
-        pbt={"perturbation_interval": 2, "burn_in_period": 2}),
+        pbt={"perturbation_interval": 2, "burn_in_period": 2},
+        policy={"policy_reward_size": 20, "policy_reward_steps": 3}),
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
         seeds=2, search_samples=4, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
@@ -77,22 +85,25 @@ SIZES = {
         evaluation={"n": 50, "pgd_steps": 20, "pgd_restarts": 1, "aa_version": "fast"},
         corners="2 seeds per arm (not 5), 1 PBT population of 4 and 4 random-search trials, a budget of 25 PGD-10 "
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
-                "AutoAttack 'fast' (APGD-CE + APGD-DLR) and PGD-20 x 1 restart",
-        pbt={"perturbation_interval": 2, "burn_in_period": 2}),
+                "AutoAttack 'fast' (APGD-CE + APGD-DLR) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
+        pbt={"perturbation_interval": 2, "burn_in_period": 2},
+        policy={"policy_reward_size": 50, "policy_reward_steps": 5}),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
         seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
         corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-DLR)",
-        pbt={"perturbation_interval": 4, "burn_in_period": 4}),
+        pbt={"perturbation_interval": 4, "burn_in_period": 4},
+        policy={"policy_reward_size": 200, "policy_reward_steps": 10}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
     "full": StudySize(
         seeds=10, search_samples=32, populations=5, population=8, budget_grad_evals=15 * 11 * 3500,
         config={"rounds": 15, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 20},
         evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
         corners="none",
-        pbt={"perturbation_interval": 8, "burn_in_period": 8}),
+        pbt={"perturbation_interval": 8, "burn_in_period": 8},
+        policy={"policy_reward_size": 250, "policy_reward_steps": 10}),
 }
 
 STUDY = Study(

@@ -57,8 +57,9 @@ class Arm:
     kind: str
     description: str
     config: dict = field(default_factory=dict)  # TrainConfig keys over the study's base
-    # The arm's decisions read validation (a policy's reward or state, PBT's ranking, a search's
-    # pick): its cost (b) counts cost/eval_grad_evals too.
+    # The arm's decisions read the per-round validation (val/*: PBT's ranking, a search's pick): its
+    # cost (b) counts cost/eval_grad_evals too. A policy reads its own reward check instead
+    # (cost/reward_grad_evals, always counted); its val/* is logging only.
     decision_validation: bool = False
     source: str = ""  # replay / transfer: the arm whose schedules / policies this one uses
 
@@ -78,6 +79,9 @@ class StudySize:
     corners: str = ""  # what this size cuts, said in study.json and the printed summary
     pbt: dict = field(default_factory=dict)  # PBT options over the study's
     cpus_per_trial: float = 1.0
+    # TrainConfig keys for the policy-controller arms only: the reward check's batch and attack
+    # (policy_reward_size, policy_reward_steps), sized so the check is a modest share of a round.
+    policy: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class Study:
             values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
         values.update(arm.config)
         if values.get("controller") == "policy":
+            values.update(self.sizes[size].policy)
             values.update(policy_grid_config(self.space, float(values.get("eps", TrainConfig.eps)),
                                              float(values.get("lr", TrainConfig.lr))))
         return values
@@ -169,6 +174,18 @@ class Study:
         except UserError as exc:
             raise UserError(f"study {self.name} ({size}): {exc}") from None
 
+    def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
+        """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
+        the policy's reward check (a policy's decisions read it; a frozen policy pays it too); and
+        the per-round validation where it informs a decision (``decision_validation``)."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        columns = ["cost/grad_evals"]
+        if self.arm_config(arm, size).get("controller") == "policy":
+            columns.append("cost/reward_grad_evals")
+        if arm.decision_validation:
+            columns.append("cost/eval_grad_evals")
+        return columns
+
     def declaration(self, size: str) -> dict:
         """What study.json says about the declaration (arms, contrasts, space, size)."""
         s = self.sizes[size]
@@ -177,10 +194,12 @@ class Study:
                 "val_eps": self.val_eps(size), "precision": "fp32",
                 "space": {k: list(d.values) for k, d in self.space.items()},
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
-                                  "population": s.population, "config": dict(s.config), "corners": s.corners},
+                                  "population": s.population, "config": dict(s.config), "corners": s.corners,
+                                  "policy": dict(s.policy)},
                 "evaluation": dict(s.evaluation),
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
-                                  **({"source": a.source} if a.source else {})} for a in self.arms},
+                                  "cost_b": self.cost_b_columns(a, size), **({"source": a.source} if a.source else {})}
+                         for a in self.arms},
                 "contrasts": [list(c) for c in self.contrasts]}
 
     def replace(self, **changes) -> "Study":

@@ -23,7 +23,7 @@ from .progress import Progress, TrialProgress
 __all__ = ["Unit", "Runner", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
 
 KEPT_METRICS = ("round", "status", "val/robust_acc", "val/clean_acc", "cost/grad_evals", "cost/eval_grad_evals",
-                "cost/seconds")
+                "cost/reward_grad_evals", "cost/seconds")
 
 
 @dataclass
