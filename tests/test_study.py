@@ -45,6 +45,11 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
         searches = [u for u in phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
         assert {u.arm.name for u in searches} == {"tuned", "searched"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
+        declared = STUDY.declaration(size)["arms"]
+        for u in phase1_units(STUDY, STUDY.sizes[size], {}):  # study.json names the folders phase 1 writes
+            assert u.name in declared[u.arm.name]["experiments"]
+        assert declared["tuned"]["experiments"] == ["search", "rerun"]
+        assert len(declared["searched"]["experiments"]) == STUDY.sizes[size].populations
 
 
 def test_every_run_stops_at_the_same_per_model_budget_and_sizes_are_big_enough():
@@ -153,6 +158,10 @@ def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_p
     # The per-model budget (cost a) stopped every run at its first round that reached it.
     budget = meta["budget_grad_evals"]
     progress = json.loads((root / "progress.json").read_text())["experiments"]
+    # study.json names every experiment folder that ran (the analysis finds them there).
+    ran = {key for key in progress} | {f"{arm}/{exp}" for arm in meta["skipped_arms"] for exp in meta["arms"][arm]["experiments"]}
+    assert ran == {f"{arm}/{exp}" for arm, entry in meta["arms"].items() for exp in entry["experiments"]}
+    assert all((root / "arms" / key).is_dir() for key in progress)
     for key, trials in progress.items():
         for t in trials:
             assert t["metrics"]["cost/grad_evals"] >= budget or key == "fixed/fixed", key

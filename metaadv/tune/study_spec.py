@@ -174,6 +174,15 @@ class Study:
         except UserError as exc:
             raise UserError(f"study {self.name} ({size}): {exc}") from None
 
+    def experiments(self, arm: Arm | str, size: str) -> list[str]:
+        """The Tune experiments of ``arm`` (folders ``arms/ARM/EXPERIMENT``), in the order they run."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        if arm.kind == "tuned":
+            return ["search", "rerun"]
+        if arm.kind == "searched":
+            return [f"pbt-{p}" for p in range(self.sizes[size].populations)]
+        return [arm.name]
+
     def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
         """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
         the policy's reward check (a policy's decisions read it; a frozen policy pays it too); and
@@ -198,7 +207,8 @@ class Study:
                                   "policy": dict(s.policy)},
                 "evaluation": dict(s.evaluation),
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
-                                  "cost_b": self.cost_b_columns(a, size), **({"source": a.source} if a.source else {})}
+                                  "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
+                                  **({"source": a.source} if a.source else {})}
                          for a in self.arms},
                 "contrasts": [list(c) for c in self.contrasts]}
 
