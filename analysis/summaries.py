@@ -88,21 +88,21 @@ def _model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
 
 
 def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per arm and round over the final models' lineages: ``cost_a`` (mean cumulative training grad
-    evals), ``robust_mean, robust_lo, robust_hi`` (``val/robust_acc``, 95% t-CI), ``n``."""
+    """Per arm and round over the trusted final models' lineages: ``cost_a`` (mean cumulative training
+    grad evals), ``robust_mean, robust_lo, robust_hi`` (``val/robust_acc``, 95% t-CI), ``n``."""
     finals = final_models(frame) if finals is None else finals
     parts = []
-    for _, m in finals.iterrows():
+    for _, m in _trusted(finals).iterrows():
         lin = _model_lineage(frame, m)
         parts.append(pd.DataFrame({"arm": m["arm"], "model": m["model"], "round": lin["round"].to_numpy(),
                                    "cost": lin["cost/grad_evals"].to_numpy(dtype=float),
                                    "robust": lin["val/robust_acc"].to_numpy(dtype=float)}))
     rows = []
-    for (arm, rnd), g in pd.concat(parts).groupby(["arm", "round"], sort=False):
+    for (arm, rnd), g in (pd.concat(parts) if parts else pd.DataFrame(columns=["arm", "round"])).groupby(["arm", "round"]):
         ci = mean_ci(g["robust"])
         rows.append({"arm": arm, "round": rnd, "cost_a": g["cost"].mean(), "robust_mean": ci["mean"],
                      "robust_lo": ci["lo"], "robust_hi": ci["hi"], "n": ci["n"]})
-    return pd.DataFrame(rows).sort_values(["arm", "round"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=["arm", "round", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
 
 
 def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,7 @@ COMMANDS = [
     "metaadv.commands.evaluate",
     "metaadv.commands.tune",
     "metaadv.commands.meta",
+    "metaadv.commands.analyze",
 ]
 
 
