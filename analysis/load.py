@@ -25,8 +25,9 @@ Columns (all documented in docs/analysis.md):
 - PBT: ``pbt/segment`` (0 = before any exploit; k = after the trial's k-th exploit),
   ``pbt/after_exploit`` (segment > 0), ``pbt/donor`` (trial id the segment was cloned from),
   ``pbt/donor_segment`` (the donor's segment then); NaN / 0 / False outside PBT;
-- ``final_model`` (the trial is a final model: listed in models.csv in a study; every run and trial
-  elsewhere), ``decision_validation`` (its validation informs a decision, so counts in cost (b));
+- ``final_model`` (the trial is a final model: listed in models.csv in a study; outside a study a
+  PBT experiment's best trial by last ``val/robust_acc``, and every other run and trial),
+  ``decision_validation`` (its validation informs a decision, so counts in cost (b));
 - ``eval/*``: the model's ``metaadv evaluate --json`` verdict on every row of that model
   (``eval/robust_acc``, ``eval/clean_acc``, ``eval/trusted``, ``eval/n``, ``eval/eps``, ``eval/norm``,
   ``eval/aa_version``, ``eval/checks_failed``, ``eval/per_attack/<attack>``, ``eval/path``).
@@ -156,7 +157,9 @@ def _load_experiment(folder: Path) -> pd.DataFrame:
     trials = _trials(folder)
     exploits, is_pbt = _exploits(folder)
     by_index = {int(tid.rsplit("_", 1)[-1]): tid for tid, *_ in trials if tid.rsplit("_", 1)[-1].isdigit()}
-    several = len(trials) > 1
+    # A search (configs differing beyond the seed) picks among its trials: its validation decides.
+    searched = len({json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True, default=str)
+                    for _, _, c, _ in trials}) > 1
     frames = []
     for tid, path, config, rows in trials:
         if rows.empty:
@@ -167,11 +170,22 @@ def _load_experiment(folder: Path) -> pd.DataFrame:
         if is_pbt:
             ident["controller"] = "pbt"
         rows = rows.assign(**ident, report=range(len(rows)), final_model=True,
-                           decision_validation=ident["controller"] in ("policy", "pbt") or several)
+                           decision_validation=ident["controller"] in ("policy", "pbt") or searched)
         frames.append(_mark_segments(rows, tid, exploits, by_index))
     if not frames:
         return pd.DataFrame()
-    return add_round_costs(pd.concat(frames, ignore_index=True))
+    frame = pd.concat(frames, ignore_index=True)
+    if is_pbt:
+        frame["final_model"] = frame["trial"] == _best_trial(frame)
+    return add_round_costs(frame)
+
+
+def _best_trial(frame: pd.DataFrame) -> str | None:
+    """A PBT population's pick outside a study: the trial with the best last ``val/robust_acc``
+    (what ``metaadv tune`` reports as the best trial)."""
+    last = frame.sort_values("report", kind="stable").groupby("trial", sort=False).tail(1)
+    scores = pd.to_numeric(last.get("val/robust_acc"), errors="coerce")
+    return None if scores is None or scores.isna().all() else last.loc[scores.idxmax(), "trial"]
 
 
 def _mark_segments(rows: pd.DataFrame, tid: str, exploits, by_index: dict) -> pd.DataFrame:

@@ -109,7 +109,14 @@ def test_round_costs_never_count_a_donors_rows_twice(frame):
     assert inherited > 0 and costs["cost_b_train"] == pytest.approx(naive - inherited)
     assert costs["cost_b_validation"] == pytest.approx(frame["cost/round_eval_grad_evals"].sum())
     assert costs["cost_b_total"] == pytest.approx(costs["cost_b_train"] + costs["cost_b_validation"])
-    assert (model_cost(frame)["cost_a"] == 9436).all()
+    assert model_cost(frame)["cost_a"].tolist() == [9436]
+
+
+def test_outside_a_study_the_populations_pick_is_the_final_model(frame):
+    last = {p.name.removeprefix("metaadv_trial_"): pd.read_csv(p / "progress.csv")["val/robust_acc"].iloc[-1]
+            for p in FIXTURE.glob("metaadv_trial_*")}
+    assert frame.loc[frame["final_model"], "trial"].unique().tolist() == [max(last, key=last.get)]
+    assert frame["decision_validation"].all()  # PBT ranks by validation: it counts in cost (b)
 
 
 def test_without_ray_state_the_trial_folders_and_policy_files_still_serve(tmp_path):
