@@ -8,7 +8,8 @@ Units are gradient evaluations (forward+backward passes summed over examples, th
   trial's lineage*. After a PBT exploit a trial's cumulative counters continue from the donor's
   checkpoint: the first row of a segment subtracts the inherited value
   (``cost/inherited_grad_evals``, ``cost/inherited_eval_grad_evals``: the lineage row before the
-  segment's first round), so work the donor did is never counted again.
+  segment's first round), so work the donor did is never counted again. A diverged trial's last
+  row (``status == "diverged"``) logs no counters: its partial round counts 0.
 - **Cost (a)**, :func:`model_cost`: the per-model training budget, ``cost/grad_evals`` of the final
   model's last row (its whole lineage; what every single run and replay stops at).
 - **Cost (b)**, :func:`arm_cost`: everything an arm ran to produce its final models: the per-round
@@ -58,6 +59,9 @@ def add_round_costs(frame: pd.DataFrame) -> pd.DataFrame:
     for cumulative, per_round, inherited in counters:
         previous = frame.groupby(keys, sort=False)[cumulative].shift(1)
         frame[per_round] = frame[cumulative] - previous.fillna(frame[inherited])
+        if "status" in frame:
+            # A diverged trial's last row logs no counters: that partial round's work is unknown, not counted.
+            frame.loc[frame["status"] == "diverged", per_round] = 0.0
     return frame
 
 

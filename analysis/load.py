@@ -71,7 +71,7 @@ def load_results(*paths) -> pd.DataFrame:
     """One tidy frame from any mix of run, experiment and study folders (see the module doc)."""
     if not paths:
         raise UserError("give at least one results folder")
-    frames = []
+    frames, seen = [], set()
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
@@ -80,6 +80,9 @@ def load_results(*paths) -> pd.DataFrame:
         if not found:
             raise UserError(f"no results found in {str(path)!r} (no study.json, Tune experiment or run folder)")
         for kind, folder in found:
+            if folder.resolve() in seen:  # the same folder named twice (or inside a study also given)
+                continue
+            seen.add(folder.resolve())
             frames.append({"study": _load_study, "experiment": _load_experiment, "run": _load_run}[kind](folder))
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
     if frame.empty:

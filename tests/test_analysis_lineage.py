@@ -160,3 +160,17 @@ def test_a_hand_built_exploit_without_a_jump_back_is_found_by_the_hyperparameter
     assert lin["hp/eps"].tolist() == [0.3] * 4 + [0.36] * 2
     assert arm_cost(frame).iloc[0]["cost_b_train"] == 800 + 400 + 600
     assert math.isclose(lin["cost/round_grad_evals"].sum(), 1400)
+
+
+def test_a_diverged_trial_adds_its_logged_work_and_the_same_folder_twice_loads_once(tmp_path):
+    exp = _hand_built(tmp_path)
+    folder = exp / "metaadv_trial_abcde_00002"
+    folder.mkdir()
+    (folder / "params.json").write_text(json.dumps({"kind": "train", "method": "pgd-at", "eps": 0.3, "lr": 1e4}))
+    pd.DataFrame([{"round": 1, "hp/eps": 0.3, "val/robust_acc": 0.1, "cost/grad_evals": 100, "cost/eval_grad_evals": 10},
+                  {"round": 2, "val/robust_acc": float("nan"), "status": "diverged", "error": "loss became nan"}]
+                 ).to_csv(folder / "progress.csv", index=False)
+    frame = load_results(exp, exp)
+    assert len(frame) == 4 + 6 + 2
+    assert frame[frame["trial"] == "abcde_00002"]["cost/round_grad_evals"].tolist() == [100, 0]
+    assert arm_cost(frame).iloc[0]["cost_b_train"] == 1800 + 100
