@@ -30,7 +30,8 @@ Columns (all documented in docs/analysis.md):
   ``decision_validation`` (its validation informs a decision, so counts in cost (b));
 - ``eval/*``: the model's ``metaadv evaluate --json`` verdict on every row of that model
   (``eval/robust_acc``, ``eval/clean_acc``, ``eval/trusted``, ``eval/n``, ``eval/eps``, ``eval/norm``,
-  ``eval/aa_version``, ``eval/checks_failed``, ``eval/per_attack/<attack>``, ``eval/path``).
+  ``eval/aa_version``, ``eval/checks_failed``, ``eval/untrusted_reasons``, ``eval/per_attack/<attack>``,
+  ``eval/path``).
 """
 
 from __future__ import annotations
@@ -212,20 +213,23 @@ def read_eval(path: str | Path) -> dict:
     """A ``metaadv evaluate --json`` report as flat ``eval/*`` values.
 
     ``eval/trusted`` is the report's own ``trusted`` field where it has one; otherwise True when
-    every gradient-masking check passed, False when one failed, NaN when no checks were run.
+    no gradient-masking check failed, False when one did, NaN when none ran (all skipped or absent).
+    ``eval/checks_failed`` counts failed checks (skipped ones are not failed).
     """
     try:
         r = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the evaluation report {path}: {exc}") from None
-    checks = r.get("checks") or {}
-    failed = sum(not c.get("passed", False) for c in checks.values())
-    trusted = r["trusted"] if "trusted" in r else (failed == 0 if checks else float("nan"))
+    # A check is {"status": "passed" | "failed" | "skipped", ...} (or, in older reports, {"passed": bool}).
+    status = [c.get("status", "passed" if c.get("passed") else "failed") for c in (r.get("checks") or {}).values()]
+    failed = status.count("failed")
+    ran = len(status) - status.count("skipped")
+    trusted = r["trusted"] if "trusted" in r else (failed == 0 if ran else float("nan"))
     aa = (r.get("attacks") or {}).get("autoattack") or {}
     out = {"eval/robust_acc": r.get("robust_acc"), "eval/clean_acc": r.get("clean_acc"), "eval/trusted": trusted,
            "eval/n": r.get("n"), "eval/eps": r.get("eps"), "eval/norm": r.get("norm"),
            "eval/aa_version": aa.get("version", r.get("aa_version")), "eval/checks_failed": failed,
-           "eval/path": str(path)}
+           "eval/untrusted_reasons": "; ".join(r.get("untrusted_reasons") or []), "eval/path": str(path)}
     out.update({f"eval/per_attack/{k}": v for k, v in (r.get("per_attack") or {}).items()})
     return out
 

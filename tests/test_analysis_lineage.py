@@ -65,6 +65,14 @@ def test_trial_schedule_names_its_sources_and_is_a_replay_schedule(tmp_path):
     written = pd.read_csv(save_schedule(sched, tmp_path / "s.csv"))
     assert written["round"].tolist() == list(range(1, 9)) and "hp/lr" in written
     assert written["hp/lr"].tolist() == pytest.approx(sched["hp/lr"].tolist())
+    try:  # the replay controller's own reader, where it is installed
+        from metaadv.training.replay import read_schedule
+    except ImportError:
+        read_schedule = None
+    if read_schedule is not None:
+        rows = read_schedule(tmp_path / "s.csv")
+        assert [r["round"] for r in rows] == list(range(1, 9))
+        assert [r["hp/eps"] for r in rows] == pytest.approx(sched["hp/eps"].tolist())
     with pytest.raises(UserError):
         trial_schedule(FIXTURE, "e92ca_00099")
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import load_results
+from analysis.load import read_eval
 from analysis.report import analyze, verdict_sentences
 from analysis.stats import mean_ci, paired_diff
 from analysis.summaries import final_models, hp_importance, pareto_front
@@ -37,6 +38,24 @@ def test_paired_diff_uses_only_shared_seeds():
     half = 12.706204736174707 * np.std([0.1, 0.15], ddof=1) / math.sqrt(2)
     assert d["lo"] == pytest.approx(d["mean"] - half) and not d["excludes_zero"]  # 2 pairs: a wide interval
     assert paired_diff(frame, "a", "missing")["n"] == 0
+
+
+def test_read_eval_takes_the_reports_verdict_and_never_counts_a_skipped_check_as_failed(tmp_path):
+    base = {"clean_acc": 0.9, "robust_acc": 0.5, "per_attack": {"pgd": 0.55}, "attacks": {"autoattack": {"version": "standard"}}}
+    cases = {"new_ok": {"trusted": True, "checks": {"a": {"status": "passed"}, "b": {"status": "skipped"}}},
+             "new_bad": {"trusted": False, "untrusted_reasons": ["x failed", "AutoAttack missing"],
+                         "checks": {"a": {"status": "failed"}}},
+             "old_bad": {"checks": {"a": {"passed": False}, "b": {"passed": True}}},
+             "skipped_only": {"checks": {"a": {"status": "skipped"}}}}
+    got = {}
+    for name, extra in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**base, **extra}))
+        got[name] = read_eval(tmp_path / f"{name}.json")
+    assert got["new_ok"]["eval/trusted"] is True and got["new_ok"]["eval/checks_failed"] == 0
+    assert got["new_bad"]["eval/trusted"] is False and got["new_bad"]["eval/untrusted_reasons"] == "x failed; AutoAttack missing"
+    assert got["old_bad"]["eval/trusted"] is False and got["old_bad"]["eval/checks_failed"] == 1
+    assert math.isnan(got["skipped_only"]["eval/trusted"]) and got["new_ok"]["eval/per_attack/pgd"] == 0.55
+    assert got["new_ok"]["eval/aa_version"] == "standard"
 
 
 @pytest.fixture(scope="module")
