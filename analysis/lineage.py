@@ -198,7 +198,8 @@ def trial_schedule(experiment_dir: str | Path, trial) -> pd.DataFrame:
 
     ``round`` (1, 2, ... consecutive) and ``hp/*`` as the rows carried them, plus
     ``pbt/source_trial``; a valid replay schedule (extra columns are ignored by replay). Rounds
-    whose row is missing from every log are filled from the trial's policy file.
+    whose row is missing from every log are filled from the rows stored in the trial's latest
+    checkpoint (source ``"checkpoint"``), else from its policy file's configs (``"policy-file"``).
     """
     from .load import load_results
 
@@ -208,17 +209,32 @@ def trial_schedule(experiment_dir: str | Path, trial) -> pd.DataFrame:
     rows = lineage_rows(frame, experiment, tid)
     out = rows[["round", *hp_columns(rows), "pbt/source_trial"]]
     last = int(out["round"].max())
-    if len(out) < last:  # a gap: fall back to the configs the policy file logged
-        policy = Path(experiment_dir) / f"pbt_policy_{tid}.txt"
-        if not policy.is_file():
-            raise UserError(f"rounds missing from the logs of trial {tid} and no {policy.name} to fill them")
-        logged = policy_schedule(policy, last).set_index("round")
+    if len(out) < last:  # a gap in the logs
         full = out.set_index("round").reindex(range(1, last + 1))
-        for col in full.columns.intersection(logged.columns):
-            full[col] = full[col].fillna(logged[col])
-        full["pbt/source_trial"] = full["pbt/source_trial"].fillna("policy-file")
+        folder = Path(frame.loc[frame["trial"] == tid, "source"].iloc[0])
+        for name, filler in _fillers(Path(experiment_dir), folder, tid, last):
+            for col in filler.columns.intersection(full.columns):
+                full[col] = full[col].fillna(filler[col])
+            full["pbt/source_trial"] = full["pbt/source_trial"].fillna(
+                pd.Series(name, index=filler.index).where(filler.notna().any(axis=1)))
+        if full["pbt/source_trial"].isna().any():
+            missing = [int(r) for r in full.index[full["pbt/source_trial"].isna()]]
+            raise UserError(f"rounds {missing} of trial {tid} are in no log, checkpoint or policy file")
         out = full.reset_index()
     return out.reset_index(drop=True)
+
+
+def _fillers(experiment_dir: Path, folder: Path, tid: str, last: int):
+    """(name, frame indexed by round) sources for rounds missing from the logs, most exact first."""
+    checkpoints = sorted(folder.glob("checkpoint_*/checkpoint.pt"))
+    if checkpoints:
+        from metaadv.checkpoint import read_checkpoint
+
+        stored = pd.DataFrame(read_checkpoint(checkpoints[-1])["rows"])
+        yield "checkpoint", stored[stored["round"] <= last].set_index("round")[hp_columns(stored)]
+    policy = experiment_dir / f"pbt_policy_{tid}.txt"
+    if policy.is_file():
+        yield "policy-file", policy_schedule(policy, last).set_index("round")
 
 
 def save_schedule(schedule: pd.DataFrame, path: str | Path) -> Path:

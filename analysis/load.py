@@ -6,7 +6,8 @@ Accepts, in any mix (:func:`load_results`):
 - ``metaadv tune`` experiment folders (Ray Tune: ``experiment_state-*.json``, trial folders with
   ``params.json`` + ``progress.csv``), PBT ones with ``pbt_global.txt`` / ``pbt_policy_*.txt``;
 - study folders (``study.json``, ``arms/ARM/EXPERIMENT/``, ``models.csv``, ``eval/ARM/MODEL.json``);
-- any folder holding such folders (searched up to three levels down).
+- any folder holding such folders (searched up to three levels down);
+- a ``ray.tune.ResultGrid`` (``Tuner.fit()``'s return value), read from its experiment folder.
 
 Columns (all documented in docs/analysis.md):
 
@@ -74,7 +75,8 @@ def load_results(*paths) -> pd.DataFrame:
         raise UserError("give at least one results folder")
     frames, seen = [], set()
     for raw in paths:
-        path = Path(raw)
+        # A ray.tune.ResultGrid (what Tuner.fit returns in a notebook) stands for its experiment folder.
+        path = Path(getattr(raw, "experiment_path", raw))
         if not path.is_dir():
             raise UserError(f"{str(path)!r} is not a folder")
         found = discover(path)

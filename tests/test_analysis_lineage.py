@@ -138,6 +138,32 @@ def test_without_ray_state_the_trial_folders_and_policy_files_still_serve(tmp_pa
     assert rows["hp/eps"].tolist() == [0.2, 0.2, 0.3, 0.3, 0.2, 0.2, 0.2, 0.2]
 
 
+def _drop_rows(copy: Path, trial: str, rounds) -> None:
+    progress = copy / f"metaadv_trial_{trial}" / "progress.csv"
+    rows = pd.read_csv(progress)
+    rows[~rows["round"].isin(rounds)].to_csv(progress, index=False)
+
+
+def test_rounds_lost_from_the_logs_come_from_the_checkpoint_else_the_policy_file(tmp_path):
+    import torch
+    from metaadv.checkpoint import FORMAT, VERSION
+
+    copy = tmp_path / "pbt_tiny"
+    shutil.copytree(FIXTURE, copy)
+    _drop_rows(copy, "e92ca_00003", [1])  # trial 0's round 1 came from trial 3's round 1
+    sched = trial_schedule(copy, "e92ca_00000")
+    assert sched["pbt/source_trial"].tolist()[:2] == ["policy-file", "e92ca_00003"]
+    assert sched["hp/lr"].tolist() == pytest.approx([r["hp/lr"] for r in TRUTH["e92ca_00000"]])
+    # A checkpoint holding the rows is more exact than the logged configs: it is read first.
+    stored = [dict(r, **{"hp/weight_decay": 0.5}) for r in TRUTH["e92ca_00000"]]
+    (copy / "metaadv_trial_e92ca_00000" / "checkpoint_000009").mkdir()
+    torch.save({"format": FORMAT, "version": VERSION, "rows": stored},
+               copy / "metaadv_trial_e92ca_00000" / "checkpoint_000009" / "checkpoint.pt")
+    sched = trial_schedule(copy, "e92ca_00000")
+    assert sched["pbt/source_trial"].iloc[0] == "checkpoint" and sched["hp/weight_decay"].iloc[0] == 0.5
+    assert sched["hp/weight_decay"].iloc[1] != 0.5  # logged rounds keep their logged values
+
+
 def _hand_built(root: Path) -> Path:
     """Two trials; trial 1 is exploited from trial 0 at round 4 and resumes at round 5 with no jump back."""
     exp = root / "pbt_hand"
@@ -178,7 +204,8 @@ def test_a_diverged_trial_adds_its_logged_work_and_the_same_folder_twice_loads_o
     pd.DataFrame([{"round": 1, "hp/eps": 0.3, "val/robust_acc": 0.1, "cost/grad_evals": 100, "cost/eval_grad_evals": 10},
                   {"round": 2, "val/robust_acc": float("nan"), "status": "diverged", "error": "loss became nan"}]
                  ).to_csv(folder / "progress.csv", index=False)
-    frame = load_results(exp, exp)
+    grid = type("ResultGridLike", (), {"experiment_path": str(exp)})()
+    frame = load_results(exp, grid)
     assert len(frame) == 4 + 6 + 2
     assert frame[frame["trial"] == "abcde_00002"]["cost/round_grad_evals"].tolist() == [100, 0]
     assert arm_cost(frame).iloc[0]["cost_b_train"] == 1800 + 100
