@@ -72,6 +72,16 @@ def verdict_sentences(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def _best_sentence(arms: pd.DataFrame) -> str:
+    ranked = arms.dropna(subset=["robust_mean"]).sort_values("robust_mean", ascending=False)
+    if ranked.empty:
+        return ""
+    top = ranked.iloc[0]
+    return (f"Highest mean trusted robust accuracy: {top['arm']} ({_pct(top['robust_mean'])}% over {top['n_models'] - top['n_untrusted']} "
+            f"model(s)), at cost (a) {_num(top['cost_a'])} and cost (b) {_num(top['cost_b'])} grad evals per model"
+            + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
+
+
 def _markdown(t: dict, specs: list[dict], paths) -> str:
     arms, models = t["arms"], t["models"]
     source = "/".join(sorted(set(models["metric_source"])))
@@ -105,16 +115,17 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
         mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
         p = "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}"
         lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} |")
-    lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)), ""]
+    lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
     bad = models[models["trusted"].map(lambda v: str(v) == "False")]
     if len(bad):
         lines += ["Untrusted verdicts (never counted as a win): " + ", ".join(
             f"{r['arm']}/{r['model']} ({_pct(r['robust_acc'])}%)" for _, r in bad.iterrows()), ""]
     lines += ["## Plots", "", "![robust accuracy vs cost](robust_vs_cost.png)", "",
-              "Left: validation robust accuracy along the final models' lineages against cost (a), mean and 95% CI band; "
-              "right: final robust accuracy against cost (b).", "", "![schedules](schedules.png)", "",
+              "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "
+              "95% CI band (table `robust_vs_cost.csv`); right, final robust accuracy against cost (b) per model.", "", "![schedules](schedules.png)", "",
               "The schedule (eps, attack steps, step size, lr per round) of each arm's best trusted model.", "",
               "![Pareto front](pareto.png) ![per seed](per_seed.png)", "", "## Pareto front (clean vs robust)", "",
+              "Cost view: none (final models at their own budgets).", "",
               "| arm | model | seed | clean % | robust % |", "|---|---|---|---|---|"]
     lines += [f"| {r['arm']} | {r['model']} | {r['seed']} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc'])} |"
               for _, r in t["pareto"].iterrows()]
