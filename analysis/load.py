@@ -16,7 +16,7 @@ Columns (all documented in docs/analysis.md):
   ``experiment`` (tune experiment folder name; a run folder's parent folder name), ``trial``
   (Tune trial id; a run folder's name), ``model`` (models.csv name in a study, else ``trial``),
   ``seed``, ``method``, ``controller`` (``schedule``, ``policy``, ``replay``, ...; ``pbt`` for a
-  trial of a PBT/PB2 experiment), ``kind`` (``train`` or ``meta``), ``source`` (the folder read),
+  trial of a PBT/PB2 experiment: PBT logs, or a population scheduler named in ``tuner.pkl``), ``kind`` (``train`` or ``meta``), ``source`` (the folder read),
   ``report`` (0-based report order within the trial);
 - ``round`` and every metric of the row (``train/*``, ``val/*``, ``step``, ``epoch``, ...),
   ``status``/``error`` for a diverged trial's last row, ``tune/iteration`` (Tune's counter);
@@ -38,6 +38,7 @@ Columns (all documented in docs/analysis.md):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -145,8 +146,16 @@ def _trials(folder: Path) -> list[tuple[str, Path, dict, pd.DataFrame]]:
     return out
 
 
+# Class names of the population schedulers as they appear in tuner.pkl's bytes (read, never unpickled).
+PBT_MARKERS = re.compile(rb"PopulationBasedTraining|SeededPB|schedulers\.pb2")
+
+
 def _exploits(folder: Path):
-    """All exploits in log order: pbt_global.txt, or the union of the policy files."""
+    """All exploits in log order (pbt_global.txt, or the union of the policy files), and whether
+    the experiment is PBT/PB2: it logged exploits, or its tuner.pkl names a population scheduler
+    (a population that has not exploited yet)."""
+    pkl = folder / "tuner.pkl"
+    marked = pkl.is_file() and bool(PBT_MARKERS.search(pkl.read_bytes()))
     if (folder / "pbt_global.txt").is_file():
         return read_exploits(folder / "pbt_global.txt"), True
     seen, union = set(), []
@@ -156,7 +165,7 @@ def _exploits(folder: Path):
             if key not in seen:
                 seen.add(key)
                 union.append(ex)
-    return sorted(union, key=lambda ex: ex.target_iteration), bool(union) or bool(list(folder.glob("pbt_policy_*")))
+    return sorted(union, key=lambda ex: ex.target_iteration), marked or bool(union) or bool(list(folder.glob("pbt_policy_*")))
 
 
 def _load_experiment(folder: Path) -> pd.DataFrame:

@@ -209,3 +209,12 @@ def test_a_diverged_trial_adds_its_logged_work_and_the_same_folder_twice_loads_o
     assert len(frame) == 4 + 6 + 2
     assert frame[frame["trial"] == "abcde_00002"]["cost/round_grad_evals"].tolist() == [100, 0]
     assert arm_cost(frame).iloc[0]["cost_b_train"] == 1800 + 100
+
+
+def test_a_population_that_has_not_exploited_yet_is_still_pbt(tmp_path):
+    exp = _hand_built(tmp_path)
+    for p in exp.glob("pbt_*.txt"):
+        p.unlink()
+    assert set(load_results(exp)["controller"]) == {"schedule"}
+    (exp / "tuner.pkl").write_bytes(b"\x80\x05...ray.tune.schedulers.pbt\x94\x8c\x17PopulationBasedTraining\x94...")
+    assert set(load_results(exp)["controller"]) == {"pbt"}
