@@ -140,6 +140,14 @@ def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
     assert main(["analyze", str(study), "--out", str(out)]) == 0  # an earlier report is replaced
 
 
+def test_missing_arguments_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metaadv: error: analyze:")
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "occupied"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, study, tmp_path, capsys):
     out = tmp_path / "out"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -20,6 +21,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="study, Tune experiment or run folder (or a folder holding them)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR",
                    help="where the report goes (new, empty, or an earlier report, which is replaced)")
+
+    def error(message: str):  # missing or bad arguments: one line and exit 2, like every input error
+        print(f"metaadv: error: analyze: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error
     return p
 
 
