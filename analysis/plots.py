@@ -47,15 +47,17 @@ def plot_robust_vs_cost(curves: pd.DataFrame, arms: pd.DataFrame, path: Path, co
 
 
 def plot_schedules(sched: pd.DataFrame, path: Path, colors: dict | None = None) -> Path:
-    """eps, attack steps, step size and lr over rounds, one line per arm (its best model)."""
+    """eps, attack steps, step size and lr (a meta run's inner/meta lr) over rounds, one line per arm
+    (its best model)."""
     colors = colors or arm_colors(sched["arm"])
-    cols = [c for c in ("hp/eps", "hp/steps", "hp/step_size", "hp/lr") if c in sched]
+    cols = [c for c in ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
+            if c in sched and sched[c].notna().any()]
     fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(3.2 * max(1, len(cols)), 3.2), squeeze=False)
     for ax, col in zip(axes[0], cols):
         for arm, g in sched.groupby("arm", sort=False):
             ax.step(g["round"], g[col], where="mid", marker=".", label=arm, color=colors.get(arm))
         ax.set(xlabel="round", title=col.removeprefix("hp/"))
-        if col == "hp/lr":
+        if col.endswith("lr"):
             ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)

@@ -21,7 +21,8 @@ from .stats import mean_ci, paired_diff
 __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto_front", "hp_importance",
            "schedules", "SCHEDULE_HPS"]
 
-SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr")
+# A training run's schedule; a meta-learning run's inner and outer learning rates where present.
+SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
 
 
 def _untrusted(value) -> bool:
@@ -115,8 +116,9 @@ def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def schedules(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per arm, the schedule (``round`` + ``hp/eps, hp/steps, hp/step_size, hp/lr``) of its best
-    trusted final model, with ``arm`` and ``model``: the schedules side by side."""
+    """Per arm, the schedule (``round`` + ``hp/eps, hp/steps, hp/step_size, hp/lr``, and a meta run's
+    ``hp/inner_lr, hp/meta_lr``, those present) of its best trusted final model, with ``arm`` and
+    ``model``: the schedules side by side."""
     finals = final_models(frame) if finals is None else finals
     parts = []
     for arm, g in _trusted(finals).groupby("arm", sort=False):
