@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ import torch
 from .errors import UserError
 from .models import build_model
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model"]
+__all__ = ["FORMAT", "VERSION", "check_kind", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model"]
 
 FORMAT = "metaadv-checkpoint"
 VERSION = 1
@@ -46,22 +47,55 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return p
 
 
-def read_checkpoint(path: str | Path) -> dict:
+# What reads each kind of checkpoint, for the message that refuses it elsewhere.
+KIND_READERS = {
+    "train": "metaadv evaluate, metaadv train --resume or metaadv.load_model",
+    "meta": "metaadv meta-evaluate (meta-test) or metaadv meta --resume",
+    "policy": "metaadv train --controller policy --policy-file",
+}
+KIND_NAMES = {"train": "a training run's checkpoint (made by metaadv train)",
+              "meta": "a meta-learning run's checkpoint (made by metaadv meta)",
+              "policy": "a policy file (made by metaadv train --save-policy)"}
+
+
+def read_checkpoint(path: str | Path, kind: str | None = None) -> dict:
+    """The checkpoint dict of a file or run folder; with ``kind``, refuse a checkpoint of another kind."""
     p = resolve_checkpoint_path(path)
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else would fail inside torch.load
+        raise UserError(f"cannot read checkpoint {str(p)!r}: not a file written by torch.save (truncated, or another kind of file)")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a torch file at all
+    except Exception as exc:  # corrupt, truncated, or pickled objects that weights-only loading refuses
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "it holds pickled Python objects, which safe (weights-only) loading refuses; not a metaadv checkpoint"
         raise UserError(f"cannot read checkpoint {str(p)!r}: {first[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{str(p)!r} is not a metaadv checkpoint")
     if payload.get("version") != VERSION:
         raise UserError(f"{str(p)!r} has checkpoint version {payload.get('version')}, this metaadv reads {VERSION}")
+    if kind is not None:
+        check_kind(payload, kind, repr(str(p)))
     return payload
 
 
+def check_kind(payload: dict, kind: str, where: str = "the checkpoint") -> None:
+    """Refuse a checkpoint of another kind with one line saying what it is and what reads it.
+
+    Training checkpoints written before ``kind`` existed count as ``train``.
+    """
+    found = payload.get("kind", "train")
+    if found == kind:
+        return
+    what = KIND_NAMES.get(found, f"a checkpoint of kind {found!r}")
+    reader = KIND_READERS.get(found)
+    hint = f"; read it with {reader}" if reader else ""
+    raise UserError(f"{where} is {what}, not {KIND_NAMES[kind].split(' (')[0]}{hint}")
+
+
 def build_checkpoint_model(payload: dict, expected_arch: str | None = None) -> torch.nn.Module:
-    """The checkpoint's model with its weights, in eval mode; refuse another architecture."""
+    """The checkpoint's model with its weights, in eval mode; refuse another architecture or kind."""
+    check_kind(payload, "train")
     arch = payload["arch"]
     if expected_arch is not None and arch != expected_arch:
         raise UserError(f"checkpoint holds a {arch!r} model, but {expected_arch!r} was expected")
@@ -79,4 +113,4 @@ def load_model(checkpoint: str | Path) -> torch.nn.Module:
     It takes ``(B, C, H, W)`` images in [0, 1] and returns logits (normalisation is inside), so
     any third-party attack library can evaluate it.
     """
-    return build_checkpoint_model(read_checkpoint(checkpoint))
+    return build_checkpoint_model(read_checkpoint(checkpoint, kind="train"))

@@ -19,6 +19,7 @@ COMMANDS = [
     "metaadv.commands.tune",
     "metaadv.commands.meta",
     "metaadv.commands.study",
+    "metaadv.commands.analyze",
 ]
 
 

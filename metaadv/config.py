@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._config_values import check_finite, coerce, config_keys
 from .attacks import NORMS
 from .data import DATASETS
 from .errors import UserError
@@ -123,6 +124,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             if isinstance(f.default, tuple):  # lr_milestones and the policy grids: tuples of floats
                 object.__setattr__(self, f.name, tuple(float(m) for m in getattr(self, f.name)))
+        check_finite(self)
+        _check_schedule_and_method(self)
         self.hparams()  # validates eps, steps, lr, ... with their own messages
         _check_generator_and_policy(self)
 
@@ -143,7 +146,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Defaults, then the method's defaults, then ``values``; unknown keys are an error."""
-        values = {k.replace("-", "_"): v for k, v in values.items()}
+        values = config_keys(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -184,33 +187,40 @@ def _choice(name: str, value, choices: tuple) -> None:
 
 def _coerce(cls, key: str, value):
     """Convert values from YAML/JSON/CLI to the field's type, with a message a user can act on."""
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            return tuple(float(v) for v in value)
-        if isinstance(default, str):
-            return str(value) if value is not None else ""
-    except (TypeError, ValueError):
-        raise UserError(f"config key {key} expects {type(default).__name__}, got {value!r}") from None
-    return value
+    return coerce(key, next(f.default for f in dataclasses.fields(cls) if f.name == key), value)
+
+
+def _check_schedule_and_method(c: TrainConfig) -> None:
+    """Values that would otherwise be accepted and fail (or silently misbehave) rounds later."""
+    if c.lr_gamma <= 0:
+        raise UserError(f"lr_gamma must be > 0 (the lr factor at each milestone, e.g. 0.1), got {c.lr_gamma}")
+    bad = [m for m in c.lr_milestones if not 0.0 < m <= 1.0]
+    if bad:
+        raise UserError(f"lr_milestones are fractions of the run in (0, 1] (e.g. 0.5 0.75), got {bad[0]:g}")
+    if not 0.0 <= c.momentum < 1.0:
+        raise UserError(f"momentum must be in [0, 1), got {c.momentum}")
+    if c.vat_xi <= 0:
+        raise UserError(f"vat_xi must be > 0 (the radius of VAT's finite difference), got {c.vat_xi}")
+    for name in ("vat_weight", "co_threshold", "co_gap"):
+        if getattr(c, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
+    if c.policy_file and c.controller != "policy":
+        raise UserError(f"policy_file needs --controller policy (this run's controller is {c.controller!r})")
 
 
 def read_config_file(path: str | Path) -> dict:
     """Read a YAML (.yaml/.yml) or JSON config file into a dict of config keys."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"config file {str(p)!r} is a folder; give a .yaml or .json file")
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} not found")
-    text = p.read_text()
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {str(p)!r}: {exc}") from None
+    if not text.strip():
+        raise UserError(f"config file {str(p)!r} is empty; give it at least one key (e.g. method: pgd-at) or drop --config")
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
@@ -220,8 +230,12 @@ def read_config_file(path: str | Path) -> dict:
             data = json.loads(text)
     except Exception as exc:  # any parse error becomes one line
         raise UserError(f"cannot parse config file {str(p)!r}: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
+    if data is None:  # only comments
+        raise UserError(f"config file {str(p)!r} holds no keys; give it at least one (e.g. method: pgd-at) or drop --config")
     if not isinstance(data, dict):
-        raise UserError(f"config file {str(p)!r} must hold a mapping of keys to values")
-    return data
+        raise UserError(f"config file {str(p)!r} must hold a mapping of keys to values (key: value), "
+                        f"not a {type(data).__name__}")
+    try:
+        return config_keys(data)
+    except UserError as exc:
+        raise UserError(f"config file {str(p)!r}: {exc}") from None

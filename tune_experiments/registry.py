@@ -37,11 +37,31 @@ def _from_file(path: Path) -> Experiment:
         raise UserError(f"experiment file {str(path)!r} not found")
     spec = importlib.util.spec_from_file_location(f"_metaadv_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except UserError as exc:  # an Experiment(...) that refused its own settings
+        raise UserError(f"experiment file {str(path)!r}: {exc}") from None
+    except Exception as exc:  # the user's own Python: name the error and the line, not a traceback
+        line = getattr(exc, "lineno", None) or _failing_line(exc, path)
+        where = f", line {line}" if line else ""
+        text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        detail = text.splitlines()[0] if text.strip() else ""
+        raise UserError(f"cannot load experiment file {str(path)!r}{where}: {type(exc).__name__}"
+                        f"{': ' + detail if detail else ''}") from None
     exp = getattr(module, "EXPERIMENT", None)
     if not isinstance(exp, Experiment):
         raise UserError(f"{str(path)!r} must define EXPERIMENT = metaadv.tune.Experiment(...)")
     return exp
+
+
+def _failing_line(exc: BaseException, path: Path) -> int | None:
+    """The line of ``path`` where ``exc`` was raised, from its traceback."""
+    tb, line = exc.__traceback__, None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def list_experiments() -> list[tuple[str, str]]:

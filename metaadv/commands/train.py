@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.run import run_training
     from ..training.trainer import DivergedError
 
-    config = run_config(args, TrainConfig, read_checkpoint)
+    config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
     _check_save_policy(args.save_policy, config)
     rounds = config.rounds
     on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .._config_values import check_finite, coerce, config_keys
 from ..errors import UserError
 from ..training.precision import PRECISIONS
 
@@ -103,6 +104,7 @@ class MetaConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.step_ratio <= 0:
             raise UserError(f"step_ratio must be > 0, got {self.step_ratio}")
+        check_finite(self)
         if self.method == "fomaml" and not self.first_order:
             raise UserError("fomaml is first-order by definition; drop first_order: false or use --method maml")
         self.hparams()  # validates inner_lr, eps, ... with their own messages
@@ -123,7 +125,7 @@ class MetaConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "MetaConfig":
         """Defaults, then ``values``; unknown keys and ill-typed values are a :class:`UserError`."""
-        values = {k.replace("-", "_"): v for k, v in values.items()}
+        values = config_keys(values)
         fields = {f.name: f.default for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -140,25 +142,4 @@ def _choice(name: str, value, choices: tuple) -> None:
 
 def _coerce(key: str, default, value):
     """Convert a value from YAML/JSON/CLI to the field's type, with a message a user can act on."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
-                    raise ValueError
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, str):
-            if value is None:
-                return ""
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise UserError(f"config key {key} expects {type(default).__name__}, got {value!r}") from None
-    return value
+    return coerce(key, default, value)

@@ -26,6 +26,8 @@ def run_in_folder(config, out_dir: str | Path, *, resume: bool, run_cls, read_st
     """
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; give a folder for the run")
     if resume:
         state = read_state(ckpt_path)
         stored = type(config).from_dict(state["config"])
@@ -38,7 +40,10 @@ def run_in_folder(config, out_dir: str | Path, *, resume: bool, run_cls, read_st
         if ckpt_path.exists() or (out / METRICS_NAME).exists():
             raise UserError(f"{str(out)!r} already holds a run; add --resume to continue it or choose another --out")
         run = run_cls(config)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {str(out)!r}: {exc.strerror or exc}") from None
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     while not run.done:
         row = run.step()

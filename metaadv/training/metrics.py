@@ -38,7 +38,8 @@ def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
         columns += [k for k in row if k not in columns]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
     with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        # "\n", not the csv module's "\r\n": cut, awk and grep -x then read the last column cleanly.
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

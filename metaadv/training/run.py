@@ -128,4 +128,5 @@ def run_training(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
 
     Everything that can be wrong with the input is checked before the folder is touched.
     """
-    return run_in_folder(config, out_dir, resume=resume, run_cls=TrainingRun, read_state=read_checkpoint, on_row=on_row)
+    return run_in_folder(config, out_dir, resume=resume, run_cls=TrainingRun, on_row=on_row,
+                         read_state=lambda path: read_checkpoint(path, kind="train"))

@@ -24,11 +24,13 @@ class DivergedError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
+    from ..errors import UserError
+
+    if name.split(":")[0] not in ("auto", "cpu", "cuda") or (":" in name and not name.split(":", 1)[1].isdigit()):
+        raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import UserError
-
         raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
     return torch.device(name)
 

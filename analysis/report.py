@@ -1,0 +1,171 @@
+"""The report ``metaadv analyze`` writes: report.md, the tables as CSV, PNG plots.
+
+:func:`write_report` writes everything into a fresh temporary folder next to ``out`` and moves it
+into place only when complete, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from metaadv.errors import UserError
+
+from . import plots
+from .load import discover, load_results
+from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
+
+__all__ = ["analyze", "write_report", "verdict_sentences", "study_specs"]
+
+
+def study_specs(paths) -> list[dict]:
+    """The study.json of every study folder at or under ``paths``."""
+    return [json.loads((folder / "study.json").read_text()) for p in paths for kind, folder in discover(Path(p))
+            if kind == "study"]
+
+
+def analyze(*paths) -> dict[str, pd.DataFrame]:
+    """Every table of the report, as frames: ``results`` (the tidy rows), ``models``, ``arms``,
+    ``contrasts``, ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``."""
+    frame = load_results(*paths)
+    declared = [c for spec in study_specs(paths) for c in spec.get("contrasts", [])]
+    finals = final_models(frame)
+    arms = arm_summary(frame, finals)
+    return {"results": frame, "models": finals, "arms": arms,
+            "contrasts": contrasts(finals, declared or None), "robust_vs_cost": robust_vs_cost(frame, finals),
+            "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame)}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _ci(mean, lo, hi) -> str:
+    return _pct(mean) + ("" if pd.isna(lo) else f" [{_pct(lo)}, {_pct(hi)}]")
+
+
+def _num(x) -> str:
+    return "n/a" if pd.isna(x) else f"{x:,.0f}"
+
+
+def verdict_sentences(table: pd.DataFrame) -> list[str]:
+    """Plain sentences: each contrast whose 95% CI excludes zero (who won, by how many points of
+    trusted robust accuracy), or that none does."""
+    wins = table[table["excludes_zero"].astype(bool)] if len(table) else table
+    if wins.empty:
+        tested = table[table["n"] >= 2] if len(table) else table
+        return ["No contrast's 95% CI excludes zero" + (f" ({len(tested)} tested with >= 2 shared seeds)"
+                                                          if len(table) else " (no contrast could be formed)")
+                + ": no arm is shown to beat another at this number of seeds."]
+    out = []
+    for _, c in wins.iterrows():
+        winner, loser = (c["a"], c["b"]) if c["mean"] > 0 else (c["b"], c["a"])
+        out.append(f"**{winner}** beat **{loser}** by {abs(100 * c['mean']):.1f} points of robust accuracy "
+                   f"(95% CI {100 * min(abs(c['lo']), abs(c['hi'])):.1f} to {100 * max(abs(c['lo']), abs(c['hi'])):.1f}, "
+                   f"{int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
+    return out
+
+
+def _best_sentence(arms: pd.DataFrame) -> str:
+    ranked = arms.dropna(subset=["robust_mean"]).sort_values("robust_mean", ascending=False)
+    if ranked.empty:
+        return ""
+    top = ranked.iloc[0]
+    return (f"Highest mean trusted robust accuracy: {top['arm']} ({_pct(top['robust_mean'])}% over {top['n_models'] - top['n_untrusted']} "
+            f"model(s)), at cost (a) {_num(top['cost_a'])} and cost (b) {_num(top['cost_b'])} grad evals per model"
+            + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
+
+
+def _markdown(t: dict, specs: list[dict], paths) -> str:
+    arms, models = t["arms"], t["models"]
+    source = "/".join(sorted(set(models["metric_source"])))
+    what = {"eval": "the `metaadv evaluate` verdict (per-example worst case over PGD restarts and AutoAttack)",
+            "val": "the last training-time validation (`val/robust_acc`): **not** an evaluate verdict",
+            "eval/val": "the evaluate verdict where a model has one, else the last training-time validation"}[source]
+    lines = ["# metaadv analysis", "", "Inputs: " + ", ".join(f"`{p}`" for p in paths), ""]
+    for spec in specs:
+        ev = spec.get("evaluation", {})
+        lines += [f"Study **{spec.get('study')}** (size {spec.get('size')}, commit {spec.get('commit')}): budget "
+                  f"{spec.get('budget_grad_evals')} grad evals per model, eps {spec.get('eps')}, validation eps "
+                  f"{spec.get('val_eps')}, evaluation {json.dumps(ev)}.", ""]
+    lines += ["## Main table", "", f"Accuracy (%) of the final models, mean and 95% t-CI over seeds; robust accuracy is {what}. "
+              "Untrusted verdicts (`eval/trusted` false) are listed but left out of means, CIs and contrasts.", "",
+              "Cost views: **cost (a)** = training grad evals of one final model (its whole lineage; the per-model "
+              "budget). **cost (b)** = everything the arm ran (every trial's own training rows, PBT's inherited rows "
+              "counted once, plus validation that informs a decision) per final model; **(b) total** is the arm's sum.", "",
+              "| arm | models (untrusted) | robust % | clean % | cost (a) | cost (b) per model | cost (b) total |",
+              "|---|---|---|---|---|---|---|"]
+    for _, a in arms.iterrows():
+        lines.append(f"| {a['arm']} | {a['n_models']} ({a['n_untrusted']}) | {_ci(a['robust_mean'], a['robust_lo'], a['robust_hi'])} "
+                     f"| {_ci(a['clean_mean'], a['clean_lo'], a['clean_hi'])} | {_num(a['cost_a'])} | {_num(a['cost_b'])} "
+                     f"| {_num(a['cost_b_total'])} |")
+    c = t["contrasts"]
+    lines += ["", "## Contrasts", "", ("Declared in study.json" if specs else "Every pair of arms (none declared)")
+              + ": paired differences a - b of trusted robust accuracy (points) over the seeds both arms have; "
+              "accuracy at each arm's own budget, so read them with the cost columns above.", "",
+              "| a - b | question | mean | 95% CI | seeds | p |", "|---|---|---|---|---|---|"]
+    for _, r in c.iterrows():
+        ci = "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+        mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
+        p = "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}"
+        lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} |")
+    lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
+    bad = models[models["trusted"].map(lambda v: str(v) == "False")]
+    if len(bad):
+        lines += ["Untrusted verdicts (never counted as a win): " + ", ".join(
+            f"{r['arm']}/{r['model']} ({_pct(r['robust_acc'])}%)" for _, r in bad.iterrows()), ""]
+    lines += ["## Plots", "", "![robust accuracy vs cost](robust_vs_cost.png)", "",
+              "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "
+              "95% CI band (table `robust_vs_cost.csv`); right, final robust accuracy against cost (b) per model.", "", "![schedules](schedules.png)", "",
+              "The schedule (eps, attack steps, step size, lr per round) of each arm's best trusted model.", "",
+              "![Pareto front](pareto.png) ![per seed](per_seed.png)", "", "## Pareto front (clean vs robust)", "",
+              "Cost view: none (final models at their own budgets).", "",
+              "| arm | model | seed | clean % | robust % |", "|---|---|---|---|---|"]
+    lines += [f"| {r['arm']} | {r['model']} | {r['seed']} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc'])} |"
+              for _, r in t["pareto"].iterrows()]
+    imp = t["importance"]
+    lines += ["", "## Hyperparameter importance (random-search trials only)", ""]
+    if imp.empty:
+        lines.append("No random-search experiment with at least 3 fixed-hyperparameter trials in the inputs.")
+    else:
+        lines += ["| experiment | parameter | fANOVA | mean decrease impurity | trials |", "|---|---|---|---|---|"]
+        wide = imp.pivot_table(index=["experiment", "param", "n_trials"], columns="evaluator", values="importance").reset_index()
+        for _, r in wide.sort_values(["experiment", "fanova"], ascending=[True, False]).iterrows():
+            lines.append(f"| {r['experiment']} | {r['param']} | {r.get('fanova', float('nan')):.2f} | "
+                         f"{r.get('mean_decrease_impurity', float('nan')):.2f} | {r['n_trials']} |")
+    lines += ["", "Tables: " + ", ".join(f"`{n}.csv`" for n in t), ""]
+    return "\n".join(lines)
+
+
+def write_report(paths, out: str | Path) -> Path:
+    """Analyse ``paths`` and write report.md, ``<table>.csv`` and the PNGs into ``out``.
+
+    ``out`` must not exist, be empty, or hold an earlier report (report.md), which is replaced."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
+        raise UserError(f"{str(out)!r} exists and is not an earlier report; choose another --out")
+    tables = analyze(*paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        for name, table in tables.items():
+            table.to_csv(tmp / f"{name}.csv", index=False)
+        colors = plots.arm_colors(tables["arms"]["arm"])
+        plots.plot_robust_vs_cost(tables["robust_vs_cost"], tables["arms"], tmp / "robust_vs_cost.png", colors)
+        plots.plot_schedules(tables["schedules"], tmp / "schedules.png", colors)
+        plots.plot_pareto(tables["models"], tables["pareto"], tmp / "pareto.png", colors)
+        plots.plot_per_seed(tables["models"], tables["arms"], tmp / "per_seed.png")
+        (tmp / "report.md").write_text(_markdown(tables, study_specs(paths), paths))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

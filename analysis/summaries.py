@@ -1,0 +1,169 @@
+"""Summaries over a loaded frame: final models, arms, contrasts, curves, Pareto front, importance.
+
+Robust accuracy is the ``metaadv evaluate`` verdict (``eval/robust_acc``, per-example worst case)
+where a model has one; otherwise the last training-time validation (``val/robust_acc``), and the
+``metric_source`` column says which. A verdict with ``eval/trusted`` False is **untrusted**: it is
+listed, counted in ``n_untrusted``, and left out of every mean, CI and contrast, so it never wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+
+from .cost import arm_cost, model_cost
+from .lineage import lineage_rows
+from .stats import mean_ci, paired_diff
+
+__all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto_front", "hp_importance",
+           "schedules", "SCHEDULE_HPS"]
+
+# A training run's schedule; a meta-learning run's inner and outer learning rates where present.
+SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
+
+
+def _untrusted(value) -> bool:
+    return value is False or (isinstance(value, (bool, np.bool_)) and not value) or str(value) == "False"
+
+
+def final_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per final model: ``arm, model, experiment, trial, seed, method, controller,
+    robust_acc, clean_acc, metric_source ("eval" | "val"), trusted (True/False/NaN), cost_a,
+    cost_a_validation``."""
+    final = frame[frame["final_model"].astype(bool)].sort_values("report", kind="stable")
+    last = final.groupby(["arm", "model"], sort=False).tail(1).reset_index(drop=True)
+    has_eval = last["eval/robust_acc"].notna() if "eval/robust_acc" in last else pd.Series(False, index=last.index)
+    out = last[["arm", "model", "experiment", "trial", "seed", "method", "controller"]].copy()
+    out["robust_acc"] = np.where(has_eval, last.get("eval/robust_acc"), last.get("val/robust_acc")).astype(float)
+    out["clean_acc"] = np.where(has_eval, last.get("eval/clean_acc"), last.get("val/clean_acc")).astype(float)
+    out["metric_source"] = np.where(has_eval, "eval", "val")
+    out["trusted"] = last["eval/trusted"] if "eval/trusted" in last else np.nan
+    costs = model_cost(frame)
+    return out.merge(costs.drop(columns="seed"), on=["arm", "model"], how="left")
+
+
+def _trusted(finals: pd.DataFrame) -> pd.DataFrame:
+    return finals[~finals["trusted"].map(_untrusted)]
+
+
+def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per arm: ``n_models, n_untrusted, robust_mean, robust_lo, robust_hi, clean_mean, clean_lo,
+    clean_hi`` (trusted models, 95% t-CI over seeds), ``cost_a`` (mean per-model budget),
+    ``cost_b`` / ``cost_b_total`` (see :mod:`analysis.cost`), ``metric_source``."""
+    finals = final_models(frame) if finals is None else finals
+    costs = arm_cost(frame).set_index("arm")
+    rows = []
+    for arm, group in finals.groupby("arm", sort=False):
+        good = _trusted(group)
+        r, c = mean_ci(good["robust_acc"]), mean_ci(good["clean_acc"])
+        rows.append({"arm": arm, "n_models": len(group), "n_untrusted": len(group) - len(good),
+                     "robust_mean": r["mean"], "robust_lo": r["lo"], "robust_hi": r["hi"],
+                     "clean_mean": c["mean"], "clean_lo": c["lo"], "clean_hi": c["hi"],
+                     "cost_a": group["cost_a"].mean(), "cost_b": costs.loc[arm, "cost_b"],
+                     "cost_b_total": costs.loc[arm, "cost_b_total"],
+                     "metric_source": "/".join(sorted(set(group["metric_source"])))})
+    return pd.DataFrame(rows)
+
+
+def contrasts(finals: pd.DataFrame, declared=None) -> pd.DataFrame:
+    """Paired differences of trusted robust accuracy over shared seeds: one row per
+    ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms when none
+    is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, excludes_zero, seeds``."""
+    arms = list(dict.fromkeys(finals["arm"]))
+    pairs = [tuple(c) + (("",) if len(c) == 2 else ()) for c in declared] if declared else \
+        [(a, b, "") for a, b in itertools.combinations(arms, 2)]
+    good = _trusted(finals)
+    rows = [{**paired_diff(good, a, b), "question": q} for a, b, q in pairs]
+    cols = ["a", "b", "question", "mean", "lo", "hi", "half", "sd", "n", "p", "excludes_zero", "seeds"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
+    sub = frame[(frame["arm"] == model_row["arm"]) & (frame["model"] == model_row["model"])]
+    if "pbt/segment" in frame and sub["pbt/segment"].fillna(0).max() > 0:
+        return lineage_rows(frame[frame["arm"] == model_row["arm"]], model_row["experiment"], model_row["trial"])
+    return sub.sort_values("report", kind="stable").drop_duplicates("round", keep="last")
+
+
+def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per arm and round over the trusted final models' lineages: ``cost_a`` (mean cumulative training
+    grad evals), ``robust_mean, robust_lo, robust_hi`` (``val/robust_acc``, 95% t-CI), ``n``."""
+    finals = final_models(frame) if finals is None else finals
+    parts = []
+    for _, m in _trusted(finals).iterrows():
+        lin = _model_lineage(frame, m)
+        parts.append(pd.DataFrame({"arm": m["arm"], "model": m["model"], "round": lin["round"].to_numpy(),
+                                   "cost": lin["cost/grad_evals"].to_numpy(dtype=float),
+                                   "robust": lin["val/robust_acc"].to_numpy(dtype=float)}))
+    rows = []
+    for (arm, rnd), g in (pd.concat(parts) if parts else pd.DataFrame(columns=["arm", "round"])).groupby(["arm", "round"]):
+        ci = mean_ci(g["robust"])
+        rows.append({"arm": arm, "round": rnd, "cost_a": g["cost"].mean(), "robust_mean": ci["mean"],
+                     "robust_lo": ci["lo"], "robust_hi": ci["hi"], "n": ci["n"]})
+    return pd.DataFrame(rows, columns=["arm", "round", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
+
+
+def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:
+    """Trusted final models no other beats on both clean and robust accuracy (higher is better),
+    sorted by robust accuracy."""
+    good = _trusted(finals).dropna(subset=["clean_acc", "robust_acc"])
+    pts = good[["clean_acc", "robust_acc"]].to_numpy(dtype=float)
+    keep = [not any((o >= p).all() and (o > p).any() for o in pts) for p in pts]
+    return good[keep].sort_values("robust_acc", ascending=False).reset_index(drop=True)
+
+
+def schedules(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per arm, the schedule (``round`` + ``hp/eps, hp/steps, hp/step_size, hp/lr``, and a meta run's
+    ``hp/inner_lr, hp/meta_lr``, those present) of its best trusted final model, with ``arm`` and
+    ``model``: the schedules side by side."""
+    finals = final_models(frame) if finals is None else finals
+    parts = []
+    for arm, g in _trusted(finals).groupby("arm", sort=False):
+        best = g.sort_values("robust_acc", ascending=False).iloc[0]
+        lin = _model_lineage(frame, best)
+        cols = ["round", *[c for c in SCHEDULE_HPS if c in lin]]
+        parts.append(lin[cols].assign(arm=arm, model=best["model"]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["arm", "model", "round"])
+
+
+def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Optuna's fANOVA and mean-decrease-impurity importances of the searched hyperparameters over
+    **random-search trials**: trials of non-PBT tune experiments whose ``hp/*`` stay constant over
+    their rows. Searched = an ``hp/*`` that differs between trials. Objective: the trial's robust
+    accuracy (verdict, else last validation). Columns: ``experiment, param, importance, evaluator,
+    n_trials``; empty where fewer than 3 trials or nothing varies."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    tuned = frame[(frame["controller"] != "pbt") & frame["source"].notna()]
+    for exp, group in tuned.groupby("experiment", sort=False):
+        hps = [c for c in group if c.startswith("hp/") and c != "hp/step_size"]
+        per_trial = group.groupby("trial", sort=False)
+        fixed = per_trial[hps].nunique(dropna=False).le(1).all(axis=1)
+        trials = fixed[fixed].index
+        if len(trials) < 3:
+            continue
+        last = per_trial.tail(1).set_index("trial").loc[trials]
+        target = (last["eval/robust_acc"].fillna(last["val/robust_acc"]) if "eval/robust_acc" in last
+                  else last["val/robust_acc"]).astype(float)
+        searched = [c for c in hps if last[c].astype(float).nunique() > 1]
+        ok = target.map(math.isfinite)
+        if not searched or ok.sum() < 3:
+            continue
+        dists = {c: FloatDistribution(float(last[c].min()), float(last[c].max())) for c in searched}
+        study = optuna.create_study(direction="maximize")
+        for tid in target[ok].index:
+            study.add_trial(optuna.trial.create_trial(params={c: float(last.loc[tid, c]) for c in searched},
+                                                      distributions=dists, value=float(target[tid])))
+        for name, ev in (("fanova", FanovaImportanceEvaluator(seed=seed)),
+                         ("mean_decrease_impurity", MeanDecreaseImpurityImportanceEvaluator(seed=seed))):
+            for param, value in optuna.importance.get_param_importances(study, evaluator=ev).items():
+                rows.append({"experiment": exp, "param": param, "importance": float(value), "evaluator": name,
+                             "n_trials": int(ok.sum())})
+    return pd.DataFrame(rows, columns=["experiment", "param", "importance", "evaluator", "n_trials"])

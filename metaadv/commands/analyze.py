@@ -1,0 +1,41 @@
+"""``metaadv analyze DIR... --out REPORT_DIR``: report.md, tables as CSV and PNG plots from results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+DESCRIPTION = """Read any mix of study folders (metaadv study), Tune experiment folders (metaadv tune) and
+run folders (metaadv train / meta) and write a report: report.md (the main table per arm with cost (a)
+and (b), declared contrasts with 95% CIs, a plain verdict), every table as CSV, and PNG plots (robust
+accuracy vs cost, schedules side by side, the clean-vs-robust Pareto front, per-seed dots).
+See docs/analysis.md."""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("analyze", help="report (markdown, CSV, plots) from studies, experiments and runs",
+                       description=DESCRIPTION)
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="study, Tune experiment or run folder (or a folder holding them)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR",
+                   help="where the report goes (new, empty, or an earlier report, which is replaced)")
+
+    def error(message: str):  # missing or bad arguments: one line and exit 2, like every input error
+        print(f"metaadv: error: analyze: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"{d!r} is not a folder; give study, experiment or run folders")
+    from analysis.report import write_report  # pandas, matplotlib, Ray's reader: only once the input is known good
+
+    out = write_report(args.dirs, args.out)
+    print(f"report: {out / 'report.md'}  (tables *.csv, plots *.png in {out})")
+    return 0

@@ -1,0 +1,179 @@
+"""analysis: statistics, study loading, summaries and `metaadv analyze` end to end on a hand-built study."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import load_results
+from analysis.load import read_eval
+from analysis.report import analyze, verdict_sentences
+from analysis.stats import mean_ci, paired_diff
+from analysis.summaries import final_models, hp_importance, pareto_front
+from metaadv.cli import main
+from tests.analysis_study import build_study
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def test_mean_ci_is_the_t_interval_computed_by_hand():
+    ci = mean_ci([1.0, 2.0, 6.0])
+    sd = math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t_{0.975, 2}
+    assert ci["mean"] == 3.0 and ci["n"] == 3
+    assert ci["lo"] == pytest.approx(3 - half) and ci["hi"] == pytest.approx(3 + half)
+    assert math.isnan(mean_ci([0.5])["lo"]) and mean_ci([0.5, float("nan")])["n"] == 1
+    assert mean_ci([])["n"] == 0
+
+
+def test_paired_diff_uses_only_shared_seeds():
+    frame = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 2, "seed": [0, 1, 2, 0, 1], "robust_acc": [0.5, 0.6, 0.9, 0.4, 0.45]})
+    d = paired_diff(frame, "a", "b")
+    assert d["n"] == 2 and d["mean"] == pytest.approx((0.1 + 0.15) / 2) and d["seeds"] == "0,1"
+    half = 12.706204736174707 * np.std([0.1, 0.15], ddof=1) / math.sqrt(2)
+    assert d["lo"] == pytest.approx(d["mean"] - half) and not d["excludes_zero"]  # 2 pairs: a wide interval
+    assert paired_diff(frame, "a", "missing")["n"] == 0
+
+
+def test_read_eval_takes_the_reports_verdict_and_never_counts_a_skipped_check_as_failed(tmp_path):
+    base = {"clean_acc": 0.9, "robust_acc": 0.5, "per_attack": {"pgd": 0.55}, "attacks": {"autoattack": {"version": "standard"}}}
+    cases = {"new_ok": {"trusted": True, "checks": {"a": {"status": "passed"}, "b": {"status": "skipped"}}},
+             "new_bad": {"trusted": False, "untrusted_reasons": ["x failed", "AutoAttack missing"],
+                         "checks": {"a": {"status": "failed"}}},
+             "old_bad": {"checks": {"a": {"passed": False}, "b": {"passed": True}}},
+             "skipped_only": {"checks": {"a": {"status": "skipped"}}}}
+    got = {}
+    for name, extra in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**base, **extra}))
+        got[name] = read_eval(tmp_path / f"{name}.json")
+    assert got["new_ok"]["eval/trusted"] is True and got["new_ok"]["eval/checks_failed"] == 0
+    assert got["new_bad"]["eval/trusted"] is False and got["new_bad"]["eval/untrusted_reasons"] == "x failed; AutoAttack missing"
+    assert got["old_bad"]["eval/trusted"] is False and got["old_bad"]["eval/checks_failed"] == 1
+    assert math.isnan(got["skipped_only"]["eval/trusted"]) and got["new_ok"]["eval/per_attack/pgd"] == 0.55
+    assert got["new_ok"]["eval/aa_version"] == "standard"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return build_study(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="module")
+def tables(study):
+    return analyze(study)
+
+
+def test_a_study_folder_loads_with_arms_models_seeds_and_verdicts(study, tables):
+    frame = tables["results"]
+    assert set(frame["arm"]) == {"fixed", "learned", "tuned", "searched"} and set(frame["study"]) == {"learned_vs_searched"}
+    learned = frame[frame["model"] == "learned-s1"]
+    assert learned["eval/robust_acc"].tolist() == [0.53] * 3 and learned["seed"].tolist() == [1] * 3
+    assert learned["controller"].unique().tolist() == ["policy"] and learned["eval/aa_version"].iloc[0] == "fast"
+    assert frame.loc[frame["model"] == "tuned-s2", "eval/trusted"].iloc[0] is False
+    assert frame.loc[frame["model"] == "tuned-s0", "eval/trusted"].iloc[0] is True  # derived: every check passed
+    # PBT population members that are not the final model carry no verdict and are not final models.
+    searched = frame[frame["arm"] == "searched"]
+    assert searched.loc[searched["final_model"].astype(bool), "trial"].unique().tolist() == ["e92ca_00000"]
+    assert frame[frame["experiment"] == "search"]["final_model"].astype(bool).sum() == 0
+
+
+def test_arm_table_counts_cost_two_ways_and_leaves_untrusted_verdicts_out(tables):
+    arms = tables["arms"].set_index("arm")
+    assert arms.loc["fixed", "robust_mean"] == pytest.approx(0.42)
+    assert arms.loc["tuned", "robust_mean"] == pytest.approx(0.41) and arms.loc["tuned", "n_untrusted"] == 1
+    assert arms.loc["fixed", "cost_a"] == 3000 and arms.loc["fixed", "cost_b"] == 3000  # no decision validation
+    assert arms.loc["learned", "cost_b"] == pytest.approx((9000 + 900) / 3)  # its reward's validation counts
+    assert arms.loc["tuned", "cost_b_total"] == pytest.approx(8 * 3000 + 8 * 300)  # the search and the reruns
+    assert arms.loc["searched", "cost_a"] == 9436 and arms.loc["searched", "cost_b"] == pytest.approx(41139 + 8000)
+
+
+def test_declared_contrasts_and_the_plain_verdict(tables):
+    c = tables["contrasts"].set_index(["a", "b"])
+    lf = c.loc[("learned", "fixed")]
+    assert lf["mean"] == pytest.approx((0.10 + 0.11 + 0.11) / 3) and lf["n"] == 3 and lf["excludes_zero"]
+    tf = c.loc[("tuned", "fixed")]
+    assert tf["n"] == 2 and not tf["excludes_zero"]  # the untrusted 0.99 would have been seed 2's pair
+    assert c.loc[("searched", "learned"), "n"] == 1 and not c.loc[("searched", "learned"), "excludes_zero"]
+    sentences = verdict_sentences(tables["contrasts"])
+    assert len(sentences) == 1 and "**learned** beat **fixed** by 10.7 points" in sentences[0]
+    none = verdict_sentences(tables["contrasts"].assign(excludes_zero=False))
+    assert none[0].startswith("No contrast's 95% CI excludes zero")
+
+
+def test_pareto_front_and_robust_vs_cost_follow_the_lineage(tables):
+    front = tables["pareto"]
+    # every model has clean 0.95 except the untrusted one (excluded): the front is the single most robust.
+    assert front["model"].tolist() == ["searched-s0"]
+    curve = tables["robust_vs_cost"]
+    searched = curve[curve["arm"] == "searched"]
+    assert searched["round"].tolist() == list(range(1, 9)) and searched["cost_a"].iloc[-1] == 9436
+    sched = tables["schedules"]
+    assert sched[sched["arm"] == "searched"]["hp/eps"].tolist() == [0.2, 0.2, 0.3, 0.3, 0.2, 0.2, 0.2, 0.2]
+    assert sched[sched["arm"] == "learned"]["hp/eps"].tolist() == [0.3, 0.15, 0.075]
+
+
+def test_importance_reads_random_search_trials_only(tables):
+    imp = tables["importance"]
+    assert set(imp["experiment"]) == {"search"}  # PBT (hp change) and single-config reruns are left out
+    mdi = imp[imp["evaluator"] == "mean_decrease_impurity"].set_index("param")["importance"]
+    assert set(mdi.index) == {"hp/eps", "hp/lr"} and mdi.idxmax() == "hp/eps"  # robust = 0.2 + eps here
+    assert set(imp["evaluator"]) == {"fanova", "mean_decrease_impurity"} and (imp["n_trials"] == 5).all()
+
+
+def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["analyze", str(study), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "arms.csv", "contrasts.csv", "models.csv", "robust_vs_cost.csv", "schedules.csv",
+            "pareto.csv", "importance.csv", "results.csv"} <= names
+    for png in ("robust_vs_cost.png", "schedules.png", "pareto.png", "per_seed.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 5000
+    report = (out / "report.md").read_text()
+    assert "| learned | 3 (0) | 52.7 [" in report and "cost (a)" in report and "cost (b)" in report
+    assert "**learned** beat **fixed**" in report and "tuned/tuned-s2 (99.0%)" in report
+    assert pd.read_csv(out / "arms.csv").set_index("arm").loc["fixed", "cost_b"] == 3000
+    assert main(["analyze", str(study), "--out", str(out)]) == 0  # an earlier report is replaced
+
+
+def test_missing_arguments_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metaadv: error: analyze:")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "occupied"])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(case, study, tmp_path, capsys):
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = {"missing": [str(tmp_path / "nope")], "empty": [str(empty)], "occupied": [str(study)]}[case]
+    if case == "occupied":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    assert main(["analyze", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metaadv: error:")
+    assert (not out.exists()) if case != "occupied" else [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]
+
+
+def test_run_folders_load_with_their_own_arm_and_costs(tmp_path):
+    for seed in (0, 1):
+        run = tmp_path / "runs" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"method": "pgd-at", "controller": "policy", "seed": seed}))
+        pd.DataFrame({"round": [1, 2], "val/robust_acc": [0.2, 0.3 + seed / 10], "val/clean_acc": [0.8, 0.9],
+                      "hp/eps": [0.1, 0.3], "cost/grad_evals": [500, 1200], "cost/eval_grad_evals": [50, 100]}
+                     ).to_csv(run / "metrics.csv", index=False)
+    frame = load_results(tmp_path / "runs")
+    assert set(frame["arm"]) == {"pgd-at/policy"} and frame["cost/round_grad_evals"].tolist() == [500, 700] * 2
+    finals = final_models(frame)
+    assert finals["metric_source"].tolist() == ["val", "val"] and finals["robust_acc"].tolist() == [0.3, 0.4]
+    assert len(pareto_front(finals)) == 1 and hp_importance(frame).empty

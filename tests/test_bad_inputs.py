@@ -1,0 +1,312 @@
+"""Bad input, tried as a user would: one line ``metaadv: error: ...``, exit 2, nothing written.
+
+Every case runs in-process (``metaadv.cli.main(argv)``, or a Python API call that must raise
+:class:`UserError` with a one-line message). Each is checked for: the exit status, exactly one
+line on stderr starting ``metaadv: error:``, no traceback, no run folder created, and every file
+that existed before (checkpoints, config files) byte for byte unchanged.
+
+The table in docs/errors.md is generated from these cases; regenerate it with
+``METAADV_WRITE_DOCS=1 pytest tests/test_bad_inputs.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import metaadv
+from metaadv._config_values import coerce
+from metaadv.checkpoint import save_checkpoint
+from metaadv.cli import main
+from metaadv.config import TrainConfig, read_config_file
+from metaadv.errors import UserError
+from metaadv.meta import MetaConfig
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+# Tiny sizes, so that a case which wrongly got through would fail fast instead of training for minutes.
+TINY = ["--dataset", "digits", "--epochs", "1", "--steps-per-round", "1", "--val-size", "8", "--val-pgd-steps", "1"]
+META_TINY = ["--dataset", "digits", "--rounds", "1", "--steps-per-round", "1", "--val-tasks", "1"]
+
+
+@dataclass(frozen=True)
+class Case:
+    surface: str  # the command or API function, for the table
+    what: str  # the bad input in words
+    argv: tuple = ()  # CLI arguments; "{W}" is the world folder, "{OUT}" a run folder that must not appear
+    call: Callable | None = None  # or a Python API call taking the world folder
+    files: tuple = ()  # (name, text) written into the world folder before the case
+
+
+def cli(surface, what, *argv, files=()):
+    return Case(surface, what, tuple(argv), files=tuple(files))
+
+
+def api(surface, what, call, files=()):
+    return Case(surface, what, call=call, files=tuple(files))
+
+
+def train(what, *argv, files=()):
+    return cli("metaadv train", what, "train", "--out", "{OUT}", *TINY, *argv, files=files)
+
+
+def meta(what, *argv, files=()):
+    return cli("metaadv meta", what, "meta", "--out", "{OUT}", *META_TINY, *argv, files=files)
+
+
+CASES = [
+    # metaadv train: values accepted before that failed rounds later or did nothing.
+    train("--lr-gamma 0", "--lr-gamma", "0"),
+    train("--lr-gamma negative", "--lr-gamma", "-0.5"),
+    train("--lr-milestones outside (0, 1]", "--lr-milestones", "0.5", "1.5"),
+    train("--lr-milestones 0", "--lr-milestones", "0"),
+    train("--vat-xi 0", "--method", "vat", "--vat-xi", "0"),
+    train("--vat-weight negative", "--method", "vat", "--vat-weight", "-1"),
+    train("--co-threshold negative", "--method", "fast-at", "--co-threshold", "-0.1"),
+    train("--co-gap negative", "--method", "fast-at", "--co-gap", "-0.1"),
+    train("--momentum negative", "--optimizer", "sgd", "--momentum", "-1"),
+    train("--lr nan", "--lr", "nan"),
+    train("--eps inf", "--eps", "inf"),
+    train("--eps 8 (pixel units are [0, 1])", "--eps", "8"),
+    train("--steps 0", "--steps", "0"),
+    train("unknown --method", "--method", "magic"),
+    train("unknown --device", "--device", "tpu"),
+    train("--policy-file without --controller policy", "--policy-file", "{W}/policy.pt"),
+    train("--policy-file that is not a policy", "--controller", "policy", "--policy-file", "{W}/train/checkpoint.pt"),
+    train("--out is a file", "--out", "{W}/a-file"),
+    train("--resume of a meta-learning run", "--out", "{W}/meta", "--resume"),
+    train("--resume of a folder without a run", "--resume"),
+    # Config files (metaadv train --config).
+    train("config `download: maybe`", "--config", "{W}/maybe.yaml", files=[("maybe.yaml", "download: maybe\n")]),
+    train("config with a non-string key `1: 2`", "--config", "{W}/intkey.yaml", files=[("intkey.yaml", "1: 2\n")]),
+    train("config that is a list", "--config", "{W}/list.yaml", files=[("list.yaml", "- method\n- pgd-at\n")]),
+    train("config file empty", "--config", "{W}/empty.yaml", files=[("empty.yaml", "")]),
+    train("config file of comments only", "--config", "{W}/comment.yaml", files=[("comment.yaml", "# eps: 0.3\n")]),
+    train("JSON config file empty", "--config", "{W}/empty.json", files=[("empty.json", "\n")]),
+    train("JSON config that is a list", "--config", "{W}/list.json", files=[("list.json", '["eps", 0.1]')]),
+    train("config `steps: true`", "--config", "{W}/boolint.yaml", files=[("boolint.yaml", "steps: true\n")]),
+    train("config `method: 3`", "--config", "{W}/method3.yaml", files=[("method3.yaml", "method: 3\n")]),
+    train("config `lr_milestones: 0.5` (not a list)", "--config", "{W}/ms.yaml", files=[("ms.yaml", "lr_milestones: 0.5\n")]),
+    train("config `lr: .inf`", "--config", "{W}/inf.yaml", files=[("inf.yaml", "lr: .inf\n")]),
+    train("config unknown key", "--config", "{W}/typo.json", files=[("typo.json", '{"epsilon": 0.3}')]),
+    train("config that does not parse", "--config", "{W}/broken.yaml", files=[("broken.yaml", "method: [unclosed\n")]),
+    train("--config is a folder", "--config", "{W}"),
+    train("--config missing", "--config", "{W}/missing.yaml"),
+    # metaadv meta.
+    meta("config `download: maybe`", "--config", "{W}/maybe.yaml", files=[("maybe.yaml", "download: maybe\n")]),
+    meta("config `first_order: 2`", "--config", "{W}/fo.yaml", files=[("fo.yaml", "first_order: 2\n")]),
+    meta("config with a non-string key", "--config", "{W}/intkey.yaml", files=[("intkey.yaml", "1: 2\n")]),
+    meta("config that is a list", "--config", "{W}/list.yaml", files=[("list.yaml", "[1, 2]\n")]),
+    meta("config file empty", "--config", "{W}/empty.yaml", files=[("empty.yaml", "")]),
+    meta("--inner-lr nan", "--inner-lr", "nan"),
+    meta("--ways 1", "--ways", "1"),
+    meta("--resume of a training run", "--out", "{W}/train", "--resume"),
+    # metaadv evaluate.
+    cli("metaadv evaluate", "a meta-learning checkpoint", "evaluate", "{W}/meta"),
+    cli("metaadv evaluate", "a policy file", "evaluate", "{W}/policy.pt"),
+    cli("metaadv evaluate", "a file that is not a checkpoint", "evaluate", "{W}/a-file"),
+    cli("metaadv evaluate", "no checkpoint there", "evaluate", "{W}/nowhere"),
+    cli("metaadv evaluate", "--eps 2", "evaluate", "{W}/train", "--eps", "2"),
+    cli("metaadv evaluate", "unknown --attacks", "evaluate", "{W}/train", "--attacks", "cw"),
+    cli("metaadv evaluate", "--n 0", "evaluate", "{W}/train", "--n", "0"),
+    cli("metaadv evaluate", "unknown --device", "evaluate", "{W}/train", "--device", "tpu"),
+    # metaadv meta-evaluate.
+    cli("metaadv meta-evaluate", "a training checkpoint", "meta-evaluate", "{W}/train"),
+    cli("metaadv meta-evaluate", "--tasks 0", "meta-evaluate", "{W}/meta", "--tasks", "0"),
+    cli("metaadv meta-evaluate", "--eps 3", "meta-evaluate", "{W}/meta", "--eps", "3"),
+    cli("metaadv meta-evaluate", "unknown --device", "meta-evaluate", "{W}/meta", "--device", "tpu"),
+    # metaadv tune (each refused before Ray starts).
+    cli("metaadv tune", "unknown experiment", "tune", "nope"),
+    cli("metaadv tune", "no experiment named", "tune"),
+    cli("metaadv tune", "--samples not a number", "tune", "pbt_pgd_at", "--samples", "x"),
+    cli("metaadv tune", "unknown option", "tune", "pbt_pgd_at", "--bogus"),
+    cli("metaadv tune", "experiment file missing", "tune", "{W}/missing.py"),
+    cli("metaadv tune", "experiment file without EXPERIMENT", "tune", "{W}/noexp.py", files=[("noexp.py", "X = 1\n")]),
+    cli("metaadv tune", "experiment file that raises", "tune", "{W}/raises.py",
+        files=[("raises.py", "import os\nraise RuntimeError('boom')\n")]),
+    cli("metaadv tune", "experiment file with a syntax error", "tune", "{W}/syntax.py", files=[("syntax.py", "def (\n")]),
+    cli("metaadv tune", "experiment whose base config has a non-string key", "tune", "{W}/intkey_exp.py",
+        files=[("intkey_exp.py", "from tune_experiments.pbt_pgd_at import EXPERIMENT as E\n"
+                                  "EXPERIMENT = E.replace(base={**E.base, 1: 2})\n")]),
+    # Python API.
+    api("metaadv.load_model", "a meta-learning checkpoint", lambda w: metaadv.load_model(w / "meta")),
+    api("metaadv.load_model", "a policy file", lambda w: metaadv.load_model(w / "policy.pt")),
+    api("metaadv.load_model", "no checkpoint there", lambda w: metaadv.load_model(w / "nowhere")),
+    api("metaadv.load_dataset", "unknown data set", lambda w: metaadv.load_dataset("imagenet")),
+    api("metaadv.load_dataset", "unknown split", lambda w: metaadv.load_dataset("digits", "holdout")),
+    api("metaadv.load_dataset", "torchvision set without data_dir", lambda w: metaadv.load_dataset("mnist")),
+    api("TrainConfig.from_dict", "a list where a mapping belongs", lambda w: TrainConfig.from_dict([("eps", 0.1)])),
+    api("TrainConfig.from_dict", "a non-string key", lambda w: TrainConfig.from_dict({1: 2})),
+    api("TrainConfig.from_dict", "`download: 'maybe'`", lambda w: TrainConfig.from_dict({"download": "maybe"})),
+    api("TrainConfig.from_dict", "`steps: '10 steps'`", lambda w: TrainConfig.from_dict({"steps": "10 steps"})),
+    api("TrainConfig", "lr_gamma=0", lambda w: TrainConfig(lr_gamma=0.0)),
+    api("TrainConfig", "lr_milestones=(2.0,)", lambda w: TrainConfig(lr_milestones=(2.0,))),
+    api("MetaConfig.from_dict", "None", lambda w: MetaConfig.from_dict(None)),
+    api("MetaConfig.from_dict", "`first_order: 'perhaps'`", lambda w: MetaConfig.from_dict({"first_order": "perhaps"})),
+    api("read_config_file", "an empty file", lambda w: read_config_file(w / "empty.yaml"), files=[("empty.yaml", "")]),
+]
+
+
+@dataclass
+class Outcome:
+    code: int | str  # exit status, or the exception's name for an API call
+    err: str  # what the user saw (stderr, or the exception's message), world folder shown as W
+    out_created: bool
+    changed: list  # files of the world folder whose bytes changed
+
+
+def _snapshot(world: Path) -> dict:
+    return {p: p.read_bytes() for p in world.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A folder with a training checkpoint, a meta-learning checkpoint, a policy file and a plain file."""
+    from metaadv.models import model_kwargs
+    from metaadv.data import dataset_info
+    from metaadv.training.run import TrainingRun
+
+    w = tmp_path_factory.mktemp("world")
+    config = TrainConfig.from_dict({"dataset": "digits", "rounds": 1, "steps_per_round": 1, "val_size": 8})
+    TrainingRun(config).save(w / "train" / "checkpoint.pt")  # a real, untrained training checkpoint
+    # A meta-learning checkpoint as metaadv meta writes it (kind, config, arch, ...); only these
+    # fields are read before the refusals under test, so the learner's state is left empty.
+    save_checkpoint({"kind": "meta", "config": MetaConfig(dataset="digits").to_dict(), "arch": "digits-net",
+                     "model_kwargs": model_kwargs(dataset_info("digits")), "learner": {}, "rows": [], "seconds": 0.0},
+                    w / "meta" / "checkpoint.pt")
+    save_checkpoint({"kind": "policy", "grids": {}, "state_dim": 1, "hidden": 1, "net": {}}, w / "policy.pt")
+    (w / "a-file").write_text("not a checkpoint\n")
+    return w
+
+
+def _run(case: Case, world: Path, index: int) -> Outcome:
+    for name, text in case.files:
+        (world / name).write_text(text)
+    out = world / "runs" / f"case{index}"
+    before = _snapshot(world)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    if case.call is not None:
+        try:
+            case.call(world)
+            code, err = "no error", ""
+        except UserError as exc:
+            code, err = "UserError", str(exc)
+        except Exception as exc:  # reported, and failed by the test
+            code, err = type(exc).__name__, str(exc)
+    else:
+        argv = [a.replace("{OUT}", str(out)).replace("{W}", str(world)) for a in case.argv]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code
+            except Exception as exc:  # a traceback today: reported, and failed by the test
+                code, stderr = type(exc).__name__, io.StringIO(f"{type(exc).__name__}: {exc}")
+        err = stderr.getvalue()
+    after = _snapshot(world)
+    changed = sorted(str(p.relative_to(world)) for p in set(before) | set(after) if before.get(p) != after.get(p))
+    return Outcome(code, err.strip().replace(str(out), "W/run").replace(str(world), "W"), out.exists(), changed)
+
+
+@pytest.fixture(scope="module")
+def outcomes(world) -> list[Outcome]:
+    return [_run(case, world, i) for i, case in enumerate(CASES)]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{c.surface.split()[-1]}: {c.what}" for c in CASES])
+def test_bad_input_gives_one_line_and_writes_nothing(index, outcomes):
+    case, o = CASES[index], outcomes[index]
+    if case.call is not None:
+        assert o.code == "UserError", o
+        assert len(o.err.splitlines()) == 1 and o.err, o
+    else:
+        assert o.code == 2, o
+        assert len(o.err.splitlines()) == 1 and o.err.startswith("metaadv: error:"), o
+    assert "Traceback" not in o.err
+    assert not o.out_created, "a run folder was created"
+    assert o.changed == [], f"files changed: {o.changed}"
+
+
+def test_the_messages_say_what_to_do(outcomes):
+    """Spot checks that the line names the thing and the way out, not only that it is one line."""
+    said = {(c.surface, c.what): o.err for c, o in zip(CASES, outcomes)}
+    assert "metaadv meta-evaluate" in said[("metaadv evaluate", "a meta-learning checkpoint")]
+    assert "meta-learning run" in said[("metaadv.load_model", "a meta-learning checkpoint")]
+    assert "metaadv meta-evaluate" in said[("metaadv.load_model", "a meta-learning checkpoint")]
+    assert "lr_gamma must be > 0" in said[("metaadv train", "--lr-gamma 0")]
+    assert "download expects a boolean" in said[("metaadv train", "config `download: maybe`")]
+    assert "must hold a mapping" in said[("metaadv train", "config that is a list")]
+    assert "is empty" in said[("metaadv train", "config file empty")]
+    assert "line 2: RuntimeError: boom" in said[("metaadv tune", "experiment file that raises")]
+
+
+def render_table(outcomes: list[Outcome]) -> str:
+    lines = [
+        "# Bad input and what it gives",
+        "",
+        "Every input below is refused with one line and exit status 2 (`metaadv ...`), or a",
+        "`UserError` with a one-line message (Python API), before a run folder is created and without",
+        "touching any file already there. `W` stands for the folder the inputs live in; the `train` and",
+        "`meta` cases also pass tiny sizes (`--dataset digits --epochs 1 ...`), left out here.",
+        "",
+        "Generated by `tests/test_bad_inputs.py`, which runs every case; regenerate with",
+        "`METAADV_WRITE_DOCS=1 pytest tests/test_bad_inputs.py`.",
+        "",
+        "| # | where | bad input | what it gives |",
+        "|---|---|---|---|",
+    ]
+    for i, (case, o) in enumerate(zip(CASES, outcomes), 1):
+        given = " ".join(a for a in case.argv if a not in TINY and a not in META_TINY)  # the tiny sizes go unsaid
+        given = given.replace("--out {OUT} --out", "--out").replace("{OUT}", "W/run").replace("{W}", "W")
+        what = case.what + (f": {_code(given)}" if given else "")
+        result = f"exit {o.code}: {_code(o.err)}" if case.call is None else f"{o.code}: {_code(o.err)}"
+        lines.append(f"| {i} | {case.surface} | {_cell(what)} | {_cell(result)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _code(text: str) -> str:
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def test_docs_errors_table_is_current(outcomes):
+    table = render_table(outcomes)
+    if os.environ.get("METAADV_WRITE_DOCS") == "1":
+        DOC.write_text(table)
+    assert DOC.is_file() and DOC.read_text() == table, (
+        "docs/errors.md is out of date; regenerate it with: METAADV_WRITE_DOCS=1 pytest tests/test_bad_inputs.py")
+
+
+def test_at_least_25_cases_across_every_surface():
+    surfaces = {c.surface for c in CASES}
+    assert len(CASES) >= 25
+    assert {"metaadv train", "metaadv meta", "metaadv tune", "metaadv evaluate", "metaadv meta-evaluate",
+            "metaadv.load_model", "metaadv.load_dataset"} <= surfaces
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("yes", True), ("No", False), ("true", True),
+                                             ("0", False), (1, True), (0, False)])
+def test_booleans_read_from_config_files(value, expected):
+    assert coerce("download", False, value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "", 2, -1, 0.5, None, [True]])
+def test_ambiguous_booleans_are_refused(value):
+    with pytest.raises(UserError, match="download expects a boolean"):
+        coerce("download", False, value)
+
+
+def test_good_values_still_pass():
+    c = TrainConfig.from_dict({"lr-gamma": 0.5, "lr_milestones": [0.5, 1.0], "download": "yes", "steps": 3.0,
+                               "vat_weight": 0, "co_gap": 0.0, "momentum": 0.0, "data_dir": None})
+    assert (c.lr_gamma, c.lr_milestones, c.download, c.steps, c.data_dir) == (0.5, (0.5, 1.0), True, 3, "")
+    m = MetaConfig.from_dict({"first_order": "true", "download": 0})
+    assert m.first_order is True and m.download is False
