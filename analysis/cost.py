@@ -15,8 +15,10 @@ Units are gradient evaluations (forward+backward passes summed over examples, th
 - **Cost (b)**, :func:`arm_cost`: everything an arm ran to produce its final models: the per-round
   training work of every row of every trial it ran (PBT populations, searches, reruns), plus the
   per-round validation work of the arms whose validation informs a decision
-  (``decision_validation``). ``cost_b_total`` is the sum; ``cost_b`` is per final model
-  (``cost_b_total / n_models``), comparable with (a).
+  (``decision_validation``), plus the policy controller's reward checks
+  (``cost/reward_grad_evals``: validation its choices read, always counted; zero for other runs).
+  ``cost_b_total`` is the sum; ``cost_b`` is per final model (``cost_b_total / n_models``),
+  comparable with (a).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import pandas as pd
 __all__ = ["add_round_costs", "model_cost", "arm_cost"]
 
 COUNTERS = (("cost/grad_evals", "cost/round_grad_evals", "cost/inherited_grad_evals"),
-            ("cost/eval_grad_evals", "cost/round_eval_grad_evals", "cost/inherited_eval_grad_evals"))
+            ("cost/eval_grad_evals", "cost/round_eval_grad_evals", "cost/inherited_eval_grad_evals"),
+            ("cost/reward_grad_evals", "cost/round_reward_grad_evals", "cost/inherited_reward_grad_evals"))
 
 
 def _segment_keys(frame: pd.DataFrame) -> list[str]:
@@ -78,17 +81,20 @@ def model_cost(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_cost(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cost (b) per arm: ``arm, n_trials, n_models, cost_b_train, cost_b_validation, cost_b_total,
-    cost_b`` (see the module doc). NaN where a row's inherited cost could not be found in the logs."""
+    """Cost (b) per arm: ``arm, n_trials, n_models, cost_b_train, cost_b_validation, cost_b_reward,
+    cost_b_total, cost_b`` (see the module doc). NaN where a row's inherited cost could not be found in the logs."""
     rows = []
     for arm, group in frame.groupby("arm", sort=False):
         train = group["cost/round_grad_evals"].sum(min_count=1, skipna=False)
         counted = group[group["decision_validation"].astype(bool)]
         val = (counted["cost/round_eval_grad_evals"].sum(skipna=False)
                if "cost/round_eval_grad_evals" in counted and len(counted) else 0.0)
+        reward = (group["cost/round_reward_grad_evals"].sum(skipna=False)
+                  if "cost/round_reward_grad_evals" in group else 0.0)
         n_models = group.loc[group["final_model"].astype(bool), "model"].nunique()
-        total = float(train) + float(val)
+        total = float(train) + float(val) + float(reward)
         rows.append({"arm": arm, "n_trials": group[["experiment", "trial"]].drop_duplicates().shape[0],
                      "n_models": n_models, "cost_b_train": float(train), "cost_b_validation": float(val),
+                     "cost_b_reward": float(reward),
                      "cost_b_total": total, "cost_b": total / n_models if n_models else np.nan})
     return pd.DataFrame(rows)

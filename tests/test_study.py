@@ -206,3 +206,21 @@ def test_untrusted_verdicts_are_flagged_left_out_of_means_and_never_lead():
     lead = next(line for line in lines if "highest mean robust" in line)
     assert ": fixed (0.450)" in lead and "1 verdict(s) of unknown trust" in lead
     assert verdict_of({"robust_acc": 0.1, "clean_acc": 0.2})["trusted"] is None
+
+
+def test_cost_b_counts_a_policy_arms_reward_checks_and_only_decision_validation():
+    import pandas as pd
+
+    from analysis.cost import add_round_costs, arm_cost
+
+    # Two arms of two rounds each: a policy run (reward check 140 a round, val/* logging only) and a
+    # search trial (its validation informs the pick).
+    rows = [{"arm": arm, "experiment": arm, "trial": "t", "round": r, "report": r, "seed": 1, "model": "seed1",
+             "final_model": True, "decision_validation": dv, "cost/grad_evals": 1000 * r,
+             "cost/eval_grad_evals": 100 * r, "cost/reward_grad_evals": reward * r}
+            for arm, dv, reward in (("learned", False, 140), ("tuned", True, 0)) for r in (1, 2)]
+    costs = arm_cost(add_round_costs(pd.DataFrame(rows))).set_index("arm")
+    assert costs.loc["learned", ["cost_b_train", "cost_b_validation", "cost_b_reward", "cost_b_total"]].tolist() == \
+        [2000, 0, 280, 2280]
+    assert costs.loc["tuned", ["cost_b_train", "cost_b_validation", "cost_b_reward", "cost_b_total"]].tolist() == \
+        [2000, 200, 0, 2200]
