@@ -168,6 +168,27 @@ def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_p
     assert (root / "policies").is_dir() and any((root / "policies").iterdir())
     assert any("ETA" in line for line in lines) and any("cuts:" in line for line in lines)
 
+    # The best PBT trial's lineage, as analysis rebuilds it from Ray's logs, is the history its final
+    # checkpoint carries (an exploit restores the donor's rows; the trial appends its own).
+    from analysis.lineage import trial_schedule
+    from metaadv.checkpoint import read_checkpoint
+    from metaadv.tune.study.units import best_trial
+
+    best = best_trial(progress["searched/pbt-0"])
+    lineage = trial_schedule(root / "arms" / "searched" / "pbt-0", best["trial"])
+    rows = read_checkpoint(Path(best["checkpoint"]) / "checkpoint.pt")["rows"]
+    assert lineage["round"].tolist() == list(range(1, len(rows) + 1))
+    for col in ("hp/eps", "hp/steps", "hp/lr"):
+        assert lineage[col].tolist() == pytest.approx([r[col] for r in rows]), col
+
+    # metaadv analyze reads the real study folder into a report.
+    from metaadv.cli import main
+
+    report = tmp_path / "report"
+    assert main(["analyze", str(root), "--out", str(report)]) == 0
+    text = (report / "report.md").read_text()
+    assert all(arm in text for arm in expected) and list(report.glob("*.png")) and list(report.glob("*.csv"))
+
     trials, evals = _trial_folders(root), {p: p.stat().st_mtime for p in root.glob("eval/*/*.json")}
     lines.clear()
     run_study(STUDY, StudyOptions(size="tiny", out=str(root), resume=True, log=log))
