@@ -7,7 +7,11 @@ import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -124,15 +128,50 @@ def _trial_folders(root: Path) -> set[str]:
     return {str(p) for p in root.glob("arms/*/*/metaadv_trial_*")}
 
 
+def _start_and_kill_mid_experiment(root: Path, log: Path) -> None:
+    """``metaadv study ... --size tiny`` in its own process group (its own local Ray), killed with
+    SIGKILL once the first experiment is recorded and the random search (the second) has a
+    snapshot and a trial result: a driver killed in the middle of a Tune experiment, whatever the
+    exact moment."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "metaadv.cli", "study", "learned_vs_searched", "--size", "tiny",
+                                 "--out", str(root)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    search = root / "arms" / "tuned" / "search"
+    try:
+        deadline = time.monotonic() + 900
+        while not (list(search.glob("experiment_state-*.json"))
+                   and any(p.stat().st_size for p in search.glob("metaadv_trial_*/result.json"))):
+            assert proc.poll() is None, "the study ended before it was killed:\n" + log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the study never reached the random search"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    progress = json.loads((root / "progress.json").read_text())["experiments"]
+    assert set(progress) == {"fixed/fixed"}  # killed inside the second experiment
+
+
 @pytest.mark.slow
-def test_a_tiny_study_runs_end_to_end_and_resume_redoes_nothing(ray_local, tmp_path, capfd):
+def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_redoes_nothing(ray_local, tmp_path,
+                                                                                              capfd):
     from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, replay_available, run_study
 
     root = tmp_path / "study"
+    _start_and_kill_mid_experiment(root, tmp_path / "killed.log")
+    fixed = {p: p.stat().st_mtime for p in root.glob("arms/fixed/fixed/metaadv_trial_*/result.json")}
     lines: list[str] = []
     log = lambda *a, **k: lines.append(" ".join(map(str, a)))  # noqa: E731
-    run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
+    capfd.readouterr()
+    run_study(STUDY, StudyOptions(size="tiny", out=str(root), resume=True, log=log))
     captured = capfd.readouterr()
+    # The finished experiment was skipped, the killed one continued (Tuner.restore: its trials kept
+    # their folders, none started again from scratch), and everything after it ran.
+    assert {p: p.stat().st_mtime for p in root.glob("arms/fixed/fixed/metaadv_trial_*/result.json")} == fixed
+    assert any("fixed/fixed: finished before, skipped" in line for line in lines)
+    assert any("tuned/search: resuming" in line for line in lines)
+    assert len(list(root.glob("arms/tuned/search/metaadv_trial_*"))) == STUDY.sizes["tiny"].search_samples
     assert "CheckpointConfig(num_to_keep)" not in captured.out + captured.err  # Ray's snapshot warning
 
     meta = json.loads((root / "study.json").read_text())
