@@ -284,3 +284,25 @@ def test_cost_b_counts_a_policy_arms_reward_checks_and_only_decision_validation(
         [2000, 0, 280, 2280]
     assert costs.loc["tuned", ["cost_b_train", "cost_b_validation", "cost_b_reward", "cost_b_total"]].tolist() == \
         [2000, 200, 0, 2200]
+
+
+def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_started_again(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from metaadv.tune.study import units
+    from metaadv.tune.study.folder import Folder, StudyOptions
+    from metaadv.tune.study.progress import Progress
+
+    leftover = tmp_path / "arms" / "fixed" / "fixed" / "metaadv_trial_dead_00000"
+    leftover.mkdir(parents=True)
+    (leftover / "result.json").write_text("")
+    calls, lines = [], []
+    monkeypatch.setattr(units, "run_experiment", lambda exp, opts, callbacks: calls.append(opts) or [])
+    opts = StudyOptions(size="tiny", out=str(tmp_path), log=lambda *a, **k: lines.append(a[0]))
+    runner = units.Runner(STUDY, opts, Folder(tmp_path, str(tmp_path)), Progress(opts.log, 2))
+    fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"], {}) if u.arm.name == "fixed")
+    runner.run(fixed)
+    assert calls and calls[0].resume is False  # started again, not restored
+    assert not (tmp_path / "arms" / "fixed" / "fixed").exists()
+    aside = list((tmp_path / "arms" / "fixed").glob("fixed.unrestorable-*"))
+    assert len(aside) == 1 and (aside[0] / "metaadv_trial_dead_00000").is_dir()
+    assert any("no snapshot to resume from" in line for line in lines)

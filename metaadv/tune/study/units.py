@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,13 @@ class Runner:
         root = self.folder.experiment_root(unit.arm.name)
         path = f"{root}/{unit.name}" if "://" in root else os.path.join(root, unit.name)
         resume = tune.Tuner.can_restore(path)
+        if not resume and "://" not in path and os.path.isdir(path) and os.listdir(path):
+            # A driver killed before the experiment's first snapshot: nothing to restore. Its trial
+            # folders go aside, so the experiment folder holds only the trials of the run that counts.
+            aside = f"{path}.unrestorable-{int(time.time())}"
+            os.rename(path, aside)
+            self.opts.log(f"[{self.progress.phase}] {unit.label}: no snapshot to resume from; the killed attempt "
+                          f"moved to {os.path.basename(aside)}", flush=True)
         self.opts.log(f"[{self.progress.phase}] {unit.label}: {'resuming' if resume else 'starting'} "
                       f"{unit.trials} trial(s) ({unit.scheduler})", flush=True)
         run_opts = RunOptions(size=self.opts.size, storage=root, address=self.opts.address, name=unit.name,
