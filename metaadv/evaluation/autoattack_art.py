@@ -1,8 +1,9 @@
 """AutoAttack (Croce & Hein, 2020, arXiv:2003.01690) through adversarial-robustness-toolbox (ART).
 
-An independent implementation is the point: a model tuned against our own PGD is measured by
-code that was not written alongside it. ART is an optional dependency (the ``eval`` extra) and
-is imported only when AutoAttack runs.
+A second opinion (``metaadv evaluate --aa-impl art``), not the judge: ART's AutoAttack is
+untargeted only (no APGD-T, no FAB-T) and weaker than the reference one in
+:mod:`.autoattack`. ART is an optional dependency (the ``eval`` extra) and is imported only
+when this runs.
 
 Versions (``aa_version``):
 
@@ -22,18 +23,17 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import warnings
 
 import numpy as np
 import torch
 
 from ..attacks import frozen_eval
 from ..errors import UserError
-from .checks import within_threat_model
+from .checks import keep_in_threat_model
 
-__all__ = ["AA_VERSIONS", "INSTALL_HINT", "art_available", "autoattack", "make_autoattack"]
+__all__ = ["ART_VERSIONS", "art_autoattack", "art_available", "make_art_autoattack"]
 
-AA_VERSIONS = ("standard", "fast")
+ART_VERSIONS = ("standard", "fast")
 INSTALL_HINT = "install the eval extra: pip install -e '.[eval]'"
 
 
@@ -65,15 +65,15 @@ def _attack_list(clf, eps: float, norm, version: str, batch_size: int) -> list:
                                 batch_size=batch_size, verbose=False)]
 
 
-def make_autoattack(model: torch.nn.Module, x_example: torch.Tensor, *, eps: float, norm: str = "linf",
+def make_art_autoattack(model: torch.nn.Module, x_example: torch.Tensor, *, eps: float, norm: str = "linf",
                     version: str = "standard", batch_size: int = 256):
     """Build ART's AutoAttack for ``model`` once; returns ``attack(x, y) -> x_adv`` for batches.
 
     ``x_example`` fixes the input shape and device. Raises :class:`UserError` when ART is
     missing or refuses the model (for instance because it outputs probabilities).
     """
-    if version not in AA_VERSIONS:
-        raise UserError(f"unknown AutoAttack version {version!r}; choose one of {', '.join(AA_VERSIONS)}")
+    if version not in ART_VERSIONS:
+        raise UserError(f"unknown AutoAttack version {version!r} for --aa-impl art; choose one of {', '.join(ART_VERSIONS)}")
     if not art_available():
         raise UserError(f"AutoAttack needs adversarial-robustness-toolbox; {INSTALL_HINT}")
     from art.attacks.evasion import AutoAttack
@@ -98,25 +98,14 @@ def make_autoattack(model: torch.nn.Module, x_example: torch.Tensor, *, eps: flo
     return attack
 
 
-def keep_in_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, name: str = "autoattack") -> torch.Tensor:
-    """Replace examples outside the eps-ball or [0, 1] by the clean input (not fooled), with a warning."""
-    ok = within_threat_model(x, x_adv, eps, norm)
-    if not bool(ok.all()):
-        bad = int((~ok).sum())
-        warnings.warn(f"{name}: {bad} adversarial example(s) outside the {norm} eps={eps:g} ball or [0, 1]; "
-                      "counted as not fooled", stacklevel=2)
-        x_adv = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
-    return x_adv
-
-
-def autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
-               version: str = "standard", batch_size: int = 256, seed: int = 0) -> torch.Tensor:
-    """AutoAttack ``x`` ``(B, C, H, W)`` in [0, 1] with true labels ``y``; verified, detached ``x_adv``.
+def art_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+                   version: str = "standard", batch_size: int = 256, seed: int = 0) -> torch.Tensor:
+    """ART's AutoAttack on ``x`` ``(B, C, H, W)`` in [0, 1] with true labels ``y``; verified, detached ``x_adv``.
 
     ART draws from ``random``, NumPy's and torch's global generators, so all three are seeded.
     """
     seed_everything(seed)
-    x_adv = make_autoattack(model, x, eps=eps, norm=norm, version=version, batch_size=batch_size)(x, y)
+    x_adv = make_art_autoattack(model, x, eps=eps, norm=norm, version=version, batch_size=batch_size)(x, y)
     return keep_in_threat_model(x, x_adv, eps, norm).detach()
 
 
