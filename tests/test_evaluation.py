@@ -555,3 +555,12 @@ def test_reference_autoattack_in_evaluate_model_reports_components_and_skips(cnn
     rb = evaluate_model(Binary(cnn), x[:16], yb, eps=0.1, attacks="autoattack", aa_version="fast", checks=False)
     assert rb["attacks"]["autoattack"]["components"] == ["apgd-ce"]
     assert "apgd-t" in rb["attacks"]["autoattack"]["skipped"]
+
+
+def test_progress_bar_size_on_a_terminal_that_reports_zero_columns(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((0, 0)))
+    assert robust._size() == {"ncols": 80, "nrows": 24}  # else tqdm draws nothing at all
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((120, 40)))
+    assert robust._size() == {}

@@ -12,6 +12,7 @@ measures the training, not the robustness.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 import warnings
@@ -147,8 +148,19 @@ def _bar(desc: str, total: int, progress: bool | None):
     """A tqdm bar with an ETA on stderr; ``progress`` None: only when stderr is a terminal."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ex", file=sys.stderr, leave=True, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit="ex", file=sys.stderr, leave=True, **_size(),
                 disable=None if progress is None else not progress)
+
+
+def _size() -> dict:
+    """Where a terminal reports 0 columns or rows (a bare pty), tqdm would draw nothing: say 80 x 24."""
+    import os
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return {}
+    return {"ncols": size.columns or 80, "nrows": size.lines or 24} if 0 in (size.columns, size.lines) else {}
 
 
 def _attack_all(model, stages, x, y, idx, s: EvalSettings, name: str, shown: ShownExamples, device,
