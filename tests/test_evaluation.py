@@ -564,3 +564,18 @@ def test_progress_bar_size_on_a_terminal_that_reports_zero_columns(monkeypatch):
     assert robust._size() == {"ncols": 80, "nrows": 24}  # else tqdm draws nothing at all
     monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((120, 40)))
     assert robust._size() == {}
+
+
+@needs_aa
+def test_reference_warnings_are_collected_once_into_the_report(cnn, digits):
+    from metaadv.evaluation.autoattack import ReferenceAutoAttack
+
+    _, _, x, y = digits
+    noisy = Wrapped(cnn, "noise")  # a randomised forward: the reference's own check warns
+    ref = ReferenceAutoAttack(noisy, eps=0.1, norm="linf", version="fast", seed=0, num_classes=10, device="cpu")
+    ref.aa.apgd.n_iter = 5  # the warning comes before the attack; keep the attack short
+    with pytest.warns(UserWarning, match="pyautoattack: .*randomized defense") as caught:
+        ref.run("apgd-ce", x[:4], y[:4])
+        ref.run("apgd-ce", x[4:8], y[4:8])
+    assert sum("randomized" in str(w.message) for w in caught) == 1
+    assert len([n for n in ref.notes if "randomized" in n]) == 1
