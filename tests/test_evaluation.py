@@ -579,3 +579,9 @@ def test_reference_warnings_are_collected_once_into_the_report(cnn, digits):
         ref.run("apgd-ce", x[4:8], y[4:8])
     assert sum("randomized" in str(w.message) for w in caught) == 1
     assert len([n for n in ref.notes if "randomized" in n]) == 1
+
+
+def test_square_finding_more_than_the_gradient_attacks_is_noted():
+    assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19, "fab-t": 0.19, "square": 0.1867}).startswith("Square lowered")
+    assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19, "fab-t": 0.19, "square": 0.19}) is None
+    assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19}) is None

@@ -223,6 +223,10 @@ def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
                 correct_under[name] = c
                 if len(stages) > 1:
                     info = {**info, "accuracy_after": after, "seconds_per_component": stage_seconds}
+                    note = square_note(after)
+                    if note:
+                        info.setdefault("notes", []).append(note)
+                        warnings.warn(f"autoattack: {note}", stacklevel=2)
                 described[name] = info
             else:
                 transfer_acc[name] = _mean(clean_correct & c)
@@ -242,6 +246,19 @@ def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     result["trusted"], result["untrusted_reasons"] = verdict(result["checks"], result["autoattack"])
     result["seconds"] = {k: round(v, 3) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()}
     return Evaluation(result, *shown.tensors())
+
+
+def square_note(after: Mapping[str, float], alpha: float = 0.002) -> str | None:
+    """The reference's ``check_square_sr``: the black-box Square finding more than the gradient attacks
+    before it (by more than ``alpha``) hints that the gradients mislead them. A note, as in the reference."""
+    names = list(after)
+    if "square" not in names or names.index("square") == 0:
+        return None
+    before = after[names[names.index("square") - 1]]
+    if after["square"] < before - alpha:
+        return (f"Square lowered robust accuracy by {before - after['square']:.2%} after the gradient-based attacks: "
+                "the gradient-based evaluation may be unreliable; consider more Square queries or an adaptive attack")
+    return None
 
 
 def verdict(check_results: Mapping[str, dict], autoattack: str) -> tuple[bool, list[str]]:
