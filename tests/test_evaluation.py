@@ -159,6 +159,17 @@ def test_robust_below_each_attack_below_clean_and_no_trace_left(cnn, digits):
     assert r["n"] == 100 and r["eps"] == 0.1 and r["norm"] == "linf"
 
 
+def test_evaluation_judges_in_fp32_even_inside_a_callers_autocast(cnn, digits):
+    """A low-precision judge could miss adversarial examples: evaluation switches autocast off."""
+    _, _, x, y = digits
+    seen = []
+    cnn.register_forward_pre_hook(lambda m, i: seen.append(torch.is_autocast_enabled("cpu")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r = evaluate_model(cnn, x, y, eps=0.1, attacks="fgsm,pgd", pgd_steps=2, pgd_restarts=1, checks=False)
+    assert seen and not any(seen), "a forward pass of the evaluation ran under autocast"
+    assert r["precision"] == "fp32"
+
+
 def test_same_seed_same_numbers(cnn, digits):
     _, _, x, y = digits
     run = lambda: evaluate_model(cnn, x, y, eps=0.05, attacks=["pgd"], pgd_steps=5, pgd_restarts=2, checks=False)

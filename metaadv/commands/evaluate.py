@@ -120,7 +120,8 @@ def _settings(info: dict) -> str:
 def format_table(r: dict) -> str:
     """The report as a few aligned lines for a terminal."""
     lines = [f"checkpoint  {r['checkpoint']}  ({r['dataset']}, {r['arch']}, {r['method']})",
-             f"threat      {r['norm']} eps={r['eps']:g}, {r['split']} split, {_n_text(r)}, device {r['device']}",
+             f"threat      {r['norm']} eps={r['eps']:g}, {r['split']} split, {_n_text(r)}, device {r['device']}, "
+             f"{r.get('precision', 'fp32')} (trained in {r.get('training_precision', 'fp32')})",
              f"clean       {r['clean_acc']:.4f}"]
     for name, acc in r["per_attack"].items():
         info = r["attacks"][name]

@@ -65,7 +65,8 @@ def evaluate_checkpoint(path: str | Path, *, eps: float | None = None, norm: str
         x, y = x[: DEFAULT_N if n is None else n], y[: DEFAULT_N if n is None else n]
     ev = run_evaluation(model, x, y, eps=eps, norm=norm, keep=64 if examples else 0, **options)
     result = {**ev.result, "checkpoint": str(resolve_checkpoint_path(path)), "dataset": dataset, "split": split,
-              "arch": payload["arch"], "method": method, "n_default": n_default, "split_size": split_size}
+              "arch": payload["arch"], "method": method, "n_default": n_default, "split_size": split_size,
+              "training_precision": config.get("precision", "fp32")}
     if examples:
         title = f"{dataset} eps={eps:g} ({norm}): clean / worst-case adversarial / perturbation"
         # Show examples the attacks fooled first (they are what the picture is for), in their original order.

@@ -12,6 +12,8 @@ measures the training, not the robustness.
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import sys
 import time
@@ -189,12 +191,28 @@ def _attack_all(model, stages, x, y, idx, s: EvalSettings, name: str, shown: Sho
     return correct, after, seconds
 
 
-def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **options) -> Evaluation:
+    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)``; see :func:`evaluate_model`.
+
+    Always in fp32, whatever the model was trained in: autocast is switched off even inside a
+    caller's autocast region, since a low-precision judge could miss adversarial examples. The
+    result says so (``"precision": "fp32"``). Options: those of :func:`_evaluate_fp32`.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        ev = _evaluate_fp32(model, x, y, **options)
+    ev.result["precision"] = "fp32"
+    return ev
+
+
+def _evaluate_fp32(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                    attacks=None, transfer: Mapping[str, AttackFn] | None = None, pgd_steps: int = 40,
                    pgd_restarts: int = 5, pgd_step_size: float | None = None, aa_version: str = "standard",
                    aa_impl: str = "pyautoattack", batch_size: int = 256, seed: int = 0, checks: bool = True,
                    keep: int = 0, progress: bool | None = None) -> Evaluation:
-    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)``; see :func:`evaluate_model`.
+    """The evaluation itself (see :func:`run_evaluation`, which calls it with autocast off).
 
     Attacks run only on clean-correct examples (the others are not robust anyway), in batches on
     the model's device, each from a generator seeded with ``seed``.
