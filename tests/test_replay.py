@@ -130,3 +130,25 @@ def test_cli_replay_follows_the_table_and_resume_refuses_a_changed_table(tmp_pat
     assert main([*argv, "--resume"]) == 2
     assert "changed since this run started" in capsys.readouterr().err
     assert len(read_metrics_csv(out / "metrics.csv")) == 2 and math.isclose(rows[1]["hp/eps"], 0.2)
+
+
+def test_a_tune_trial_config_names_the_schedule_by_absolute_path_and_follows_it(tmp_path, monkeypatch):
+    from metaadv.tune.experiment import Experiment, Size
+    from metaadv.tune.kinds import build_train_run
+    from metaadv.tune.space import Grid
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "s.csv", ["round", "hp/eps", "hp/steps"], GOOD)
+    size = Size(2, {**TINY, "controller": "replay", "schedule": "s.csv"})
+    exp = Experiment(name="r", description="r", space={"seed": Grid(1, 2)}, sizes={"smoke": size, "full": size},
+                     threat_eps=0.2)
+    config = exp.fixed_config("smoke")
+    assert config["schedule"] == str(tmp_path / "s.csv")
+    monkeypatch.chdir("/")  # Tune runs a trial in its own folder
+    run = build_train_run({k: v for k, v in config.items() if k != "kind"})
+    row = run.step()
+    assert (row["hp/eps"], row["hp/steps"], row["val/eps"]) == (0.1, 2, 0.2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="has 3 rounds but the run trains 4"):
+        Experiment(name="r", description="r", space={"seed": Grid(1, 2)},
+                   sizes={"smoke": size, "full": Size(2, {**size.config, "rounds": 4})})
