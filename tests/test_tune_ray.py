@@ -211,13 +211,14 @@ def test_resume_after_the_driver_is_killed_loses_and_repeats_no_trial(ray_addres
 
 PBT_EXPERIMENT_FILE = """
 from metaadv.tune import Experiment, Grid, LogRange, Size
-SIZE = Size(4, {tiny!r}, max_concurrent=2)
-# PBT counts time in training gradient evaluations: a round costs 300 * (steps + 1) here. Every
+SIZE = Size(4, {tiny!r})  # the whole population at once: PBT time-slices it on the 2 CPUs
+# PBT counts time in training gradient evaluations: a round costs 300 * (steps + 1) here, so it
+# perturbs at nearly every report (exploits before and after the kill are all but certain). Every
 # mutation is x0.8 or x1.2 (no resampling), which always leaves this narrow lr range: clipped back.
 EXPERIMENT = Experiment(name="pbt_resume_tiny", description="PBT resume test", sizes={{"smoke": SIZE, "full": SIZE}},
                         space={{"lr": LogRange(1e-3, 1.2e-3), "steps": Grid(1, 2)}}, scheduler="pbt",
                         time_attr="cost/grad_evals", seed=3,
-                        scheduler_options={{"perturbation_interval": 1200, "quantile_fraction": 0.5,
+                        scheduler_options={{"perturbation_interval": 600, "quantile_fraction": 0.5,
                                             "resample_probability": 0.0}})
 """
 
