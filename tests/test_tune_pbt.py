@@ -179,3 +179,7 @@ def test_lineage_files_come_back_from_storage_ahead_of_new_lines(tmp_path):
     assert (staging / "pbt_global.txt").read_text() == '["a"]\n["b"]\n["d"]\n'
     assert (staging / "pbt_policy_x_00001.txt").read_text() == '["a"]\n' and not (staging / "result.json").exists()
     assert restore_lineage_files(pyarrow.fs.LocalFileSystem(), str(tmp_path / "none"), str(staging)) == []
+    # A staging folder that outlived the killed driver holds the stored lines and more: kept as is.
+    (staging / "pbt_global.txt").write_text('["a"]\n["b"]\n["c"]\n')
+    restore_lineage_files(pyarrow.fs.LocalFileSystem(), str(stored), str(staging))
+    assert (staging / "pbt_global.txt").read_text() == '["a"]\n["b"]\n["c"]\n'

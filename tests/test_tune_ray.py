@@ -263,12 +263,23 @@ def _kill_between_copies(proc: subprocess.Popen, root: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_pbt_lineage_files_survive_a_killed_driver_and_resume(ray_address, tmp_path):
+def _own_ray_driver(args: list[str], log: Path, ray_tmp: str) -> subprocess.Popen:
+    """A driver that starts its own Ray (as `metaadv tune` does without --address): killing its
+    process group ends that Ray too, so the resumed driver starts a fresh Ray session, with none of
+    the first session's local files (the lineage files among them)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "0", "METAADV_TUNE_SYNC_S": "1",
+           "RAY_TMPDIR": ray_tmp}
+    cmd = [sys.executable, "-m", "metaadv.cli", "tune", *args, "--quiet"]
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_pbt_lineage_files_survive_a_killed_driver_and_resume(tmp_path):
     spec = tmp_path / "pbt_resume_tiny.py"
     spec.write_text(PBT_EXPERIMENT_FILE.format(tiny={**TINY, "rounds": 8}))
     args = [str(spec), "--smoke", "--storage", str(tmp_path / "results"), "--name", "run"]
     root, log1, log2 = tmp_path / "results" / "run", tmp_path / "first.log", tmp_path / "second.log"
-    first = _driver(args, ray_address, log1)
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # Unix socket paths must stay short
+    first = _own_ray_driver(args, log1, ray_tmp)
     try:
         deadline = time.time() + 300
         # Kill the driver once an exploit has reached storage.
@@ -280,13 +291,14 @@ def test_pbt_lineage_files_survive_a_killed_driver_and_resume(ray_address, tmp_p
         first.wait()
     before = _lines(root / "pbt_global.txt")
     assert before and first.returncode == -signal.SIGKILL, log1.read_text()[-3000:]
-    second = _driver([*args, "--resume"], ray_address, log2)
+    second = _own_ray_driver([*args, "--resume"], log2, ray_tmp)
     try:
         second.wait(timeout=400)
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
             second.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     out = log2.read_text()
     assert second.returncode == 0 and "4 trials: 4 ok" in out, out[-3000:]
 

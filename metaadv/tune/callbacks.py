@@ -106,7 +106,12 @@ class SessionCSVLogger(_RestoreOncePerSession, CSVLoggerCallback):
 
 def restore_lineage_files(fs, fs_path: str, local: str) -> list[str]:
     """Copy the PBT lineage files stored at ``fs_path`` (a pyarrow filesystem's path) into the local
-    staging folder ``local``, ahead of anything this session already wrote there; return their names."""
+    staging folder ``local``, ahead of anything this session already wrote there; return their names.
+
+    Restored trials keep the staging folder name of the session that started them, inside the
+    current Ray session's folder: after a driver that started its own Ray was killed, it is new and
+    empty; when the driver joined a cluster that outlived it, the folder is still there, with every
+    line the killed driver wrote, and is left as it is."""
     import fnmatch
 
     import pyarrow.fs
@@ -122,6 +127,8 @@ def restore_lineage_files(fs, fs_path: str, local: str) -> list[str]:
         target = Path(local, info.base_name)
         target.parent.mkdir(parents=True, exist_ok=True)
         written = target.read_bytes() if target.is_file() else b""
+        if written.startswith(stored):
+            continue  # the staging folder survived (same Ray session): it already holds all of it
         target.write_bytes(stored + written)
         copied.append(info.base_name)
     return copied
