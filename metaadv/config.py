@@ -51,6 +51,7 @@ class TrainConfig:
     gen_fraction: float = 1.0
     # The fixed schedule: eps ramps linearly to `eps` over the first rounds; lr follows a shape.
     controller: str = "schedule"
+    schedule: str = ""  # --controller replay: CSV of round + hp/* columns (metaadv/training/replay.py)
     eps_ramp_rounds: int = 3
     eps_ramp_by: str = "step"  # "step": eps rises smoothly within each ramp round; "round": one value per round
     # Default: lr x0.1 for the last fifth of the run (3 of 15 epochs); with the 3-epoch eps ramp this
@@ -128,6 +129,7 @@ class TrainConfig:
         _check_schedule_and_method(self)
         self.hparams()  # validates eps, steps, lr, ... with their own messages
         _check_generator_and_policy(self)
+        _check_schedule(self)
 
     def hparams(self) -> HParams:
         """The per-round hyperparameters at their configured (target) values."""
@@ -178,6 +180,14 @@ def _check_generator_and_policy(c: TrainConfig) -> None:
     if not 0.0 <= c.policy_gamma <= 1.0:
         raise UserError(f"policy_gamma must be in [0, 1], got {c.policy_gamma}")
     policy_grids(c)  # each grid value checked, one line on error
+
+
+def _check_schedule(c: TrainConfig) -> None:
+    """--controller replay: the table is read and every round's hyperparameters built, so a bad
+    table fails here, before any run folder or Ray trial exists."""
+    from .training.replay import check_schedule
+
+    check_schedule(c)
 
 
 def _choice(name: str, value, choices: tuple) -> None:

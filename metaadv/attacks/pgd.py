@@ -35,6 +35,7 @@ def pgd(
     random_init: bool = True,
     loss_fn: LossFn = cross_entropy,
     generator: torch.Generator | None = None,
+    any_iterate: bool = False,
 ) -> torch.Tensor:
     """Return adversarial examples within ``eps`` of ``x`` (detached, same shape/dtype/device).
 
@@ -46,6 +47,8 @@ def pgd(
         steps: gradient steps per restart (>= 1). restarts: independent runs (>= 1).
         random_init: start each restart uniformly inside the ball (the first one too).
         generator: the source of the random starts, for reproducibility.
+        any_iterate: evaluation only: return the first iterate that fools the model, if any
+            (``y`` must be integer labels); see the module docstring.
     """
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
@@ -53,6 +56,12 @@ def pgd(
     eps_b = per_example(eps, x)
     step_b = per_example(step_size, x)
     labels = y if (y.dtype == torch.long and y.dim() == 1) else None
+    if any_iterate:
+        if labels is None:
+            raise ValueError("any_iterate needs integer class labels y of shape (B,)")
+        with frozen_eval(model):
+            return _pgd_any_iterate(model, x, labels, eps_b, step_b, steps, norm, restarts, random_init, loss_fn,
+                                    generator)
     best = torch.zeros_like(x)
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
     best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -73,3 +82,38 @@ def pgd(
             best_loss = torch.where(better, loss, best_loss)
             best_fooled = best_fooled | fooled
     return (x + best).detach()
+
+
+def _pgd_any_iterate(model, x, y, eps_b, step_b, steps, norm, restarts, random_init, loss_fn, generator) -> torch.Tensor:
+    """PGD that keeps, per example, the first iterate that fools the model; else the highest-loss end point."""
+    out = x.clone()
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
+    for _ in range(restarts):
+        active = (~fooled).nonzero().flatten()  # global positions still being attacked
+        if not len(active):
+            break
+        xs, es = x[active], eps_b[active]
+        delta = random_start(xs, es, norm, generator) if random_init else torch.zeros_like(xs)
+        for t in range(steps + 1):
+            x_now = xs + delta
+            if t < steps:
+                grad, loss, logits = input_grad(model, x_now, y[active], loss_fn)
+            else:  # the end point: logits only
+                with torch.no_grad():
+                    logits = model(x_now)
+                    loss = loss_fn(logits, y[active])
+            hit = logits.argmax(1) != y[active]
+            out[active[hit]] = x_now[hit]
+            fooled[active[hit]] = True
+            keep = ~hit
+            if t == steps:
+                better = keep & (loss > best_loss[active])
+                out[active[better]] = x_now[better]
+                best_loss[active[better]] = loss[better]
+                break
+            active, xs, es, delta, grad = active[keep], xs[keep], es[keep], delta[keep], grad[keep]
+            if not len(active):
+                break
+            delta = project(ascent_step(delta, grad, step_b[active], norm), xs, es, norm)
+    return out.detach()

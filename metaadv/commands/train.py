@@ -33,7 +33,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trades-beta", type=float, default=S, help=f"TRADES beta (default {d.trades_beta})")
     g.add_argument("--adv-mix", type=float, default=S, help="weight of the adversarial loss vs the clean loss (default 1)")
     s = p.add_argument_group("schedule")
-    s.add_argument("--controller", default=S, help="who picks the hyperparameters each round (default schedule)")
+    s.add_argument("--controller", default=S, help="who picks the hyperparameters each round: schedule (default), policy, or replay")
+    s.add_argument("--schedule", default=S, metavar="FILE",
+                   help="--controller replay: CSV of round and hp/* columns (a metrics.csv works); its values replace the schedule's")
     s.add_argument("--eps-ramp-rounds", type=int, default=S, help="ramp eps linearly over this many rounds (default 3; 0 = off)")
     s.add_argument("--eps-ramp-by", default=S, help="step (default: eps rises smoothly within each ramp round) or round (one value per round)")
     s.add_argument("--lr-schedule", default=S, help=f"one of {', '.join(LR_SCHEDULES)} (default {d.lr_schedule})")

@@ -4,7 +4,8 @@
 - :func:`evaluate_checkpoint` -- the same for a checkpoint, on its data set's test split:
   what ``metaadv evaluate`` runs.
 - :mod:`.checks` -- gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019).
-- :func:`autoattack` -- ART's AutoAttack (Croce & Hein 2020), its output verified.
+- :func:`autoattack` -- the reference AutoAttack (Croce & Hein 2020; ``pyautoattack``), or ART's
+  as a second opinion, its output verified.
 """
 
 from __future__ import annotations
@@ -12,20 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .autoattack import AA_VERSIONS, art_available, autoattack
+from .autoattack import AA_IMPLS, AA_VERSIONS, aa_available, art_available, autoattack, pyautoattack_available
 from .checks import CHECKS, run_checks, within_threat_model
 from .examples import save_examples
-from .robust import ATTACK_NAMES, EvalSettings, Evaluation, evaluate_model, resolve_attacks, run_evaluation, worst_case
+from .robust import (ATTACK_NAMES, EvalSettings, Evaluation, evaluate_model, resolve_attacks, run_evaluation, verdict,
+                     worst_case)
 
-__all__ = ["AA_VERSIONS", "ATTACK_NAMES", "CHECKS", "EvalSettings", "Evaluation", "art_available", "autoattack",
-           "evaluate_checkpoint", "evaluate_model", "resolve_attacks", "run_checks", "run_evaluation", "save_examples",
+__all__ = ["AA_IMPLS", "AA_VERSIONS", "ATTACK_NAMES", "CHECKS", "DEFAULT_N", "EvalSettings", "Evaluation",
+           "aa_available", "art_available", "autoattack", "evaluate_checkpoint", "evaluate_model",
+           "pyautoattack_available", "resolve_attacks", "run_checks", "run_evaluation", "save_examples", "verdict",
            "within_threat_model", "worst_case"]
+
+DEFAULT_N = 500
+"""Examples evaluated unless told otherwise: the standard AutoAttack on 500 digits takes minutes on a CPU."""
 
 
 def evaluate_checkpoint(path: str | Path, *, eps: float | None = None, norm: str | None = None, split: str = "test",
-                        n: int | None = None, data_dir: str | None = None, device: str = "auto",
+                        n: int | str | None = None, data_dir: str | None = None, device: str = "auto",
                         examples: str | Path | None = None, **options) -> dict:
     """Evaluate a checkpoint file (or run folder) on the first ``n`` examples of its data set's ``split``.
+
+    ``n``: None = :data:`DEFAULT_N` or the whole split if smaller (the report says
+    ``"n_default": true``); ``"all"`` = the whole split.
 
     eps, norm and the data set default to the checkpoint's training config (the target eps, not
     a ramped one). ``examples``: also save a PNG grid of worst-case adversarial examples there.
@@ -35,8 +44,8 @@ def evaluate_checkpoint(path: str | Path, *, eps: float | None = None, norm: str
     from ..data import load_splits
     from ..training.trainer import resolve_device
 
-    if n is not None and n < 1:
-        raise UserError(f"--n must be >= 1, got {n}")
+    if n is not None and n != "all" and (not isinstance(n, int) or n < 1):
+        raise UserError(f"--n must be >= 1 or 'all', got {n}")
     payload = read_checkpoint(path)
     config = payload.get("config")
     try:
@@ -50,11 +59,14 @@ def evaluate_checkpoint(path: str | Path, *, eps: float | None = None, norm: str
     dev = resolve_device(device)
     model = build_checkpoint_model(payload).to(dev)
     x, y = load_splits(dataset, data_dir).split(split)
-    if n is not None:
-        x, y = x[:n], y[:n]
+    split_size = len(x)
+    n_default = n is None
+    if n != "all":
+        x, y = x[: DEFAULT_N if n is None else n], y[: DEFAULT_N if n is None else n]
     ev = run_evaluation(model, x, y, eps=eps, norm=norm, keep=64 if examples else 0, **options)
     result = {**ev.result, "checkpoint": str(resolve_checkpoint_path(path)), "dataset": dataset, "split": split,
-              "arch": payload["arch"], "method": method}
+              "arch": payload["arch"], "method": method, "n_default": n_default, "split_size": split_size,
+              "training_precision": config.get("precision", "fp32")}
     if examples:
         title = f"{dataset} eps={eps:g} ({norm}): clean / worst-case adversarial / perturbation"
         # Show examples the attacks fooled first (they are what the picture is for), in their original order.

@@ -3,11 +3,14 @@
 A robust accuracy is only believable if gradient-based attacks could have found the adversarial
 examples that exist. Athalye et al. (2018, arXiv:1802.00420) and Carlini et al. (2019,
 arXiv:1902.06705) list the symptoms of obfuscated gradients; each function here tests one and
-returns ``{"passed": bool, "detail": str}``. A failed check is a warning, not an error: the
-numbers are still reported, but should not be trusted as they stand.
+returns ``{"status": "passed" | "failed" | "skipped", "detail": str}``. A failed check makes the
+evaluation's verdict untrusted (``metaadv evaluate`` exits 3); a skipped one (not applicable to
+the attacks run, or checks switched off) is reported as skipped, never as passed.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -16,7 +19,7 @@ from ..attacks._common import input_grad
 
 __all__ = ["CHECKS", "logits_not_probabilities", "nonzero_gradients", "deterministic_forward",
            "pgd_not_weaker_than_fgsm", "accuracy_falls_with_eps", "unbounded_attack_succeeds",
-           "run_checks", "sweep_is_non_increasing", "within_threat_model", "SWEEP_FRACTIONS"]
+           "run_checks", "skipped_checks", "sweep_is_non_increasing", "keep_in_threat_model", "within_threat_model", "SWEEP_FRACTIONS"]
 
 CHECKS = ("logits_not_probabilities", "nonzero_gradients", "deterministic_forward",
           "pgd_not_weaker_than_fgsm", "accuracy_falls_with_eps", "unbounded_attack_succeeds")
@@ -24,7 +27,16 @@ SWEEP_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _result(passed: bool, detail: str) -> dict:
-    return {"passed": bool(passed), "detail": detail}
+    return {"status": "passed" if passed else "failed", "detail": detail}
+
+
+def _skipped(detail: str) -> dict:
+    return {"status": "skipped", "detail": detail}
+
+
+def skipped_checks(detail: str) -> dict[str, dict]:
+    """Every check, reported as skipped for ``detail``."""
+    return {name: _skipped(detail) for name in CHECKS}
 
 
 def within_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, tol: float = 1e-5) -> torch.Tensor:
@@ -36,6 +48,17 @@ def within_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: 
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     in_range = (x_adv.flatten(1).amin(1) >= -tol) & (x_adv.flatten(1).amax(1) <= 1 + tol)
     return (size <= eps + tol) & in_range
+
+
+def keep_in_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, name: str = "autoattack") -> torch.Tensor:
+    """Replace examples outside the eps-ball or [0, 1] by the clean input (not fooled), with a warning."""
+    ok = within_threat_model(x, x_adv, eps, norm)
+    if not bool(ok.all()):
+        bad = int((~ok).sum())
+        warnings.warn(f"{name}: {bad} adversarial example(s) outside the {norm} eps={eps:g} ball or [0, 1]; "
+                      "counted as not fooled", stacklevel=2)
+        x_adv = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
+    return x_adv
 
 
 @torch.no_grad()
@@ -75,7 +98,7 @@ def deterministic_forward(model, x: torch.Tensor, atol: float = 1e-5) -> dict:
 def pgd_not_weaker_than_fgsm(per_attack: dict[str, float], n: int) -> dict:
     """An iterative attack that does worse than one step means the loss surface misleads it."""
     if "pgd" not in per_attack or "fgsm" not in per_attack:
-        return _result(True, "skipped: needs both fgsm and pgd")
+        return _skipped("skipped: needs both fgsm and pgd among the attacks")
     tol = max(0.01, 2.0 / max(n, 1))
     p, f = per_attack["pgd"], per_attack["fgsm"]
     return _result(p <= f + tol, f"PGD accuracy {p:.3f} vs FGSM {f:.3f} (tolerance {tol:.3f})")

@@ -12,6 +12,10 @@ measures the training, not the robustness.
 
 from __future__ import annotations
 
+import contextlib
+
+import io
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,11 +25,12 @@ import torch
 
 from ..attacks import NORMS, fgsm, frozen_eval, pgd
 from ..errors import UserError
-from .autoattack import AA_VERSIONS, INSTALL_HINT, art_available, keep_in_threat_model
-from .checks import run_checks
+from .autoattack import INSTALL_HINT, aa_available, autoattack_stages, check_aa, package_version
+from .checks import keep_in_threat_model, run_checks, skipped_checks
 from .examples import ShownExamples
 
-__all__ = ["ATTACK_NAMES", "EvalSettings", "Evaluation", "evaluate_model", "resolve_attacks", "run_evaluation", "worst_case"]
+__all__ = ["ATTACK_NAMES", "EvalSettings", "Evaluation", "evaluate_model", "resolve_attacks", "run_evaluation",
+           "verdict", "worst_case"]
 
 ATTACK_NAMES = ("fgsm", "pgd", "autoattack")
 CHECK_SUBSET = 200  # the sanity checks need a few hundred examples, not the whole test set
@@ -44,14 +49,14 @@ class EvalSettings:
     aa_version: str = "standard"
     batch_size: int = 256
     seed: int = 0
+    aa_impl: str = "pyautoattack"
 
     def __post_init__(self):
         if not 0.0 <= self.eps <= 1.0:
             raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
         if self.norm not in NORMS:
             raise UserError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
-        if self.aa_version not in AA_VERSIONS:
-            raise UserError(f"unknown AutoAttack version {self.aa_version!r}; choose one of {', '.join(AA_VERSIONS)}")
+        check_aa(self.aa_impl, self.aa_version)
         for name in ("pgd_steps", "pgd_restarts", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -63,14 +68,20 @@ class EvalSettings:
         return self.pgd_step_size if self.pgd_step_size is not None else 2.5 * self.eps / self.pgd_steps
 
 
-def resolve_attacks(attacks: str | Sequence[str] | Mapping[str, str | AttackFn] | None) -> dict[str, str | AttackFn]:
-    """Names (or a comma list) -> {name: builtin name or attack function}; None = every available attack."""
+def resolve_attacks(attacks: str | Sequence[str] | Mapping[str, str | AttackFn] | None,
+                    aa_impl: str = "pyautoattack") -> tuple[dict[str, str | AttackFn], str]:
+    """Names (or a comma list) -> ({name: builtin name or attack function}, AutoAttack status).
+
+    None = every attack. The status is ``requested`` (it will run), ``missing`` (asked for by
+    default, but its package is not installed: a warning, and the verdict is untrusted) or
+    ``not requested``. AutoAttack named explicitly but not installed is a :class:`UserError`.
+    """
     if attacks is None:
-        names = list(ATTACK_NAMES)
-        if not art_available():
-            warnings.warn(f"AutoAttack skipped: adversarial-robustness-toolbox is not installed ({INSTALL_HINT})", stacklevel=3)
-            names.remove("autoattack")
-        return {n: n for n in names}
+        if aa_available(aa_impl):
+            return {n: n for n in ATTACK_NAMES}, "requested"
+        warnings.warn(f"AutoAttack missing: {package_version(aa_impl).split()[0]} is not installed ({INSTALL_HINT}); "
+                      "the verdict is untrusted without it", stacklevel=3)
+        return {n: n for n in ATTACK_NAMES if n != "autoattack"}, "missing"
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     chosen = dict(attacks) if isinstance(attacks, Mapping) else {a: a for a in attacks}
@@ -79,27 +90,30 @@ def resolve_attacks(attacks: str | Sequence[str] | Mapping[str, str | AttackFn] 
     for name, fn in chosen.items():
         if isinstance(fn, str) and fn not in ATTACK_NAMES:
             raise UserError(f"unknown attack {fn!r}; choose from {', '.join(ATTACK_NAMES)}")
-        if fn == "autoattack" and not art_available():
-            raise UserError(f"AutoAttack needs adversarial-robustness-toolbox; {INSTALL_HINT}")
-    return chosen
+        if fn == "autoattack" and not aa_available(aa_impl):
+            raise UserError(f"AutoAttack needs {package_version(aa_impl).split()[0]}; {INSTALL_HINT}")
+    return chosen, ("requested" if "autoattack" in chosen.values() else "not requested")
 
 
-def _runner(model, fn: str | AttackFn, x0: torch.Tensor, s: EvalSettings) -> Callable:
-    """A batch attack ``run(x, y, generator) -> x_adv``; built once, so ART is set up once."""
-    if s.eps == 0:
-        return lambda x, y, g: x
+def _stages(model, fn: str | AttackFn, x0: torch.Tensor, s: EvalSettings) -> tuple[list[tuple[str, Callable]], dict]:
+    """An attack as stages ``[(name, run(x, y, generator) -> x_adv)]``, each run on what the earlier left.
+
+    Built once per evaluation (so ART or the reference AutoAttack is set up once); with the
+    attack's settings for the report.
+    """
     if fn == "fgsm":
-        return lambda x, y, g: fgsm(model, x, y, eps=s.eps, norm=s.norm)
+        return [("fgsm", lambda x, y, g: fgsm(model, x, y, eps=s.eps, norm=s.norm))], {"step_size": s.eps}
     if fn == "pgd":
-        return lambda x, y, g: pgd(model, x, y, eps=s.eps, step_size=s.step_size, steps=s.pgd_steps,
-                                   restarts=s.pgd_restarts, norm=s.norm, generator=g)
+        run = lambda x, y, g: pgd(model, x, y, eps=s.eps, step_size=s.step_size, steps=s.pgd_steps,
+                                  restarts=s.pgd_restarts, norm=s.norm, generator=g, any_iterate=True)
+        return [("pgd", run)], {"steps": s.pgd_steps, "restarts": s.pgd_restarts, "step_size": s.step_size,
+                                "broken_if": "any iterate"}
     if fn == "autoattack":
-        from .autoattack import make_autoattack, seed_everything
-
-        seed_everything(s.seed)  # ART draws from the global generators
-        aa = make_autoattack(model, x0, eps=s.eps, norm=s.norm, version=s.aa_version, batch_size=s.batch_size)
-        return lambda x, y, g: aa(x, y)
-    return lambda x, y, g: fn(model, x, y, eps=s.eps, norm=s.norm, generator=g)
+        stages, info = autoattack_stages(model, x0, eps=s.eps, norm=s.norm, version=s.aa_version, impl=s.aa_impl,
+                                         seed=s.seed, batch_size=s.batch_size)
+        return [(name, (lambda r: lambda x, y, g: r(x, y))(r)) for name, r in stages], info
+    return [("custom", lambda x, y, g: fn(model, x, y, eps=s.eps, norm=s.norm, generator=g))], \
+        {"custom": getattr(fn, "__name__", repr(fn))}
 
 
 @torch.no_grad()
@@ -132,32 +146,79 @@ class Evaluation:
     pred_adv: torch.Tensor
 
 
-def _attack_all(model, run, x, y, idx, s: EvalSettings, name: str, shown: ShownExamples, device) -> torch.Tensor:
-    """Attack the examples ``idx`` in batches; ``(N,)`` bool, correct under this attack."""
+def _bar(desc: str, total: int, progress: bool | None):
+    """A tqdm bar with an ETA on stderr; ``progress`` None: only when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", file=sys.stderr, leave=True, **_size(),
+                disable=None if progress is None else not progress)
+
+
+def _size() -> dict:
+    """Where a terminal reports 0 columns or rows (a bare pty), tqdm would draw nothing: say 80 x 24."""
+    import os
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return {}
+    return {"ncols": size.columns or 80, "nrows": size.lines or 24} if 0 in (size.columns, size.lines) else {}
+
+
+def _attack_all(model, stages, x, y, idx, s: EvalSettings, name: str, shown: ShownExamples, device,
+                progress: bool | None) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+    """Attack the examples ``idx`` stage by stage, in batches: ``(N,)`` bool correct under this attack,
+    and each stage's accuracy (over all N) and seconds. A stage attacks only what the earlier left."""
     correct = torch.zeros(len(x), dtype=torch.bool)
+    correct[idx] = True
     g = torch.Generator(device=device).manual_seed(s.seed)
-    for start in range(0, len(idx), s.batch_size):
-        b = idx[start : start + s.batch_size]
-        xb, yb = x[b].to(device), y[b].to(device)
-        xa = keep_in_threat_model(xb, run(xb, yb, g), s.eps, s.norm, name)
-        with torch.no_grad(), frozen_eval(model):
-            pred = model(xa).argmax(1).cpu()
-        correct[b] = pred == y[b]
-        shown.update(b, xa.cpu(), pred, pred != y[b], preferred=name == "pgd")
-    return correct
+    after, seconds = {}, {}
+    for stage, run in stages:
+        t = time.perf_counter()
+        todo = idx[correct[idx]]
+        label = name if stage == name else f"{name} {stage}"
+        with _bar(label, len(todo), progress) as bar:
+            for start in range(0, len(todo), s.batch_size):
+                b = todo[start : start + s.batch_size]
+                xb, yb = x[b].to(device), y[b].to(device)
+                xa = xb if s.eps == 0 else keep_in_threat_model(xb, run(xb, yb, g), s.eps, s.norm, label)
+                with torch.no_grad(), frozen_eval(model):
+                    pred = model(xa).argmax(1).cpu()
+                correct[b] = pred == y[b]
+                shown.update(b, xa.cpu(), pred, pred != y[b], preferred=name == "pgd")
+                bar.update(len(b))
+        after[stage], seconds[stage] = _mean(correct), round(time.perf_counter() - t, 3)
+    return correct, after, seconds
 
 
-def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **options) -> Evaluation:
+    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)``; see :func:`evaluate_model`.
+
+    Always in fp32, whatever the model was trained in: autocast is switched off even inside a
+    caller's autocast region, since a low-precision judge could miss adversarial examples. The
+    result says so (``"precision": "fp32"``). Options: those of :func:`_evaluate_fp32`.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        ev = _evaluate_fp32(model, x, y, **options)
+    ev.result["precision"] = "fp32"
+    return ev
+
+
+def _evaluate_fp32(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                    attacks=None, transfer: Mapping[str, AttackFn] | None = None, pgd_steps: int = 40,
                    pgd_restarts: int = 5, pgd_step_size: float | None = None, aa_version: str = "standard",
-                   batch_size: int = 256, seed: int = 0, checks: bool = True, keep: int = 0) -> Evaluation:
-    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)``; see :func:`evaluate_model`.
+                   aa_impl: str = "pyautoattack", batch_size: int = 256, seed: int = 0, checks: bool = True,
+                   keep: int = 0, progress: bool | None = None) -> Evaluation:
+    """The evaluation itself (see :func:`run_evaluation`, which calls it with autocast off).
 
     Attacks run only on clean-correct examples (the others are not robust anyway), in batches on
     the model's device, each from a generator seeded with ``seed``.
     """
-    s = EvalSettings(eps, norm, pgd_steps, pgd_restarts, pgd_step_size, aa_version, batch_size, seed)
-    chosen = resolve_attacks(attacks)
+    s = EvalSettings(eps, norm, pgd_steps, pgd_restarts, pgd_step_size, aa_version, batch_size, seed, aa_impl)
+    chosen, aa_status = resolve_attacks(attacks, aa_impl)
     device = next(iter(model.parameters()), torch.empty(0)).device
     x, y = x.detach().cpu(), y.detach().cpu()
     t0 = time.perf_counter()
@@ -166,68 +227,94 @@ def run_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     idx = clean_correct.nonzero().flatten()
     seconds = {"clean": time.perf_counter() - t0}
     shown = ShownExamples(x, pred_clean, keep)
-    correct_under, transfer_acc = {}, {}
+    correct_under, transfer_acc, described = {}, {}, {}
     for group, attack_map in (("attacks", chosen), ("transfer", transfer or {})):
         for name, fn in attack_map.items():
             t = time.perf_counter()
-            run = _runner(model, fn, x[:1].to(device), s)
+            stages, info = _stages(model, fn, x[:1].to(device), s)
+            if len(stages) == 1:
+                stages = [(name, stages[0][1])]
             keeper = shown if group == "attacks" else ShownExamples(x, pred_clean, 0)
-            c = _attack_all(model, run, x, y, idx, s, name, keeper, device)
+            c, after, stage_seconds = _attack_all(model, stages, x, y, idx, s, name, keeper, device, progress)
             seconds[name] = time.perf_counter() - t
             if group == "attacks":
                 correct_under[name] = c
+                if len(stages) > 1:
+                    info = {**info, "accuracy_after": after, "seconds_per_component": stage_seconds}
+                    note = square_note(after)
+                    if note:
+                        info.setdefault("notes", []).append(note)
+                        warnings.warn(f"autoattack: {note}", stacklevel=2)
+                described[name] = info
             else:
                 transfer_acc[name] = _mean(clean_correct & c)
     robust_acc, per_attack = worst_case(clean_correct, correct_under)
     result = {"clean_acc": _mean(clean_correct), "robust_acc": robust_acc, "per_attack": per_attack,
-              "eps": s.eps, "norm": s.norm, "n": len(x), "checks": {}, "attacks": _describe(chosen, s),
+              "eps": s.eps, "norm": s.norm, "n": len(x), "checks": {}, "attacks": described,
+              "autoattack": "ran" if aa_status == "requested" else aa_status,
               "seed": seed, "batch_size": batch_size, "device": str(device)}
     if transfer:
         result["transfer"] = transfer_acc
+    t = time.perf_counter()
     if checks:
-        t = time.perf_counter()
         result["checks"] = _checks(model, x[:CHECK_SUBSET].to(device), y[:CHECK_SUBSET].to(device), s, per_attack, len(x))
         seconds["checks"] = time.perf_counter() - t
+    else:
+        result["checks"] = skipped_checks("not run (checks switched off)")
+    result["trusted"], result["untrusted_reasons"] = verdict(result["checks"], result["autoattack"])
     result["seconds"] = {k: round(v, 3) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()}
     return Evaluation(result, *shown.tensors())
 
 
+def square_note(after: Mapping[str, float], alpha: float = 0.002) -> str | None:
+    """The reference's ``check_square_sr``: the black-box Square finding more than the gradient attacks
+    before it (by more than ``alpha``) hints that the gradients mislead them. A note, as in the reference."""
+    names = list(after)
+    if "square" not in names or names.index("square") == 0:
+        return None
+    before = after[names[names.index("square") - 1]]
+    if after["square"] < before - alpha:
+        return (f"Square lowered robust accuracy by {before - after['square']:.2%} after the gradient-based attacks: "
+                "the gradient-based evaluation may be unreliable; consider more Square queries or an adaptive attack")
+    return None
+
+
+def verdict(check_results: Mapping[str, dict], autoattack: str) -> tuple[bool, list[str]]:
+    """``(trusted, reasons)``: trusted only if no check failed and AutoAttack was not missing.
+
+    A check skipped (not applicable, or switched off) and AutoAttack left out by choice do not
+    count against the verdict; AutoAttack asked for but not installed does: robust accuracy
+    without the reference attack is not a verdict.
+    """
+    reasons = [f"check {name} failed: {r['detail']}" for name, r in check_results.items() if r["status"] == "failed"]
+    if autoattack == "missing":
+        reasons.append(f"autoattack missing: not installed ({INSTALL_HINT})")
+    return not reasons, reasons
+
+
 def _checks(model, x, y, s: EvalSettings, per_attack: dict, n: int) -> dict:
-    """Run the sanity checks on a subset; a failure is a warning, the numbers are still reported."""
+    """Run the sanity checks on a subset; a failure is a warning and makes the verdict untrusted."""
     results = run_checks(model, x, y, eps=s.eps, norm=s.norm, per_attack=per_attack, n=n, steps=min(s.pgd_steps, 20),
                          seed=s.seed, batch_size=s.batch_size)
     for name, r in results.items():
-        if not r["passed"]:
+        if r["status"] == "failed":
             warnings.warn(f"check {name} failed: {r['detail']}", stacklevel=4)
     return results
 
 
-def _describe(chosen: Mapping, s: EvalSettings) -> dict:
-    """The settings each attack ran with, for the report."""
-    out = {}
-    for name, fn in chosen.items():
-        if fn == "pgd":
-            out[name] = {"steps": s.pgd_steps, "restarts": s.pgd_restarts, "step_size": s.step_size}
-        elif fn == "fgsm":
-            out[name] = {"step_size": s.eps}
-        elif fn == "autoattack":
-            from importlib.metadata import version
-
-            out[name] = {"version": s.aa_version, "implementation": f"adversarial-robustness-toolbox {version('adversarial-robustness-toolbox')}"}
-        else:
-            out[name] = {"custom": getattr(fn, "__name__", repr(fn))}
-    return out
-
-
 def evaluate_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                    **options) -> dict:
-    """Clean and worst-case robust accuracy of ``model`` on ``(x, y)``, plus the sanity checks.
+    """Clean and worst-case robust accuracy of ``model`` on ``(x, y)``, plus the sanity checks and a verdict.
 
     Options: ``attacks`` (names from fgsm, pgd, autoattack, a comma list, or {name: attack fn};
-    default every available one), ``transfer`` ({name: attack fn}, reported apart),
-    ``pgd_steps=40``, ``pgd_restarts=5``, ``pgd_step_size`` (2.5 eps / steps), ``aa_version``
-    ("standard" or "fast"), ``batch_size=256``, ``seed=0``, ``checks=True``. Returns the dict
-    ``metaadv evaluate --json`` prints: ``clean_acc``, ``robust_acc``, ``per_attack``, ``eps``,
-    ``norm``, ``n``, ``checks`` and the attack settings and seconds.
+    default all three), ``transfer`` ({name: attack fn}, reported apart), ``pgd_steps=40``,
+    ``pgd_restarts=5``, ``pgd_step_size`` (2.5 eps / steps), ``aa_impl`` ("pyautoattack", the
+    reference, or "art"), ``aa_version`` ("standard", "plus", "rand", "fast"; ART: "standard",
+    "fast"), ``batch_size=256``, ``seed=0``, ``checks=True``, ``progress`` (None: a bar per
+    attack on stderr when it is a terminal). Returns the dict ``metaadv evaluate --json`` prints:
+    ``clean_acc``, ``robust_acc``, ``per_attack``, ``eps``, ``norm``, ``n``, ``checks`` (each
+    ``{"status": "passed" | "failed" | "skipped", "detail"}``), ``autoattack`` ("ran",
+    "missing" or "not requested"), ``trusted`` and ``untrusted_reasons``, the attack settings
+    and seconds.
     """
     return run_evaluation(model, x, y, eps=eps, norm=norm, **options).result

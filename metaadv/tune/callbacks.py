@@ -10,7 +10,12 @@ Tune writes results in a driver staging folder and copies it to the storage path
   line, which the resumed run would append after;
 - a driver killed between a report and the snapshot that records its checkpoint resumes the trial
   from the previous checkpoint, and the round in between would be logged twice: rows after the
-  restored checkpoint's round are dropped when the resumed session first restores the file.
+  restored checkpoint's round are dropped when the resumed session first restores the file;
+- PBT appends its lineage (``pbt_global.txt``, ``pbt_policy_<trial>.txt``) to files in the driver's
+  staging folder, which the periodic copy uploads over the stored ones. ``Tuner.restore`` copies
+  back only ``*.json`` and ``*.pkl`` (``_ExperimentCheckpointManager.sync_down_experiment_state``),
+  so after ``--resume`` PBT started new, empty files and the first upload replaced the lineage
+  written before the interruption. :class:`KeepLineageFiles` copies them back first.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import io
 import json
 from pathlib import Path
 
+from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-__all__ = ["SessionJsonLogger", "SessionCSVLogger", "LOGGERS"]
+__all__ = ["SessionJsonLogger", "SessionCSVLogger", "LOGGERS", "KeepLineageFiles", "restore_lineage_files"]
+
+LINEAGE_GLOBS = ("pbt_global.txt", "pbt_policy_*.txt")
 
 
 def drop_partial_last_line(path: Path) -> None:
@@ -94,6 +102,51 @@ class SessionJsonLogger(_RestoreOncePerSession, JsonLoggerCallback):
 
 class SessionCSVLogger(_RestoreOncePerSession, CSVLoggerCallback):
     pass
+
+
+def restore_lineage_files(fs, fs_path: str, local: str) -> list[str]:
+    """Copy the PBT lineage files stored at ``fs_path`` (a pyarrow filesystem's path) into the local
+    staging folder ``local``, ahead of anything this session already wrote there; return their names.
+
+    Restored trials keep the staging folder name of the session that started them, inside the
+    current Ray session's folder: after a driver that started its own Ray was killed, it is new and
+    empty; when the driver joined a cluster that outlived it, the folder is still there, with every
+    line the killed driver wrote, and is left as it is."""
+    import fnmatch
+
+    import pyarrow.fs
+
+    copied = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(fs_path, allow_not_found=True)):
+        if info.type != pyarrow.fs.FileType.File or not any(fnmatch.fnmatch(info.base_name, g) for g in LINEAGE_GLOBS):
+            continue
+        with fs.open_input_stream(info.path) as f:
+            stored = f.read()
+        if stored and not stored.endswith(b"\n"):  # a copy interrupted mid-line
+            stored = stored[: stored.rfind(b"\n") + 1]
+        target = Path(local, info.base_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = target.read_bytes() if target.is_file() else b""
+        if written.startswith(stored):
+            continue  # the staging folder survived (same Ray session): it already holds all of it
+        target.write_bytes(stored + written)
+        copied.append(info.base_name)
+    return copied
+
+
+class KeepLineageFiles(Callback):
+    """On a driver session's first step (before any result, so before any exploit), copy the PBT
+    lineage files back from storage into the new staging folder, where PBT appends to them."""
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not trials:
+            return
+        storage = trials[0].storage
+        staging = storage.experiment_driver_staging_path
+        if self.__dict__.get("_restored_into") == staging:  # once per session (each has its own staging folder)
+            return
+        self._restored_into = staging
+        restore_lineage_files(storage.storage_filesystem, storage.experiment_fs_path, staging)
 
 
 def LOGGERS() -> list:

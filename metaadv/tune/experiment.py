@@ -22,6 +22,10 @@ SEARCHERS = ("random", "optuna")
 SIZES = ("tiny", "smoke", "medium", "full")
 # Every named experiment has these; ``tiny`` (tests) and ``medium`` (hours on 2 CPUs) are optional.
 REQUIRED_SIZES = ("smoke", "full")
+# What PBT/PB2 count time in (perturbation_interval and burn_in_period are in these units): reports
+# (= rounds), or the training gradient evaluations of the row, so that trials whose rounds cost
+# different amounts (PGD-1 vs PGD-10) are compared at equal cost.
+TIME_ATTRS = ("training_iteration", "cost/grad_evals")
 # The config class each run kind is built from (see metaadv/tune/kinds.py).
 CONFIG_CLASSES = {"train": TrainConfig, "meta": MetaConfig}
 
@@ -56,7 +60,8 @@ class Experiment:
     threat_eps: float | None = None
     kind: str = "train"
     max_failures: int = 2  # retries of a crashed trial, each from its last checkpoint
-    seed: int = 0
+    seed: int = 0  # the initial population's sampler and PBT/PB2's own random draws
+    time_attr: str = "training_iteration"  # PBT/PB2 only: one of TIME_ATTRS
 
     def __post_init__(self):
         _one_of("scheduler", self.scheduler, SCHEDULERS)
@@ -76,6 +81,14 @@ class Experiment:
             if self.scheduler == "pb2" and isinstance(dim, LogRange):
                 raise UserError(f"{self.name}: PB2 searches linear bounds only; give {key!r} as a Range")
         _one_of("kind", self.kind, tuple(CONFIG_CLASSES))
+        _one_of("time_attr", self.time_attr, TIME_ATTRS)
+        if self.time_attr != "training_iteration":
+            if self.scheduler not in ("pbt", "pb2"):
+                raise UserError(f"{self.name}: time_attr={self.time_attr!r} applies to PBT and PB2 only")
+            for size in self.sizes:
+                if "perturbation_interval" not in self.options(size):
+                    raise UserError(f"{self.name}: with time_attr={self.time_attr!r}, give perturbation_interval "
+                                    f"(and burn_in_period) in units of {self.time_attr} in scheduler_options")
         for size in self.sizes:
             self.check_config(size)
 
@@ -94,8 +107,9 @@ class Experiment:
     def fixed_config(self, size: str) -> dict:
         """The trial config's constant part: kind, fixed TrainConfig keys, the threat model."""
         values = {"kind": self.kind, **self.base, **self.sizes[size].config}
-        if values.get("data_dir"):
-            values["data_dir"] = os.path.abspath(values["data_dir"])  # Tune runs trials in their own folder
+        for key in ("data_dir", "schedule"):  # Tune runs trials in their own folder: paths made absolute
+            if values.get(key) and "://" not in values[key]:
+                values[key] = os.path.abspath(values[key])
         if self.threat_eps is not None:
             values.setdefault("val_eps", float(self.threat_eps))  # a size may set its own val_eps
         if self.kind == "train" and "lr" in self.space:

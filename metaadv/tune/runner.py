@@ -11,7 +11,7 @@ import ray
 from ray import tune
 
 from ..errors import UserError
-from .callbacks import LOGGERS
+from .callbacks import LOGGERS, KeepLineageFiles
 from .experiment import SIZES, Experiment
 from .schedulers import build_scheduler, build_searcher, checkpoints_to_keep, param_space
 from .trainable import make_trainable
@@ -101,7 +101,7 @@ def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable, c
         num_samples=opts.samples or (1 if opts.seeds is not None else size.num_samples),
         reuse_actors=True, trial_dirname_creator=_trial_dirname, **single)
     run_config = tune.RunConfig(
-        name=name, storage_path=root, verbose=opts.verbose, callbacks=[*LOGGERS(), *callbacks],
+        name=name, storage_path=root, verbose=opts.verbose, callbacks=[*LOGGERS(), KeepLineageFiles(), *callbacks],
         # Stopping on the last round before the scheduler sees it keeps PBT from "exploiting" a
         # finished trial (a restart that trains nothing and leaves the donor's numbers behind).
         stop=_stop(exp, opts.size),

@@ -10,22 +10,35 @@
   objectives). PBT/PB2 refuse a searcher (Ray raises), which Experiment already rejects; their
   initial population comes from the (seeded) variant generator.
 
-All time attributes are ``training_iteration``: one report is one round, the unit everything
-in metaadv agrees on (the default, wall-clock seconds, would make decisions load-dependent).
+Time attributes are ``training_iteration`` (one report is one round, the unit everything in
+metaadv agrees on; Ray's default, wall-clock seconds, would make decisions load-dependent), or for
+PBT/PB2 the experiment's ``time_attr``: ``cost/grad_evals`` compares trials at equal training cost.
+
+PBT and PB2 are Ray's, with four fixes (:class:`_PopulationFixes`): a diverged trial's score is
+the worst possible at once (it can never be a donor, and is replaced at its next perturbation);
+mutations are put back inside the declared space (:func:`~metaadv.tune.space.fit_to_space`); the
+random draws (donor choice, perturbation factors, resampling) come from the scheduler's own
+generators, seeded from the experiment's ``seed``; trial tags stay the first tag across
+``--resume`` (Ray re-reads a perturbed tag as the original one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import random
 
+import numpy as np
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers.pb2 import PB2  # imports scikit-learn only when PB2 explores
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from .experiment import Experiment
-from .space import Grid, LogRange, snap_to_grids
+from .space import Grid, LogRange, fit_to_space
 
-__all__ = ["param_space", "build_scheduler", "build_searcher", "checkpoints_to_keep"]
+__all__ = ["param_space", "build_scheduler", "build_searcher", "checkpoints_to_keep", "SeededPBT", "SeededPB2", "is_diverged"]
 
 TIME_ATTR = "training_iteration"
 
@@ -48,20 +61,79 @@ def _pbt_mutations(exp: Experiment) -> dict:
     return {k: list(d.values) if isinstance(d, Grid) else _sampler(d) for k, d in exp.space.items()}
 
 
+def is_diverged(result: dict, metric: str) -> bool:
+    """A diverged trial's report: ``status: diverged`` (metaadv's trainable), or a NaN metric."""
+    value = result.get(metric)
+    return result.get("status") == "diverged" or (isinstance(value, float) and math.isnan(value))
+
+
+class _PopulationFixes:
+    """Mixed in before PopulationBasedTraining / PB2; see the module docstring."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._py_random = random.Random(seed).getstate()
+        self._np_random = np.random.RandomState(seed).get_state()
+
+    @contextlib.contextmanager
+    def own_random(self):
+        """Ray's PBT draws from Python's global ``random`` (donor, perturbation factor, grid shift)
+        and, to resample a range, NumPy's global generator. Inside this block both are the
+        scheduler's own seeded streams; outside, the globals are as they were."""
+        saved = random.getstate(), np.random.get_state()
+        random.setstate(self._py_random)
+        np.random.set_state(self._np_random)
+        try:
+            yield
+        finally:
+            self._py_random, self._np_random = random.getstate(), np.random.get_state()
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+    def on_trial_add(self, tune_controller, trial):
+        with self.own_random():
+            super().on_trial_add(tune_controller, trial)
+        # After --resume the trial's tag is the perturbed one ("3_lr=...@perturbed[...]"); the
+        # lineage files name a trial by its first tag, before and after the restore alike.
+        state = self._trial_state[trial]
+        state.orig_tag = state.orig_tag.split("@perturbed[")[0]
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if self._metric in result and is_diverged(result, self._metric):
+            # Ray 2.60 leaves a NaN out of its quantiles, but keeps the trial's score from its last
+            # perturbation round until the trial ends: a trial that diverged between two
+            # perturbations could still be cloned. Its score is the worst there is, at once.
+            worst = -math.inf if self._mode == "max" else math.inf
+            result = {**result, self._metric: worst}
+            self._trial_state[trial].last_score = -math.inf  # last_score is mode-adjusted: higher is better
+        with self.own_random():
+            return super().on_trial_result(tune_controller, trial, result)
+
+
+class SeededPBT(_PopulationFixes, PopulationBasedTraining):
+    pass
+
+
+class SeededPB2(_PopulationFixes, PB2):
+    def _save_trial_state(self, state, time, result, trial):
+        if is_diverged(result, self._metric) or not math.isfinite(result[self._metric]):
+            # The GP models score changes: an infinite one would break its fit. Rank only.
+            return PopulationBasedTraining._save_trial_state(self, state, time, result, trial)
+        return super()._save_trial_state(state, time, result, trial)
+
+
 def build_scheduler(exp: Experiment, size: str):
     opts = exp.options(size)
+    time_attr = exp.time_attr
+    explore = functools.partial(fit_to_space, space=dict(exp.space))
     # metric and mode reach the scheduler through TuneConfig (Tune refuses them in both places).
     if exp.scheduler == "pbt":
-        return PopulationBasedTraining(time_attr=TIME_ATTR, hyperparam_mutations=_pbt_mutations(exp),
-                                       **{"perturbation_interval": 2, "quantile_fraction": 0.25, **opts})
+        return SeededPBT(time_attr=time_attr, hyperparam_mutations=_pbt_mutations(exp), custom_explore_fn=explore,
+                         seed=exp.seed, **{"perturbation_interval": 2, "quantile_fraction": 0.25, **opts})
     if exp.scheduler == "pb2":
-        from ray.tune.schedulers.pb2 import PB2
-
-        grids = {k: d for k, d in exp.space.items() if isinstance(d, Grid)}
         bounds = {k: list(d.bounds) for k, d in exp.space.items()}
-        return PB2(time_attr=TIME_ATTR, hyperparam_bounds=bounds,
-                   custom_explore_fn=functools.partial(snap_to_grids, grids=grids),
-                   **{"perturbation_interval": 2, "quantile_fraction": 0.25, **opts})
+        return SeededPB2(time_attr=time_attr, hyperparam_bounds=bounds, custom_explore_fn=explore, seed=exp.seed,
+                         **{"perturbation_interval": 2, "quantile_fraction": 0.25, **opts})
     if exp.scheduler == "asha":
         return ASHAScheduler(time_attr=TIME_ATTR, max_t=exp.rounds(size),
                              **{"grace_period": 1, "reduction_factor": 2, **opts})
@@ -93,8 +165,11 @@ def checkpoints_to_keep(exp: Experiment, size: str) -> int | None:
 
     A PBT donor is cloned from the checkpoint it had at its last perturbation, at most
     ``perturbation_interval`` reports old; deleting it earlier breaks the exploit (Ray warns at
-    <= 2). Other schedulers resume from the latest only.
+    <= 2). With a cost ``time_attr`` the number of reports in an interval is not known in advance
+    (it depends on what each round costs): all are kept. Other schedulers resume from the latest only.
     """
+    if exp.scheduler in ("pbt", "pb2") and exp.time_attr != TIME_ATTR:
+        return None
     if exp.scheduler in ("pbt", "pb2"):
         return int(exp.options(size).get("perturbation_interval", 2)) + 2
     return 2

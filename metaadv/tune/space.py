@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Grid", "Range", "LogRange", "Dimension", "snap_to_grids"]
+__all__ = ["Grid", "Range", "LogRange", "Dimension", "snap_to_grids", "fit_to_space"]
 
 
 @dataclass(frozen=True)
@@ -70,4 +70,23 @@ def snap_to_grids(config: dict, grids: dict[str, Grid]) -> dict:
     for key, grid in grids.items():
         if key in out:
             out[key] = grid.snap(out[key])
+    return out
+
+
+def fit_to_space(config: dict, space: dict[str, Dimension]) -> dict:
+    """Put every searched key of ``config`` back inside its declared dimension: a range's value is
+    clipped to ``[low, high]``, a grid's snapped to the nearest grid value.
+
+    PBT's ``custom_explore_fn``: PBT multiplies a continuous value by 0.8 or 1.2 without looking
+    at the bounds (so ``lr`` drifts out of its LogRange after a few exploits), and PB2 proposes
+    points between grid values.
+    """
+    out = dict(config)
+    for key, dim in space.items():
+        if key not in out:
+            continue
+        if isinstance(dim, Grid):
+            out[key] = dim.snap(out[key])
+        else:
+            out[key] = min(max(float(out[key]), dim.low), dim.high)
     return out

@@ -9,8 +9,9 @@ contract and nothing is renamed.
 A diverged trial (loss NaN/inf) reports one last row with ``status="diverged"``, the message in
 ``error`` and NaN for the metrics, and returns: the trial ends TERMINATED, without the retries a
 raised error would trigger (each would diverge again from the same checkpoint). NaN is the value
-every Ray component already treats as "no score": PBT leaves it out of its quantiles, ASHA's
-cutoffs use nanpercentile, Optuna records the trial as failed, and best-result lookups skip it.
+every Ray component already treats as "no score": ASHA's cutoffs use nanpercentile, Optuna records
+the trial as failed, and best-result lookups skip it; metaadv's PBT and PB2 rank it worst at once
+(:mod:`metaadv.tune.schedulers`). The row keeps the cost columns, PBT's possible ``time_attr``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,21 @@ def _front(row: dict, front: Sequence[str]) -> dict:
 
 def _diverged_row(run, exc: BaseException, front: Sequence[str]) -> dict:
     nan = {k: math.nan for k in front if not k.startswith("hp/")}
-    return {**nan, "round": run.round + 1, "status": "diverged", "error": str(exc)}
+    return {**nan, **_cost_so_far(run), "round": run.round + 1, "status": "diverged", "error": str(exc)}
+
+
+def _cost_so_far(run) -> dict:
+    """The cost columns at the divergence: PBT's ``time_attr`` may be one (``cost/grad_evals``),
+    and PBT refuses a report without it. The last good row's values, plus the trainer's count of
+    the work the diverged round did, where the run has one."""
+    cost = {"cost/grad_evals": 0, "cost/eval_grad_evals": 0, "cost/seconds": 0.0}
+    if run.rows:
+        cost.update({k: v for k, v in run.rows[-1].items() if k in cost})
+    for key, attr in (("cost/grad_evals", "grad_evals"), ("cost/eval_grad_evals", "eval_grad_evals")):
+        counted = getattr(getattr(run, "trainer", None), attr, None)
+        if isinstance(counted, int):
+            cost[key] = counted
+    return cost
 
 
 def _limit_threads() -> None:
