@@ -49,6 +49,12 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
         searches = [u for u in phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
         assert {u.arm.name for u in searches} == {"tuned", "searched"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
+        from metaadv.tune.schedulers import build_scheduler
+
+        pbt = runner.experiment(next(u for u in searches if u.scheduler == "pbt"))
+        scheduler = build_scheduler(pbt, size)  # PBT compares trials at equal training cost
+        assert pbt.time_attr == scheduler._time_attr == "cost/grad_evals"
+        assert 0 < scheduler._perturbation_interval <= STUDY.sizes[size].budget_grad_evals / 3
         declared = STUDY.declaration(size)["arms"]
         for u in phase1_units(STUDY, STUDY.sizes[size], {}):  # study.json names the folders phase 1 writes
             assert u.name in declared[u.arm.name]["experiments"]
@@ -180,6 +186,7 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert set(meta["arms"]) == set(ARMS) and meta["arms"]["searched"]["decision_validation"] is True
     assert meta["arms"]["fixed"]["decision_validation"] is False and meta["status"] == "done"
     assert meta["arms"]["learned"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
+    assert meta["pbt_time_attr"] == meta["pbt"]["time_attr"] == "cost/grad_evals"
     expected = set(ARMS) if replay_available() else set(ARMS) - {"replay-learned", "replay-searched"}
     assert set(meta["skipped_arms"]) == set(ARMS) - expected
 
@@ -219,6 +226,25 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert lineage["round"].tolist() == list(range(1, len(rows) + 1))
     for col in ("hp/eps", "hp/steps", "hp/lr"):
         assert lineage[col].tolist() == pytest.approx([r[col] for r in rows]), col
+
+    # Replays: the best PBT lineage and the learned runs' rows, written as schedules, and each replay
+    # trial trained round by round under its schedule, from scratch on a paired seed.
+    if replay_available():
+        from metaadv.training.replay import read_schedule
+
+        written = read_schedule(next((root / "schedules" / "replay-searched").glob("pbt-0-*.csv")))
+        assert [{k: v for k, v in r.items() if k in ("round", "hp/eps", "hp/steps", "hp/lr")} for r in written] == \
+            pytest.approx([{k: r[k] for k in ("round", "hp/eps", "hp/steps", "hp/lr")} for r in lineage.to_dict("records")])
+        for arm in ("replay-learned", "replay-searched"):
+            assert len(list((root / "schedules" / arm).glob("*.csv"))) >= 1
+            for t in progress[f"{arm}/{arm}"]:
+                schedule = read_schedule(t["config"]["schedule"])
+                assert Path(t["config"]["schedule"]).parent == root / "schedules" / arm
+                got = read_checkpoint(Path(t["checkpoint"]) / "checkpoint.pt")["rows"]
+                assert len(got) == len(schedule) and t["config"]["controller"] == "replay"
+                for want, row in zip(schedule, got):
+                    for col in ("hp/eps", "hp/steps", "hp/lr", "hp/step_ratio"):
+                        assert row[col] == pytest.approx(want[col]), (arm, want["round"], col)
 
     # metaadv analyze reads the real study folder into a report.
     from metaadv.cli import main

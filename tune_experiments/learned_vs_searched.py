@@ -64,6 +64,10 @@ CONTRASTS = (
 # One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
 # the fixed schedule's rounds of PGD-10, so it ends exactly at its last round.
 #
+# PBT counts time in training grad evals (STUDY.pbt_time_attr): it perturbs every
+# ``perturbation_interval`` grad evals, one PGD-10 round's worth (two at full), whatever each
+# trial's rounds cost, so a PGD-1 trial is not judged after a tenth of the work of a PGD-10 one.
+#
 # The policy arms' reward check (``policy``: PGD-k twice and FGSM on a fresh batch of n validation
 # examples, (2k + 1) n grad evals a round, paid by learned, random-policy and transfer-learned
 # alike) is sized to about a tenth of a PGD-10 round (10-14%; 19-26% of the policy's average round,
@@ -76,7 +80,7 @@ SIZES = {
                 "val_pgd_steps": 2, "val_eps": 0.2, "device": "cpu"},
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
         corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
-        pbt={"perturbation_interval": 2, "burn_in_period": 2},
+        pbt={"perturbation_interval": 1100, "burn_in_period": 1100},
         policy={"policy_reward_size": 20, "policy_reward_steps": 3}),
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
@@ -86,7 +90,7 @@ SIZES = {
         corners="2 seeds per arm (not 5), 1 PBT population of 4 and 4 random-search trials, a budget of 25 PGD-10 "
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
                 "AutoAttack 'fast' (APGD-CE + APGD-DLR) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
-        pbt={"perturbation_interval": 2, "burn_in_period": 2},
+        pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
@@ -94,7 +98,7 @@ SIZES = {
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
         corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-DLR)",
-        pbt={"perturbation_interval": 4, "burn_in_period": 4},
+        pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},
         policy={"policy_reward_size": 200, "policy_reward_steps": 10}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
     "full": StudySize(
@@ -102,7 +106,7 @@ SIZES = {
         config={"rounds": 15, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 20},
         evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
         corners="none",
-        pbt={"perturbation_interval": 8, "burn_in_period": 8},
+        pbt={"perturbation_interval": 77_000, "burn_in_period": 77_000},
         policy={"policy_reward_size": 250, "policy_reward_steps": 10}),
 }
 

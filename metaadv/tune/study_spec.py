@@ -95,6 +95,10 @@ class Study:
     contrasts: tuple[tuple[str, str, str], ...]
     metric: str = "val/robust_acc"
     pbt: dict = field(default_factory=dict)  # PopulationBasedTraining options
+    # What PBT counts time in (its perturbation_interval and burn_in_period, in the sizes' ``pbt``):
+    # training grad evals, so trials whose rounds cost different amounts (PGD-1 vs PGD-10) are
+    # compared at equal cost, not at equal round counts.
+    pbt_time_attr: str = "cost/grad_evals"
 
     def __post_init__(self):
         names = [a.name for a in self.arms]
@@ -206,6 +210,7 @@ class Study:
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
                                   "policy": dict(s.policy)},
                 "evaluation": dict(s.evaluation),
+                "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
                                   **({"source": a.source} if a.source else {})}

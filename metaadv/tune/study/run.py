@@ -29,9 +29,10 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
     replay_ok = replay_available()
     skipped = {} if replay_ok else {a.name: "needs the replay controller (metaadv.training.replay and "
                                     "TrainConfig.schedule), not in this checkout" for a in study.arms if a.kind == "replay"}
-    notes = {"pbt_time_attr": "training_iteration",
-             "pbt_note": "PBT compares trials at equal rounds (training_iteration), not equal cost/grad_evals; every "
-                         "trial still stops at the per-model budget",
+    notes = {"pbt_time_attr": study.pbt_time_attr,
+             "pbt_note": f"PBT perturbs every perturbation_interval of {study.pbt_time_attr} (study.json pbt), so trials "
+                         "are compared at equal training cost, not equal round counts; every trial stops at the "
+                         "per-model budget",
              "seeds": "single, tuned (rerun), replay and transfer arms train on seeds 1..N (paired); replay/transfer "
                       "seed s follows its source's run on the next seed; search seeds 20000+k, PBT 10000+100p+m",
              "skipped_arms": skipped}

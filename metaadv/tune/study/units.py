@@ -55,13 +55,14 @@ class Runner:
     def experiment(self, unit: Unit) -> Experiment:
         s, size = self.study, self.opts.size
         base = {**s.arm_config(unit.arm, size), **unit.base}
-        options = {}
+        options, time_attr = {}, "training_iteration"
         if unit.scheduler == "pbt":
-            options = {**s.pbt, **self.size.pbt}
+            options, time_attr = {**s.pbt, **self.size.pbt}, s.pbt_time_attr
         return Experiment(name=unit.name, description=unit.arm.description, space=unit.space,
                           sizes={size: Size(unit.trials // max(1, len(unit.seeds)), {"val_eps": s.val_eps(size)})},
                           base=base, scheduler=unit.scheduler, searcher="random", metric=s.metric, mode="max",
-                          scheduler_options=options, threat_eps=s.val_eps(size), seed=unit.experiment_seed)
+                          scheduler_options=options, threat_eps=s.val_eps(size), seed=unit.experiment_seed,
+                          time_attr=time_attr)
 
     def run(self, unit: Unit) -> list[dict]:
         done = self.folder.finished(unit.arm.name, unit.name)
