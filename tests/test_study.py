@@ -46,7 +46,7 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
             assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
             assert config["policy_steps"] == list(SPACE["steps"].values) and config["policy_adv_mix"] == []
         runner = Runner(STUDY, _Opts(size), None, None)
-        searches = [u for u in phase1_units(STUDY, STUDY.sizes[size], {}) if u.space]
+        searches = [u for u in phase1_units(STUDY, STUDY.sizes[size]) if u.space]
         assert {u.arm.name for u in searches} == {"tuned", "searched"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
         from metaadv.tune.schedulers import build_scheduler
@@ -56,7 +56,7 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
         assert pbt.time_attr == scheduler._time_attr == "cost/grad_evals"
         assert 0 < scheduler._perturbation_interval <= STUDY.sizes[size].budget_grad_evals / 3
         declared = STUDY.declaration(size)["arms"]
-        for u in phase1_units(STUDY, STUDY.sizes[size], {}):  # study.json names the folders phase 1 writes
+        for u in phase1_units(STUDY, STUDY.sizes[size]):  # study.json names the folders phase 1 writes
             assert u.name in declared[u.arm.name]["experiments"]
         assert declared["tuned"]["experiments"] == ["search", "rerun"]
         assert len(declared["searched"]["experiments"]) == STUDY.sizes[size].populations
@@ -162,7 +162,7 @@ def _start_and_kill_mid_experiment(root: Path, log: Path) -> None:
 @pytest.mark.slow
 def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_redoes_nothing(ray_local, tmp_path,
                                                                                               capfd):
-    from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, replay_available, run_study
+    from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, run_study
 
     root = tmp_path / "study"
     _start_and_kill_mid_experiment(root, tmp_path / "killed.log")
@@ -187,8 +187,8 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert meta["arms"]["fixed"]["decision_validation"] is False and meta["status"] == "done"
     assert meta["arms"]["learned"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
     assert meta["pbt_time_attr"] == meta["pbt"]["time_attr"] == "cost/grad_evals"
-    expected = set(ARMS) if replay_available() else set(ARMS) - {"replay-learned", "replay-searched"}
-    assert set(meta["skipped_arms"]) == set(ARMS) - expected
+    expected = set(ARMS)
+    assert set(meta["phase_seconds_last_session"]) == {"1/3 train", "2/3 derive", "3/3 evaluate"}
 
     with open(root / "models.csv") as f:
         rows = list(csv.DictReader(f))
@@ -205,8 +205,7 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     budget = meta["budget_grad_evals"]
     progress = json.loads((root / "progress.json").read_text())["experiments"]
     # study.json names every experiment folder that ran (the analysis finds them there).
-    ran = {key for key in progress} | {f"{arm}/{exp}" for arm in meta["skipped_arms"] for exp in meta["arms"][arm]["experiments"]}
-    assert ran == {f"{arm}/{exp}" for arm, entry in meta["arms"].items() for exp in entry["experiments"]}
+    assert set(progress) == {f"{arm}/{exp}" for arm, entry in meta["arms"].items() for exp in entry["experiments"]}
     assert all((root / "arms" / key).is_dir() for key in progress)
     for key, trials in progress.items():
         for t in trials:
@@ -229,22 +228,22 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
 
     # Replays: the best PBT lineage and the learned runs' rows, written as schedules, and each replay
     # trial trained round by round under its schedule, from scratch on a paired seed.
-    if replay_available():
-        from metaadv.training.replay import read_schedule
+    from metaadv.training.replay import read_schedule
 
-        written = read_schedule(next((root / "schedules" / "replay-searched").glob("pbt-0-*.csv")))
-        assert [{k: v for k, v in r.items() if k in ("round", "hp/eps", "hp/steps", "hp/lr")} for r in written] == \
-            pytest.approx([{k: r[k] for k in ("round", "hp/eps", "hp/steps", "hp/lr")} for r in lineage.to_dict("records")])
-        for arm in ("replay-learned", "replay-searched"):
-            assert len(list((root / "schedules" / arm).glob("*.csv"))) >= 1
-            for t in progress[f"{arm}/{arm}"]:
-                schedule = read_schedule(t["config"]["schedule"])
-                assert Path(t["config"]["schedule"]).parent == root / "schedules" / arm
-                got = read_checkpoint(Path(t["checkpoint"]) / "checkpoint.pt")["rows"]
-                assert len(got) == len(schedule) and t["config"]["controller"] == "replay"
-                for want, row in zip(schedule, got):
-                    for col in ("hp/eps", "hp/steps", "hp/lr", "hp/step_ratio"):
-                        assert row[col] == pytest.approx(want[col]), (arm, want["round"], col)
+    written = read_schedule(next((root / "schedules" / "replay-searched").glob("pbt-0-*.csv")))
+    assert [r["round"] for r in written] == lineage["round"].tolist()
+    for col in ("hp/eps", "hp/steps", "hp/lr"):
+        assert [r[col] for r in written] == pytest.approx(lineage[col].tolist()), col
+    for arm in ("replay-learned", "replay-searched"):
+        assert len(list((root / "schedules" / arm).glob("*.csv"))) >= 1
+        for t in progress[f"{arm}/{arm}"]:
+            schedule = read_schedule(t["config"]["schedule"])
+            assert Path(t["config"]["schedule"]).parent == root / "schedules" / arm
+            got = read_checkpoint(Path(t["checkpoint"]) / "checkpoint.pt")["rows"]
+            assert len(got) == len(schedule) and t["config"]["controller"] == "replay"
+            for want, row in zip(schedule, got):
+                for col in ("hp/eps", "hp/steps", "hp/lr", "hp/step_ratio"):
+                    assert row[col] == pytest.approx(want[col]), (arm, want["round"], col)
 
     # metaadv analyze reads the real study folder into a report.
     from metaadv.cli import main
@@ -282,9 +281,7 @@ def test_untrusted_verdicts_are_flagged_left_out_of_means_and_never_lead():
                 ("learned", "seed1"): v(0.95, False), ("learned", "seed2"): v(0.30, True),
                 ("random-policy", "seed1"): v(0.99, False), ("tuned", "seed1"): v(0.44, True)}
     models = [{"arm": a, "model": m} for a, m in verdicts]
-    skipped = {a.name: "not run here" for a in STUDY.arms if a.name not in {a for a, _ in verdicts}}
-    lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts,
-                                          "skipped": skipped})
+    lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts})
     row = {line.split()[0]: line for line in lines[4:] if line.split()[0] in {a for a, _ in verdicts}}
     assert row["fixed"].split()[1:5] == ["2", "0.450", "0.900", "0"]  # the unknown-trust verdict counts
     assert row["learned"].split()[1:5] == ["2", "0.300", "0.900", "1"] and "UNTRUSTED" in row["learned"]
@@ -325,7 +322,7 @@ def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_start
     monkeypatch.setattr(units, "run_experiment", lambda exp, opts, callbacks: calls.append(opts) or [])
     opts = StudyOptions(size="tiny", out=str(tmp_path), log=lambda *a, **k: lines.append(a[0]))
     runner = units.Runner(STUDY, opts, Folder(tmp_path, str(tmp_path)), Progress(opts.log, 2))
-    fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"], {}) if u.arm.name == "fixed")
+    fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
     runner.run(fixed)
     assert calls and calls[0].resume is False  # started again, not restored
     assert not (tmp_path / "arms" / "fixed" / "fixed").exists()

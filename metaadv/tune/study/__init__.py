@@ -20,8 +20,7 @@ experiment finished before is skipped (``progress.json`` records its trials), a 
 continues with ``Tuner.restore``, and an evaluation whose JSON exists is not redone.
 """
 
-from .derive import replay_available
 from .folder import MODELS_COLUMNS, StudyOptions, study_folder
 from .run import run_study
 
-__all__ = ["StudyOptions", "run_study", "study_folder", "replay_available", "MODELS_COLUMNS"]
+__all__ = ["StudyOptions", "run_study", "study_folder", "MODELS_COLUMNS"]

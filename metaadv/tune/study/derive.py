@@ -3,7 +3,6 @@ and PBT lineages, transferred policies), and the final models of every arm."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -15,21 +14,8 @@ from ..study_spec import Arm, Study, arm_seeds
 from .folder import Folder
 from .units import Unit, best_trial, local_checkpoint, score
 
-__all__ = ["replay_available", "phase2_units", "final_models", "schedule_rows", "write_schedule", "lineage_rows",
+__all__ = ["phase2_units", "final_models", "schedule_rows", "write_schedule", "lineage_rows",
            "save_policy", "rotated"]
-
-
-def replay_available() -> bool:
-    """True once the replay controller (``controller: replay``, ``schedule``) exists."""
-    import dataclasses
-    import importlib.util
-
-    if importlib.util.find_spec("metaadv.training.replay") is None:
-        return False
-    import metaadv.training.replay  # noqa: F401  (registers the controller)
-    from ...training.controllers import CONTROLLERS
-
-    return "replay" in CONTROLLERS and "schedule" in {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def schedule_rows(rows: list[dict]) -> list[dict]:
@@ -41,37 +27,19 @@ def schedule_rows(rows: list[dict]) -> list[dict]:
 
 
 def write_schedule(rows: list[dict], path: Path) -> None:
-    try:
-        from ...training.replay import write_schedule as replay_write  # the replay helper's writer
-    except ImportError:
-        replay_write = None
+    """``rows`` (metrics rows or a lineage's) as a replay schedule at ``path`` (checked, atomic)."""
+    from ...training.replay import write_schedule as replay_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    if replay_write is not None:
-        replay_write(rows, path)
-        return
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    replay_write(rows, path)
 
 
-def lineage_rows(experiment_dir: str, trial: dict) -> tuple[list[dict], str]:
-    """The hyperparameters in force every round of a PBT trial, across its exploits.
+def lineage_rows(experiment_dir: str, trial: dict) -> list[dict]:
+    """The hyperparameters in force every round of a PBT trial across its exploits, as
+    ``analysis.lineage.trial_schedule`` rebuilds them from PBT's logs and the trial's rows."""
+    from analysis.lineage import trial_schedule
 
-    ``analysis.lineage.trial_schedule`` rebuilds them from PBT's logs when it is importable; the
-    trial's final checkpoint holds the same history as rows (an exploit restores the donor's rows
-    and the trial appends its own), so those are used otherwise.
-    """
-    try:
-        from analysis.lineage import trial_schedule
-    except ImportError:
-        trial_schedule = None
-    if trial_schedule is not None:
-        frame = trial_schedule(experiment_dir, trial["trial"])
-        return frame.to_dict("records"), "analysis.lineage.trial_schedule"
-    rows = read_checkpoint(local_checkpoint(trial["checkpoint"]))["rows"]
-    return schedule_rows(rows), "the best trial's checkpoint rows"
+    return trial_schedule(experiment_dir, trial["trial"]).to_dict("records")
 
 
 def save_policy(trial: dict, path: Path) -> None:
@@ -95,12 +63,10 @@ def rotated(trials: list[dict], seeds: list[int]) -> dict[int, dict]:
             for i, s in enumerate(seeds)}
 
 
-def phase2_units(study: Study, size, root: Path, results: dict, skipped: dict, log) -> list[Unit]:
+def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
     seeds = arm_seeds(size)
     units = []
     for arm in study.arms:
-        if arm.name in skipped:
-            continue
         if arm.kind == "tuned":
             best = best_trial(results[arm.name]["search"])
             picked = {k: best["config"][k] for k in study.space}
@@ -112,7 +78,11 @@ def phase2_units(study: Study, size, root: Path, results: dict, skipped: dict, l
                 if not path.is_file():
                     write_schedule(rows, path)
                 schedules[s], rounds[s] = str(path), len(rows)
-            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds), base={"rounds": max(rounds.values())},
+            # The base names the first seed's schedule (so the config checks before Ray have a
+            # real one); every seed then gets its own schedule and its length as rounds.
+            first = seeds[0]
+            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds),
+                              base={"schedule": schedules[first], "rounds": rounds[first]},
                               per_seed={"schedule": schedules, "rounds": rounds}))
         elif arm.kind == "transfer":
             files = {}
@@ -139,7 +109,7 @@ def replay_sources(study: Study, arm: Arm, size, root: Path, results: dict, seed
             pop = pops[i % len(pops)]
             best = best_trial(results[source.name][pop])
             exp_dir = os.path.dirname(best["path"]) if "://" not in best["path"] else best["path"].rsplit("/", 1)[0]
-            rows, _how = lineage_rows(exp_dir, best)
+            rows = lineage_rows(exp_dir, best)
             out[s] = (f"{pop}-{best['trial']}", rows)
         return out
     return {s: (f"{source.name}-seed{t['seed']}", schedule_rows(read_checkpoint(local_checkpoint(t["checkpoint"]))["rows"]))

@@ -19,6 +19,15 @@ class Progress:
         self.log, self.total, self.done, self.ran = log, total_trials, 0, 0
         self.start = time.perf_counter()
         self.phase = ""
+        self.phases: dict[str, float] = {}  # seconds per phase
+        self._phase_start = self.start
+
+    def begin(self, phase: str) -> None:
+        """End the current phase (its seconds go to ``phases``) and start ``phase`` ("" for none)."""
+        now = time.perf_counter()
+        if self.phase:
+            self.phases[self.phase] = self.phases.get(self.phase, 0.0) + now - self._phase_start
+        self.phase, self._phase_start = phase, now
 
     def eta(self, remaining: int, done: int, seconds: float) -> str:
         if done <= 0:
@@ -63,7 +72,9 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
     its arm's means; an arm with any untrusted model never leads. A verdict without the key is
     counted, and said to be of unknown trust."""
     s = study.sizes[size]
-    lines = [f"study {study.name} ({size}) done in {duration(summary['seconds'])}: {summary['folder']}",
+    phases = ", ".join(f"{k} {duration(v)}" for k, v in summary.get("phases", {}).items())
+    lines = [f"study {study.name} ({size}) done in {duration(summary['seconds'])}" + (f" ({phases})" if phases else "")
+             + f": {summary['folder']}",
              f"  cuts: {s.corners or 'none'}",
              f"  per-model budget (cost a): {s.budget_grad_evals:,} grad evals; evaluated at eps {study.val_eps(size):g} "
              f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}",
@@ -71,9 +82,6 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
              "worst case over attacks)"]
     leader, unknown = None, 0
     for arm in study.arms:
-        if arm.name in summary["skipped"]:
-            lines.append(f"  {arm.name:<18}skipped: {summary['skipped'][arm.name]}")
-            continue
         got = [summary["verdicts"][(m["arm"], m["model"])] for m in summary["models"] if m["arm"] == arm.name
                and (m["arm"], m["model"]) in summary["verdicts"]]
         kept = [g for g in got if g.get("trusted") is not False]

@@ -11,7 +11,7 @@ import ray
 from ...errors import UserError
 from ..runner import ensure_ray
 from ..study_spec import Study
-from .derive import final_models, phase2_units, replay_available
+from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
 from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
 from .progress import PROGRESS, Progress, summary_lines
@@ -26,20 +26,16 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
     root = study_folder(study, opts)
     storage = opts.storage or str(root)
     storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
-    replay_ok = replay_available()
-    skipped = {} if replay_ok else {a.name: "needs the replay controller (metaadv.training.replay and "
-                                    "TrainConfig.schedule), not in this checkout" for a in study.arms if a.kind == "replay"}
     notes = {"pbt_time_attr": study.pbt_time_attr,
              "pbt_note": f"PBT perturbs every perturbation_interval of {study.pbt_time_attr} (study.json pbt), so trials "
                          "are compared at equal training cost, not equal round counts; every trial stops at the "
                          "per-model budget",
              "seeds": "single, tuned (rerun), replay and transfer arms train on seeds 1..N (paired); replay/transfer "
-                      "seed s follows its source's run on the next seed; search seeds 20000+k, PBT 10000+100p+m",
-             "skipped_arms": skipped}
+                      "seed s follows its source's run on the next seed; search seeds 20000+k, PBT 10000+100p+m"}
     meta = start_folder(study, opts, root, storage, notes)
     size = study.sizes[opts.size]
     folder = Folder(root, storage)
-    units_1, n_derived = phase1_units(study, size, skipped), derived_trials(study, size, skipped)
+    units_1, n_derived = phase1_units(study, size), derived_trials(study, size)
     total = sum(u.trials for u in units_1) + n_derived
     progress = Progress(opts.log, total)
     PROGRESS[str(root)] = progress
@@ -55,29 +51,30 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         runner = Runner(study, opts, folder, progress)
         opts.log(f"study {study.name} ({opts.size}) in {root}: {len(study.arms)} arms, {total} trials, then "
                  f"evaluation; cuts: {size.corners or 'none'}", flush=True)
-        for name, why in skipped.items():
-            opts.log(f"arm {name} skipped: {why}", flush=True)
-        progress.phase = "1/3 train"
+        phases = progress.phases  # seconds per phase, this session
+        progress.begin("1/3 train")
         results: dict[str, dict[str, list[dict]]] = {}
         for unit in units_1:
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
-        progress.phase = "2/3 derive"
-        for unit in phase2_units(study, size, root, results, skipped, opts.log):
+        progress.begin("2/3 derive")
+        for unit in phase2_units(study, size, root, results):
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
         models = final_models(study, size, results, folder)
         write_models(root, models)
-        progress.phase = "3/3 evaluate"
+        progress.begin("3/3 evaluate")
         verdicts = evaluate_all(study, opts, root, models, progress)
         write_models(root, models)
+        progress.begin("")
     finally:
         PROGRESS.pop(str(root), None)
         if started:
             ray.shutdown()
     seconds = time.perf_counter() - start
-    meta.update({"status": "done", "seconds_last_session": round(seconds, 1), "skipped_arms": skipped,
+    meta.update({"status": "done", "seconds_last_session": round(seconds, 1),
+                 "phase_seconds_last_session": {k: round(v, 1) for k, v in phases.items()},
                  "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     write_json(root / "study.json", meta)
-    summary = {"folder": str(root), "models": models, "verdicts": verdicts, "seconds": seconds, "skipped": skipped}
+    summary = {"folder": str(root), "models": models, "verdicts": verdicts, "seconds": seconds, "phases": dict(phases)}
     for line in summary_lines(study, opts.size, summary):
         opts.log(line, flush=True)
     return summary

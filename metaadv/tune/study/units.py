@@ -125,7 +125,7 @@ def local_checkpoint(path: str) -> Path:
     return Path(path) / CHECKPOINT_NAME
 
 
-def phase1_units(study: Study, size, skipped) -> list[Unit]:
+def phase1_units(study: Study, size) -> list[Unit]:
     units = []
     for arm in study.arms:
         if arm.kind == "single":
@@ -140,5 +140,5 @@ def phase1_units(study: Study, size, skipped) -> list[Unit]:
     return units
 
 
-def derived_trials(study: Study, size, skipped) -> int:
-    return sum(size.seeds for a in study.arms if a.kind in ("tuned", "replay", "transfer") and a.name not in skipped)
+def derived_trials(study: Study, size) -> int:
+    return sum(size.seeds for a in study.arms if a.kind in ("tuned", "replay", "transfer"))
