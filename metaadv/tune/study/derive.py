@@ -36,7 +36,13 @@ def write_schedule(rows: list[dict], path: Path) -> None:
 
 def lineage_rows(experiment_dir: str, trial: dict) -> list[dict]:
     """The hyperparameters in force every round of a PBT trial across its exploits, as
-    ``analysis.lineage.trial_schedule`` rebuilds them from PBT's logs and the trial's rows."""
+    ``analysis.lineage.trial_schedule`` rebuilds them from PBT's logs and the trial's rows.
+
+    The analysis reads local folders; with storage at a URI (a cluster) the trial's final checkpoint
+    gives the same history (an exploit restores the donor's rows, the trial appends its own; the
+    tiny study's test checks that the two agree)."""
+    if "://" in experiment_dir:
+        return schedule_rows(read_checkpoint(local_checkpoint(trial["checkpoint"]))["rows"])
     from analysis.lineage import trial_schedule
 
     return trial_schedule(experiment_dir, trial["trial"]).to_dict("records")
