@@ -329,3 +329,21 @@ def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_start
     aside = list((tmp_path / "arms" / "fixed").glob("fixed.unrestorable-*"))
     assert len(aside) == 1 and (aside[0] / "metaadv_trial_dead_00000").is_dir()
     assert any("no snapshot to resume from" in line for line in lines)
+
+
+def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_length(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from metaadv.tune.runner import _stop
+    from metaadv.tune.study import derive, units
+
+    study = STUDY.replace(arms=(STUDY.arm("learned"), STUDY.arm("replay-learned")), contrasts=())
+    row = {"hp/eps": 0.15, "hp/steps": 3, "hp/lr": 1e-3}
+    sources = {1: ("learned-seed2", [{"round": r, **row} for r in range(1, 10)]),  # 9 rounds
+               2: ("learned-seed1", [{"round": r, **row} for r in range(1, 11)])}  # 10 rounds
+    monkeypatch.setattr(derive, "replay_sources", lambda *a: sources)
+    (unit,) = derive.phase2_units(study, study.sizes["tiny"], tmp_path, {})
+    assert unit.per_seed["rounds"] == {1: 9, 2: 10}
+    assert unit.per_seed["schedule"] == {s: str(tmp_path / "schedules" / "replay-learned" / f"{n}.csv")
+                                         for s, (n, _) in sources.items()}
+    exp = units.Runner(study, _Opts("tiny"), None, None).experiment(unit)
+    assert _stop(exp, "tiny")["round"] == 10  # Tune stops no trial before its schedule ends

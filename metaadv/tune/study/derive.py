@@ -84,11 +84,12 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
                 if not path.is_file():
                     write_schedule(rows, path)
                 schedules[s], rounds[s] = str(path), len(rows)
-            # The base names the first seed's schedule (so the config checks before Ray have a
-            # real one); every seed then gets its own schedule and its length as rounds.
-            first = seeds[0]
+            # Every seed gets its own schedule and its length as rounds. The base names the longest
+            # (the config checks before Ray need a real one, and its rounds are where Tune stops
+            # every trial: a shorter base would cut the longer schedules short).
+            longest = max(seeds, key=lambda s: rounds[s])
             units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds),
-                              base={"schedule": schedules[first], "rounds": rounds[first]},
+                              base={"schedule": schedules[longest], "rounds": rounds[longest]},
                               per_seed={"schedule": schedules, "rounds": rounds}))
         elif arm.kind == "transfer":
             files = {}
