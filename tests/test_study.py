@@ -261,6 +261,10 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert sum("finished before, skipped" in line for line in lines) == len(progress)
     assert any("every model was evaluated before" in line for line in lines)
 
+    sessions = json.loads((root / "study.json").read_text())["sessions"]  # the resume, then the no-op one
+    assert len(sessions) == 2 and sessions[0]["seconds"] > sessions[1]["seconds"]
+    assert sessions[0]["phases"]["1/3 train"] > sessions[1]["phases"]["1/3 train"]
+
     with pytest.raises(UserError, match="already holds a study"):
         run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
 

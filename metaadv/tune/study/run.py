@@ -70,9 +70,10 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         if started:
             ray.shutdown()
     seconds = time.perf_counter() - start
-    meta.update({"status": "done", "seconds_last_session": round(seconds, 1),
-                 "phase_seconds_last_session": {k: round(v, 1) for k, v in phases.items()},
-                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    session = {"finished": finished, "seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()}}
+    meta.update({"status": "done", "seconds_last_session": session["seconds"], "phase_seconds_last_session": session["phases"],
+                 "finished": finished, "sessions": [*meta.get("sessions", []), session]})  # each completed one
     write_json(root / "study.json", meta)
     summary = {"folder": str(root), "models": models, "verdicts": verdicts, "seconds": seconds, "phases": dict(phases)}
     for line in summary_lines(study, opts.size, summary):
