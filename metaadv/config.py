@@ -56,7 +56,7 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.8,)  # fractions of the rounds, for lr_schedule=step
     lr_gamma: float = 0.1
     # Method specifics.
-    vat_xi: float = 1e-6
+    vat_xi: float = 1e-2  # VAT finite-difference step, a fraction of each input's L2 norm (metaadv/attacks/vat.py)
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
     co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting

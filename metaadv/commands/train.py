@@ -40,7 +40,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lr-milestones", type=float, nargs="+", default=S, help=f"fractions of the run where lr steps (default {' '.join(map(str, d.lr_milestones))})")
     s.add_argument("--lr-gamma", type=float, default=S, help="lr factor at each milestone (default 0.1)")
     m = p.add_argument_group("method specifics")
-    m.add_argument("--vat-xi", type=float, default=S, help="VAT power-iteration radius (default 1e-6)")
+    m.add_argument("--vat-xi", type=float, default=S, help="VAT power-iteration step, a fraction of each input's L2 norm (default 1e-2)")
     m.add_argument("--vat-weight", type=float, default=S, help="VAT loss weight alpha (default 1)")
     m.add_argument("--unlabeled-fraction", type=float, default=S, help="VAT: hide this fraction of labels (default 0)")
     m.add_argument("--co-threshold", type=float, default=S, help="fast-at: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")

@@ -28,7 +28,7 @@ class StepContext:
     norm: str
     generator: torch.Generator
     labeled: torch.Tensor | None = None  # VAT semi-supervised: which examples of the batch keep their label
-    vat_xi: float = 1e-6
+    vat_xi: float = 1e-2
     vat_weight: float = 1.0
 
 
