@@ -97,6 +97,63 @@ def test_adversarial_examples_raise_training_loss(digits):
     assert adv > clean + 0.1
 
 
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4, momentum=0.5), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+
+
+def _capture_attack(monkeypatch) -> list:
+    """Record the adversarial examples each step's PGD returns."""
+    import metaadv.training.methods as methods
+
+    made, real = [], methods.pgd
+    monkeypatch.setattr(methods, "pgd", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    return made
+
+
+def test_trades_keeps_clean_and_adversarial_batchnorm_statistics_apart(digits, monkeypatch):
+    """Running statistics after a TRADES step = a clean pass, then an adversarial pass; not one
+    concatenated batch, nor the other order (the paper's code: clean first)."""
+    import copy
+
+    model, x, y = _bn_net().train(), digits.train_x[:32], digits.train_y[:32]
+    before = copy.deepcopy(model)
+    made = _capture_attack(monkeypatch)
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    METHOD_STEPS["trades"](model, x, y, HParams(eps=0.3, steps=3), ctx)
+    (x_adv,) = made
+
+    def stats_after(*batches):
+        ref = copy.deepcopy(before)
+        with torch.no_grad():
+            for b in batches:
+                ref(b)
+        return torch.cat([ref[1].running_mean, ref[1].running_var])
+
+    got = torch.cat([model[1].running_mean, model[1].running_var])
+    assert torch.allclose(got, stats_after(x, x_adv), rtol=0, atol=1e-6)
+    for wrong in (stats_after(torch.cat([x, x_adv])), stats_after(x_adv, x)):
+        assert (got - wrong).abs().max() > 1e-3  # measured 0.25 and 0.011: far beyond float rounding (1e-7)
+    assert model[1].num_batches_tracked.item() == 2
+
+
+def test_trades_attack_starts_from_x_plus_a_thousandth_of_gaussian_noise(monkeypatch):
+    import importlib
+
+    pgd_module = importlib.import_module("metaadv.attacks.pgd")  # the module; the package's name `pgd` is the function
+    starts, real = [], pgd_module.input_grad
+    monkeypatch.setattr(pgd_module, "input_grad", lambda m, x, *a: starts.append(x.detach().clone()) or real(m, x, *a))
+    torch.manual_seed(0)
+    model = DigitsNet()
+    x = 0.25 + 0.5 * torch.rand((64, 1, 8, 8), generator=torch.Generator().manual_seed(1))  # no range clamp
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    METHOD_STEPS["trades"](model, x, torch.zeros(64, dtype=torch.long), HParams(eps=0.3, steps=3), ctx)
+    noise = starts[0] - x  # where the first attack step's gradient is taken
+    assert 0.00095 < noise.std().item() < 0.00105  # 4,096 draws: the estimate's own spread is 1%
+    assert abs(noise.mean().item()) < 1e-4  # uniform in the eps-ball would be std 0.17
+
+
 # --- the round and its row ---------------------------------------------------------------------
 
 ROW_KEYS = {"round", "step", "epoch", "train/loss", "train/adv_acc", "val/clean_acc", "val/robust_acc", "val/eps",
