@@ -210,6 +210,50 @@ def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypat
     assert all(torch.equal(weights[k], v) for k, v in run.trainer.model.state_dict().items())
 
 
+def _weights(run) -> dict:
+    return {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _fast_at_with_robust_acc(digits, monkeypatch, robust: list[float]):
+    run = TrainingRun(tiny(method="fast-at", rounds=6, co_threshold=0.2), splits=digits)
+    values = iter(robust)
+    real_validate = run.trainer.validate
+    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": next(values)})
+    return run
+
+
+def test_fast_at_guard_reverts_to_the_best_round_not_the_previous_one(digits, monkeypatch):
+    run = _fast_at_with_robust_acc(digits, monkeypatch, [0.4, 0.6, 0.5, 0.3])  # round 4: 0.3 fell 0.3 below 0.6
+    snapshots = []
+    for _ in range(3):
+        run.step()
+        snapshots.append(_weights(run))
+    assert not _same_weights(snapshots[1], snapshots[2])  # round 3 trained on: reverting to it would differ
+    with pytest.warns(UserWarning, match="reverted to round 2"):
+        row = run.step()
+    assert row["train/co_detected"] == 1 and run.done
+    assert _same_weights(_weights(run), snapshots[1])
+
+
+def test_fast_at_guard_best_round_survives_a_resume(digits, monkeypatch, tmp_path):
+    from metaadv.checkpoint import read_checkpoint
+
+    run = _fast_at_with_robust_acc(digits, monkeypatch, [0.6, 0.5])
+    run.step()
+    best = _weights(run)
+    run.step()
+    run.save(tmp_path / "checkpoint.pt")
+    resumed = _fast_at_with_robust_acc(digits, monkeypatch, [0.2])  # the third round collapses
+    resumed.load_state_dict(read_checkpoint(tmp_path / "checkpoint.pt"))
+    with pytest.warns(UserWarning, match="reverted to round 1"):
+        resumed.step()
+    assert _same_weights(_weights(resumed), best)
+
+
 def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatch):
     # No best to fall from: FGSM training accuracy far above validation PGD accuracy is the sign,
     # and only once eps has reached its target (during the ramp the two eps differ).
