@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class TrainConfig:
             if isinstance(f.default, tuple):  # lr_milestones and the policy grids: tuples of floats
                 object.__setattr__(self, f.name, tuple(float(m) for m in getattr(self, f.name)))
         self.hparams()  # validates eps, steps, lr, ... with their own messages
+        _check_eps(self)
         _check_generator_and_policy(self)
 
     def hparams(self) -> HParams:
@@ -146,6 +148,38 @@ class TrainConfig:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"bad config value: {exc}") from None
+
+
+def eps_bound(norm: str, dataset: str) -> float:
+    """The largest meaningful eps: 1 for L-inf; for L2 the norm of an all-white image, sqrt(C*H*W).
+
+    A bound of 1 for L2 would forbid MNIST's usual L2 radii (1.5-2.0; VAT used 2.0).
+    """
+    if norm == "linf":
+        return 1.0
+    c, h, w = DATASETS[dataset].shape
+    return math.sqrt(c * h * w)
+
+
+def _eps_error(c: TrainConfig, eps: float) -> str:
+    """Why ``eps`` is out of bounds for ``c``'s norm and data set, or "" when it is in."""
+    bound = eps_bound(c.norm, c.dataset)
+    if eps <= bound:
+        return ""
+    if c.norm == "linf":
+        return f"eps must be in [0, 1] for --norm linf (pixel units: 0.3, or 8/255 = 0.0314), got {eps:g}"
+    d = math.prod(DATASETS[c.dataset].shape)
+    return (f"eps must be in [0, {bound:.4g}] for --norm l2 on {c.dataset} (sqrt(C*H*W) = sqrt({d}), "
+            f"the L2 norm of an all-white image), got {eps:g}")
+
+
+def _check_eps(c: TrainConfig) -> None:
+    """eps (>= 0, checked by HParams) within the norm's bound, also scaled by the policy's eps grid."""
+    if error := _eps_error(c, c.eps):
+        raise UserError(error)
+    for v in c.policy_eps:  # fractions of eps the policy controller may pick
+        if error := _eps_error(c, v * c.eps):
+            raise UserError(f"bad value {v:g} in the --policy-eps grid: {error}")
 
 
 def _check_generator_and_policy(c: TrainConfig) -> None:

@@ -48,10 +48,27 @@ def test_step_and_cosine_lr():
 
 
 def test_hparams_reject_out_of_range():
-    with pytest.raises(UserError, match="eps must be in"):
-        HParams(eps=1.5)
+    with pytest.raises(UserError, match="eps must be >= 0"):
+        HParams(eps=-0.1)
     with pytest.raises(UserError, match="steps"):
         HParams(steps=0)
+
+
+def test_eps_bound_is_one_for_linf_and_the_image_norm_for_l2():
+    assert tiny(dataset="mnist5k", norm="l2", eps=2.0).eps == 2.0  # Miyato et al.'s VAT radius on MNIST
+    assert tiny(dataset="mnist5k", norm="l2", eps=28.0).eps == 28.0  # sqrt(1 * 28 * 28): the edge is allowed
+    with pytest.raises(UserError, match=r"eps must be in \[0, 28\] for --norm l2 on mnist5k"):
+        tiny(dataset="mnist5k", norm="l2", eps=28.01)
+    with pytest.raises(UserError, match=r"eps must be in \[0, 55.43\] for --norm l2 on cifar10"):
+        tiny(dataset="cifar10", norm="l2", eps=56.0)
+    assert tiny(norm="linf", eps=1.0).eps == 1.0
+    with pytest.raises(UserError, match=r"eps must be in \[0, 1\] for --norm linf"):
+        tiny(dataset="mnist5k", norm="linf", eps=1.5)
+    with pytest.raises(UserError, match="eps must be >= 0"):
+        tiny(norm="l2", eps=-0.5)
+    with pytest.raises(UserError, match=r"bad value 2 in the --policy-eps grid: eps must be in \[0, 1\]"):
+        tiny(norm="linf", eps=0.6, policy_eps=[0.5, 2.0])
+    assert tiny(dataset="mnist5k", norm="l2", eps=2.0, policy_eps=[0.5, 2.0]).policy_eps == (0.5, 2.0)
 
 
 def test_config_rejects_unknown_keys_and_fills_method_defaults():
