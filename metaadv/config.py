@@ -60,6 +60,7 @@ class TrainConfig:
     vat_xi: float = 1e-2  # VAT finite-difference step, a fraction of each input's L2 norm (metaadv/attacks/vat.py)
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
+    labels: int = 0  # VAT: keep exactly this many training labels, class-balanced, hide the rest (0 = all)
     co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting
     co_gap: float = 0.5  # fast-at: train adv (FGSM) accuracy this far above val robust accuracy = the same
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
@@ -110,6 +111,10 @@ class TrainConfig:
             raise UserError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
         if self.unlabeled_fraction and self.method != "vat":
             raise UserError("unlabeled_fraction needs --method vat (only VAT learns from unlabelled images)")
+        if self.labels < 0:
+            raise UserError(f"labels must be >= 0 (0 = every training label), got {self.labels}")
+        if self.labels and (self.method != "vat" or self.unlabeled_fraction):
+            raise UserError("labels needs --method vat and no --unlabeled-fraction (both choose the labelled examples)")
         for f in dataclasses.fields(self):
             if isinstance(f.default, tuple):  # lr_milestones and the policy grids: tuples of floats
                 object.__setattr__(self, f.name, tuple(float(m) for m in getattr(self, f.name)))

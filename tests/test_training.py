@@ -214,6 +214,20 @@ def test_semi_supervised_vat_hides_the_requested_fraction(digits):
         tiny(method="pgd-at", unlabeled_fraction=0.5)
 
 
+def test_semi_supervised_vat_keeps_exactly_n_labels_class_balanced(digits):
+    run = TrainingRun(tiny(method="vat", labels=25), splits=digits)
+    kept = digits.train_y[run.trainer.labeled.cpu()]
+    assert len(kept) == 25
+    assert torch.bincount(kept, minlength=10).tolist() == [3] * 5 + [2] * 5
+    again = TrainingRun(tiny(method="vat", labels=25), splits=digits).trainer.labeled
+    assert torch.equal(again, run.trainer.labeled)  # seeded
+    with pytest.raises(UserError, match="needs 201 labelled examples of class 0"):
+        TrainingRun(tiny(method="vat", labels=2010), splits=digits)
+    for bad in ({"method": "pgd-at", "labels": 10}, {"method": "vat", "labels": 10, "unlabeled_fraction": 0.5}):
+        with pytest.raises(UserError, match="labels needs --method vat"):
+            tiny(**bad)
+
+
 def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypatch):
     run = TrainingRun(tiny(method="fast-at", rounds=5), splits=digits)
     robust = iter([0.6, 0.2])
