@@ -19,15 +19,6 @@ needs_art = pytest.mark.skipif(not art_available(), reason="adversarial-robustne
 needs_aa = pytest.mark.skipif(not pyautoattack_available(), reason="pyautoattack not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared with others: more threads than cores makes torch spin, 20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     s = load_splits("digits")
