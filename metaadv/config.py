@@ -182,7 +182,7 @@ def eps_bound(norm: str, dataset: str) -> float:
     return math.sqrt(c * h * w)
 
 
-def _eps_error(c: TrainConfig, eps: float) -> str:
+def eps_error(c: TrainConfig, eps: float) -> str:
     """Why ``eps`` is out of bounds for ``c``'s norm and data set, or "" when it is in."""
     bound = eps_bound(c.norm, c.dataset)
     if eps <= bound:
@@ -196,10 +196,10 @@ def _eps_error(c: TrainConfig, eps: float) -> str:
 
 def _check_eps(c: TrainConfig) -> None:
     """eps (>= 0, checked by HParams) within the norm's bound, also scaled by the policy's eps grid."""
-    if error := _eps_error(c, c.eps):
+    if error := eps_error(c, c.eps):
         raise UserError(error)
     for v in c.policy_eps:  # fractions of eps the policy controller may pick
-        if error := _eps_error(c, v * c.eps):
+        if error := eps_error(c, v * c.eps):
             raise UserError(f"bad value {v:g} in the --policy-eps grid: {error}")
 
 
