@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,10 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.8,)  # fractions of the rounds, for lr_schedule=step
     lr_gamma: float = 0.1
     # Method specifics.
-    vat_xi: float = 1e-6
+    vat_xi: float = 1e-2  # VAT finite-difference step, a fraction of each input's L2 norm (metaadv/attacks/vat.py)
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
+    labels: int = 0  # VAT: keep exactly this many training labels, class-balanced, hide the rest (0 = all)
     co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting
     co_gap: float = 0.5  # fast-at: train adv (FGSM) accuracy this far above val robust accuracy = the same
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
@@ -122,12 +124,17 @@ class TrainConfig:
             raise UserError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
         if self.unlabeled_fraction and self.method != "vat":
             raise UserError("unlabeled_fraction needs --method vat (only VAT learns from unlabelled images)")
+        if self.labels < 0:
+            raise UserError(f"labels must be >= 0 (0 = every training label), got {self.labels}")
+        if self.labels and (self.method != "vat" or self.unlabeled_fraction):
+            raise UserError("labels needs --method vat and no --unlabeled-fraction (both choose the labelled examples)")
         for f in dataclasses.fields(self):
             if isinstance(f.default, tuple):  # lr_milestones and the policy grids: tuples of floats
                 object.__setattr__(self, f.name, tuple(float(m) for m in getattr(self, f.name)))
         check_finite(self)
         _check_schedule_and_method(self)
         self.hparams()  # validates eps, steps, lr, ... with their own messages
+        _check_eps(self)
         _check_generator_and_policy(self)
         _check_schedule(self)
 
@@ -162,6 +169,38 @@ class TrainConfig:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"bad config value: {exc}") from None
+
+
+def eps_bound(norm: str, dataset: str) -> float:
+    """The largest meaningful eps: 1 for L-inf; for L2 the norm of an all-white image, sqrt(C*H*W).
+
+    A bound of 1 for L2 would forbid MNIST's usual L2 radii (1.5-2.0; VAT used 2.0).
+    """
+    if norm == "linf":
+        return 1.0
+    c, h, w = DATASETS[dataset].shape
+    return math.sqrt(c * h * w)
+
+
+def eps_error(c: TrainConfig, eps: float) -> str:
+    """Why ``eps`` is out of bounds for ``c``'s norm and data set, or "" when it is in."""
+    bound = eps_bound(c.norm, c.dataset)
+    if eps <= bound:
+        return ""
+    if c.norm == "linf":
+        return f"eps must be in [0, 1] for --norm linf (pixel units: 0.3, or 8/255 = 0.0314), got {eps:g}"
+    d = math.prod(DATASETS[c.dataset].shape)
+    return (f"eps must be in [0, {bound:.4g}] for --norm l2 on {c.dataset} (sqrt(C*H*W) = sqrt({d}), "
+            f"the L2 norm of an all-white image), got {eps:g}")
+
+
+def _check_eps(c: TrainConfig) -> None:
+    """eps (>= 0, checked by HParams) within the norm's bound, also scaled by the policy's eps grid."""
+    if error := eps_error(c, c.eps):
+        raise UserError(error)
+    for v in c.policy_eps:  # fractions of eps the policy controller may pick
+        if error := eps_error(c, v * c.eps):
+            raise UserError(f"bad value {v:g} in the --policy-eps grid: {error}")
 
 
 def _check_generator_and_policy(c: TrainConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -11,9 +13,19 @@ from metaadv.models import DigitsNet
 # --------------------------------------------------------------------------------------------
 # CPU threads: the tests run tiny models on a few shared CI cores, where intra-op threads fight
 # each other (measured: training the fixture below took 5-15x longer with 2 threads than 1).
+# METAADV_TEST_THREADS overrides the count: benchmarks/sweep_cpu_kernels.py runs the suite with 2,
+# since reductions split across threads round differently and no test may hang on that.
 # --------------------------------------------------------------------------------------------
 
-torch.set_num_threads(1)
+
+def _test_threads() -> int:
+    value = os.environ.get("METAADV_TEST_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"METAADV_TEST_THREADS={value!r}: write a whole number of threads >= 1")
+    return int(value)
+
+
+torch.set_num_threads(_test_threads())
 
 # --------------------------------------------------------------------------------------------
 # Data: sklearn's 8x8 digits (ships with scikit-learn, loads in milliseconds once imported).

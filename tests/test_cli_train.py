@@ -94,3 +94,8 @@ def test_resume_reads_the_config_file_given_again(tmp_path, capsys):
     rc = main(["train", "--out", str(out), "--config", str(cfg), "--resume", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "eps" in err and "Traceback" not in err
+
+
+def test_l2_eps_beyond_the_all_white_image_norm_is_refused(tmp_path, capsys):
+    # digits are 8x8: the L2 bound is sqrt(64) = 8; within it, eps > 1 is an ordinary L2 radius
+    _bad(["--norm", "l2", "--eps", "8.5"], tmp_path, capsys, "eps must be in [0, 8] for --norm l2 on digits (sqrt(C*H*W)")

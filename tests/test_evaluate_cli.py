@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ FAST = ["--n", "40", "--pgd-steps", "5", "--pgd-restarts", "2", "--device", "cpu
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: extra threads only spin
+    # two shared cores: extra threads only spin (the kernel sweep sets METAADV_TEST_THREADS=2)
+    torch.set_num_threads(int(os.environ.get("METAADV_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
 

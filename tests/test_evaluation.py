@@ -19,15 +19,6 @@ needs_art = pytest.mark.skipif(not art_available(), reason="adversarial-robustne
 needs_aa = pytest.mark.skipif(not pyautoattack_available(), reason="pyautoattack not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared with others: more threads than cores makes torch spin, 20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     s = load_splits("digits")
@@ -596,3 +587,14 @@ def test_square_finding_more_than_the_gradient_attacks_is_noted():
     assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19, "fab-t": 0.19, "square": 0.1867}).startswith("Square lowered")
     assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19, "fab-t": 0.19, "square": 0.19}) is None
     assert robust.square_note({"apgd-ce": 0.30, "apgd-t": 0.19}) is None
+
+
+def test_l2_eps_is_bounded_by_the_images_norm_not_by_one(cnn, digits):
+    """MNIST's usual L2 radii (1.5-2.0) are above 1; the bound is sqrt(C*H*W) (8 for 8x8 digits)."""
+    _, _, x, y = digits
+    r = evaluate_model(cnn, x[:20], y[:20], eps=2.0, norm="l2", attacks="pgd", pgd_steps=3, pgd_restarts=1, checks=False)
+    assert r["eps"] == 2.0 and r["robust_acc"] <= r["clean_acc"]
+    with pytest.raises(UserError, match=r"eps must be in \[0, 8\]"):
+        evaluate_model(cnn, x[:20], y[:20], eps=8.5, norm="l2", attacks="pgd", checks=False)
+    with pytest.raises(UserError, match=r"eps must be in \[0, 1\]"):
+        evaluate_model(cnn, x[:20], y[:20], eps=1.5, norm="linf", attacks="pgd", checks=False)

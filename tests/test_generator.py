@@ -45,19 +45,45 @@ def test_cw_margin():
     assert cw_margin(logits, torch.tensor([0, 1]), kappa=10).tolist() == [2.0, -3.0]
 
 
-def test_trained_generator_beats_random_noise_of_the_same_norm(digits_model, digits_splits):
+def _loss_gains_over_clean(model, gen, x, y, eps, noise_draws=5):
+    """(the generator's loss gain over clean, the largest gain of ``noise_draws`` sign-noise draws of the same norm)."""
+    with torch.no_grad():
+        delta = gen.perturb(x, eps, "linf")
+        sizes = perturbation_norm(delta, "linf").view(-1, 1, 1, 1)
+        clean = F.cross_entropy(model(x), y).item()
+        noise_gains = []
+        for draw in range(noise_draws):
+            signs = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(1 + draw)).float().mul(2).sub(1)
+            noise = (x + sizes * signs).clamp(0, 1) - x
+            noise_gains.append(F.cross_entropy(model(x + noise), y).item() - clean)
+        return F.cross_entropy(model(x + delta), y).item() - clean, max(noise_gains)
+
+
+def _beats_noise(gen_gain, noise_gain):
+    return gen_gain > 0.15 and gen_gain > 3 * noise_gain
+
+
+# Judged by loss *gains* over clean, for two generator seeds against five noise draws, with margins wide against
+# kernel rounding. Measured on an AMD EPYC with AVX-512 under oneDNN ISA unset/SSE41/AVX2/AVX512_CORE, ATen
+# capability AVX512 (unset)/avx2/default, 1 and 2 threads: generator gain 0.31-0.37 (seed 0), 0.38 (seed 1),
+# spread across kernels 0.05; noise gain at most 0.027 (clean loss 0.173).
+@pytest.mark.parametrize("seed", [0, 1])
+def test_trained_generator_beats_random_noise_of_the_same_norm(digits_model, digits_splits, seed):
     eps = 0.1
     fit = fit_generator(digits_model, digits_splits.train_x, digits_splits.train_y, eps=eps, steps=60, lr=1e-2,
-                        advgan=False, grad_input=False, width=16)
+                        seed=seed, advgan=False, grad_input=False, width=16)
     x, y = digits_splits.test_x[:200], digits_splits.test_y[:200]
-    with torch.no_grad():
-        delta = fit.gen.perturb(x, eps, "linf")
-        sizes = perturbation_norm(delta, "linf").view(-1, 1, 1, 1)
-        noise = sizes * torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(1)).float().mul(2).sub(1)
-        noise = (x + noise).clamp(0, 1) - x
-        clean, gen_loss, noise_loss = (F.cross_entropy(digits_model(x + d), y).item()
-                                       for d in (torch.zeros_like(x), delta, noise))
-    assert gen_loss > noise_loss + 0.3 and gen_loss > clean + 0.3
+    gains = _loss_gains_over_clean(digits_model, fit.gen, x, y, eps)
+    assert _beats_noise(*gains), gains
+
+
+@pytest.mark.parametrize("steps", [0, 5])
+def test_the_noise_comparison_rejects_an_untrained_generator(digits_model, digits_splits, steps):
+    # Measured gains: -0.001 untrained, 0.07 after five steps; noise 0.027.
+    fit = fit_generator(digits_model, digits_splits.train_x, digits_splits.train_y, eps=0.1, steps=steps, lr=1e-2,
+                        advgan=False, grad_input=False, width=16)
+    gains = _loss_gains_over_clean(digits_model, fit.gen, digits_splits.test_x[:200], digits_splits.test_y[:200], 0.1)
+    assert not _beats_noise(*gains), gains
 
 
 def test_generator_training_leaves_the_classifier_untouched(digits_model, digits_splits):

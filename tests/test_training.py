@@ -48,10 +48,27 @@ def test_step_and_cosine_lr():
 
 
 def test_hparams_reject_out_of_range():
-    with pytest.raises(UserError, match="eps must be in"):
-        HParams(eps=1.5)
+    with pytest.raises(UserError, match="eps must be >= 0"):
+        HParams(eps=-0.1)
     with pytest.raises(UserError, match="steps"):
         HParams(steps=0)
+
+
+def test_eps_bound_is_one_for_linf_and_the_image_norm_for_l2():
+    assert tiny(dataset="mnist5k", norm="l2", eps=2.0).eps == 2.0  # Miyato et al.'s VAT radius on MNIST
+    assert tiny(dataset="mnist5k", norm="l2", eps=28.0).eps == 28.0  # sqrt(1 * 28 * 28): the edge is allowed
+    with pytest.raises(UserError, match=r"eps must be in \[0, 28\] for --norm l2 on mnist5k"):
+        tiny(dataset="mnist5k", norm="l2", eps=28.01)
+    with pytest.raises(UserError, match=r"eps must be in \[0, 55.43\] for --norm l2 on cifar10"):
+        tiny(dataset="cifar10", norm="l2", eps=56.0)
+    assert tiny(norm="linf", eps=1.0).eps == 1.0
+    with pytest.raises(UserError, match=r"eps must be in \[0, 1\] for --norm linf"):
+        tiny(dataset="mnist5k", norm="linf", eps=1.5)
+    with pytest.raises(UserError, match="eps must be >= 0"):
+        tiny(norm="l2", eps=-0.5)
+    with pytest.raises(UserError, match=r"bad value 2 in the --policy-eps grid: eps must be in \[0, 1\]"):
+        tiny(norm="linf", eps=0.6, policy_eps=[0.5, 2.0])
+    assert tiny(dataset="mnist5k", norm="l2", eps=2.0, policy_eps=[0.5, 2.0]).policy_eps == (0.5, 2.0)
 
 
 def test_config_rejects_unknown_keys_and_fills_method_defaults():
@@ -95,6 +112,63 @@ def test_adversarial_examples_raise_training_loss(digits):
     clean = METHOD_STEPS["standard"](model, x, y, HParams(), ctx).loss.item()
     adv = METHOD_STEPS["pgd-at"](model, x, y, HParams(eps=0.2, steps=5), ctx).loss.item()
     assert adv > clean + 0.1
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4, momentum=0.5), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+
+
+def _capture_attack(monkeypatch) -> list:
+    """Record the adversarial examples each step's PGD returns."""
+    import metaadv.training.methods as methods
+
+    made, real = [], methods.pgd
+    monkeypatch.setattr(methods, "pgd", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    return made
+
+
+def test_trades_keeps_clean_and_adversarial_batchnorm_statistics_apart(digits, monkeypatch):
+    """Running statistics after a TRADES step = a clean pass, then an adversarial pass; not one
+    concatenated batch, nor the other order (the paper's code: clean first)."""
+    import copy
+
+    model, x, y = _bn_net().train(), digits.train_x[:32], digits.train_y[:32]
+    before = copy.deepcopy(model)
+    made = _capture_attack(monkeypatch)
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    METHOD_STEPS["trades"](model, x, y, HParams(eps=0.3, steps=3), ctx)
+    (x_adv,) = made
+
+    def stats_after(*batches):
+        ref = copy.deepcopy(before)
+        with torch.no_grad():
+            for b in batches:
+                ref(b)
+        return torch.cat([ref[1].running_mean, ref[1].running_var])
+
+    got = torch.cat([model[1].running_mean, model[1].running_var])
+    assert torch.allclose(got, stats_after(x, x_adv), rtol=0, atol=1e-6)
+    for wrong in (stats_after(torch.cat([x, x_adv])), stats_after(x_adv, x)):
+        assert (got - wrong).abs().max() > 1e-3  # measured 0.25 and 0.011: far beyond float rounding (1e-7)
+    assert model[1].num_batches_tracked.item() == 2
+
+
+def test_trades_attack_starts_from_x_plus_a_thousandth_of_gaussian_noise(monkeypatch):
+    import importlib
+
+    pgd_module = importlib.import_module("metaadv.attacks.pgd")  # the module; the package's name `pgd` is the function
+    starts, real = [], pgd_module.input_grad
+    monkeypatch.setattr(pgd_module, "input_grad", lambda m, x, *a: starts.append(x.detach().clone()) or real(m, x, *a))
+    torch.manual_seed(0)
+    model = DigitsNet()
+    x = 0.25 + 0.5 * torch.rand((64, 1, 8, 8), generator=torch.Generator().manual_seed(1))  # no range clamp
+    ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))
+    METHOD_STEPS["trades"](model, x, torch.zeros(64, dtype=torch.long), HParams(eps=0.3, steps=3), ctx)
+    noise = starts[0] - x  # where the first attack step's gradient is taken
+    assert 0.00095 < noise.std().item() < 0.00105  # 4,096 draws: the estimate's own spread is 1%
+    assert abs(noise.mean().item()) < 1e-4  # uniform in the eps-ball would be std 0.17
 
 
 # --- the round and its row ---------------------------------------------------------------------
@@ -141,6 +215,20 @@ def test_semi_supervised_vat_hides_the_requested_fraction(digits):
         tiny(method="pgd-at", unlabeled_fraction=0.5)
 
 
+def test_semi_supervised_vat_keeps_exactly_n_labels_class_balanced(digits):
+    run = TrainingRun(tiny(method="vat", labels=25), splits=digits)
+    kept = digits.train_y[run.trainer.labeled.cpu()]
+    assert len(kept) == 25
+    assert torch.bincount(kept, minlength=10).tolist() == [3] * 5 + [2] * 5
+    again = TrainingRun(tiny(method="vat", labels=25), splits=digits).trainer.labeled
+    assert torch.equal(again, run.trainer.labeled)  # seeded
+    with pytest.raises(UserError, match="needs 201 labelled examples of class 0"):
+        TrainingRun(tiny(method="vat", labels=2010), splits=digits)
+    for bad in ({"method": "pgd-at", "labels": 10}, {"method": "vat", "labels": 10, "unlabeled_fraction": 0.5}):
+        with pytest.raises(UserError, match="labels needs --method vat"):
+            tiny(**bad)
+
+
 def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypatch):
     run = TrainingRun(tiny(method="fast-at", rounds=5), splits=digits)
     robust = iter([0.6, 0.2])
@@ -152,6 +240,50 @@ def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypat
         row = run.step()
     assert row["train/co_detected"] == 1 and run.done and run.round == 2
     assert all(torch.equal(weights[k], v) for k, v in run.trainer.model.state_dict().items())
+
+
+def _weights(run) -> dict:
+    return {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _fast_at_with_robust_acc(digits, monkeypatch, robust: list[float]):
+    run = TrainingRun(tiny(method="fast-at", rounds=6, co_threshold=0.2), splits=digits)
+    values = iter(robust)
+    real_validate = run.trainer.validate
+    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": next(values)})
+    return run
+
+
+def test_fast_at_guard_reverts_to_the_best_round_not_the_previous_one(digits, monkeypatch):
+    run = _fast_at_with_robust_acc(digits, monkeypatch, [0.4, 0.6, 0.5, 0.3])  # round 4: 0.3 fell 0.3 below 0.6
+    snapshots = []
+    for _ in range(3):
+        run.step()
+        snapshots.append(_weights(run))
+    assert not _same_weights(snapshots[1], snapshots[2])  # round 3 trained on: reverting to it would differ
+    with pytest.warns(UserWarning, match="reverted to round 2"):
+        row = run.step()
+    assert row["train/co_detected"] == 1 and run.done
+    assert _same_weights(_weights(run), snapshots[1])
+
+
+def test_fast_at_guard_best_round_survives_a_resume(digits, monkeypatch, tmp_path):
+    from metaadv.checkpoint import read_checkpoint
+
+    run = _fast_at_with_robust_acc(digits, monkeypatch, [0.6, 0.5])
+    run.step()
+    best = _weights(run)
+    run.step()
+    run.save(tmp_path / "checkpoint.pt")
+    resumed = _fast_at_with_robust_acc(digits, monkeypatch, [0.2])  # the third round collapses
+    resumed.load_state_dict(read_checkpoint(tmp_path / "checkpoint.pt"))
+    with pytest.warns(UserWarning, match="reverted to round 1"):
+        resumed.step()
+    assert _same_weights(_weights(resumed), best)
 
 
 def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatch):

@@ -8,6 +8,6 @@ from ._common import cross_entropy, frozen_eval, kl_to_target
 from .fgsm import fgsm
 from .pgd import pgd
 from .projection import NORMS, per_example, project
-from .vat import vat
+from .vat import vat, vat_direction
 
-__all__ = ["NORMS", "cross_entropy", "fgsm", "frozen_eval", "kl_to_target", "per_example", "pgd", "project", "vat"]
+__all__ = ["NORMS", "cross_entropy", "fgsm", "frozen_eval", "kl_to_target", "per_example", "pgd", "project", "vat", "vat_direction"]

@@ -33,6 +33,7 @@ def pgd(
     norm: str = "linf",
     restarts: int = 1,
     random_init: bool = True,
+    init_std: float | None = None,
     loss_fn: LossFn = cross_entropy,
     generator: torch.Generator | None = None,
     any_iterate: bool = False,
@@ -46,6 +47,8 @@ def pgd(
         eps, step_size: pixel units; floats or per-example tensors ``(B,)``.
         steps: gradient steps per restart (>= 1). restarts: independent runs (>= 1).
         random_init: start each restart uniformly inside the ball (the first one too).
+        init_std: with ``random_init``, start instead from ``init_std * N(0, 1)`` per pixel,
+            projected (TRADES starts from x + 0.001 N(0, 1), Zhang et al. 2019).
         generator: the source of the random starts, for reproducibility.
         any_iterate: evaluation only: return the first iterate that fools the model, if any
             (``y`` must be integer labels); see the module docstring.
@@ -67,7 +70,13 @@ def pgd(
     best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with frozen_eval(model):
         for _ in range(restarts):
-            delta = random_start(x, eps_b, norm, generator) if random_init else torch.zeros_like(x)
+            if not random_init:
+                delta = torch.zeros_like(x)
+            elif init_std is not None:
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                delta = project(init_std * noise, x, eps_b, norm)
+            else:
+                delta = random_start(x, eps_b, norm, generator)
             for _ in range(steps):
                 grad, _, _ = input_grad(model, x + delta, y, loss_fn)
                 delta = project(ascent_step(delta, grad, step_b, norm), x, eps_b, norm)

@@ -51,14 +51,19 @@ def project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, norm: str) 
 
 
 def random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch.Generator | None) -> torch.Tensor:
-    """A random ``delta`` inside the ball: uniform per pixel (L-inf) or uniform in the ball (L2)."""
+    """A random ``delta`` inside the ball: uniform per pixel (L-inf) or uniform in the ball (L2).
+
+    Uniform in the L2 ball of dimension d = C*H*W: a uniform direction and radius ``eps * u ** (1/d)``
+    (the volume within radius r grows as r^d), so in high dimension almost every start lies near
+    the sphere. The result is then projected, which only moves pixels that left [0, 1].
+    """
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         delta = (2.0 * u - 1.0) * eps
     elif norm == "l2":
         direction = normalize_l2(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
-        radius = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
-        delta = direction * radius * eps
+        u = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+        delta = direction * u.pow(1.0 / x[0].numel()) * eps
     else:
         raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
     return project(delta, x, eps, norm)

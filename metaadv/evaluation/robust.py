@@ -13,6 +13,7 @@ measures the training, not the robustness.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import io
 import sys
@@ -39,7 +40,9 @@ AttackFn = Callable[..., torch.Tensor]  # fn(model, x, y, *, eps, norm, generato
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The threat model and attack budget. eps in [0, 1] pixel units; the PGD step defaults to 2.5 eps / steps."""
+    """The threat model and attack budget. eps in pixel units of [0, 1] images: at most 1 for L-inf,
+    at most sqrt(C*H*W) for L2 (checked against the data in :meth:`check_shape`); the PGD step
+    defaults to 2.5 eps / steps."""
 
     eps: float
     norm: str = "linf"
@@ -52,14 +55,21 @@ class EvalSettings:
     aa_impl: str = "pyautoattack"
 
     def __post_init__(self):
-        if not 0.0 <= self.eps <= 1.0:
-            raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
         if self.norm not in NORMS:
             raise UserError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if not 0.0 <= self.eps <= (1.0 if self.norm == "linf" else math.inf):
+            raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
         check_aa(self.aa_impl, self.aa_version)
         for name in ("pgd_steps", "pgd_restarts", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+    def check_shape(self, x: torch.Tensor) -> None:
+        """L2 eps at most the norm of an all-white image of ``x``'s shape, sqrt(C*H*W)."""
+        bound = math.sqrt(x[0].numel())
+        if self.norm == "l2" and self.eps > bound:
+            raise UserError(f"eps must be in [0, {bound:.4g}] for l2 on these {tuple(x.shape[1:])} images "
+                            f"(sqrt(C*H*W), the L2 norm of an all-white image), got {self.eps}")
         if self.pgd_step_size is not None and self.pgd_step_size <= 0:
             raise UserError(f"pgd-step-size must be > 0, got {self.pgd_step_size}")
 
@@ -218,6 +228,7 @@ def _evaluate_fp32(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     the model's device, each from a generator seeded with ``seed``.
     """
     s = EvalSettings(eps, norm, pgd_steps, pgd_restarts, pgd_step_size, aa_version, batch_size, seed, aa_impl)
+    s.check_shape(x)
     chosen, aa_status = resolve_attacks(attacks, aa_impl)
     device = next(iter(model.parameters()), torch.empty(0)).device
     x, y = x.detach().cpu(), y.detach().cpu()

@@ -17,7 +17,7 @@ __all__ = ["HParams", "HPARAM_NAMES"]
 
 @dataclass(frozen=True)
 class HParams:
-    eps: float = 0.3  # attack radius in [0, 1] pixel units
+    eps: float = 0.3  # attack radius in pixel units of [0, 1] images; its upper bound depends on the norm (TrainConfig checks it)
     step_ratio: float = 0.25  # attack step size as a multiple of eps
     steps: int = 10  # attack iterations (PGD steps, TRADES steps, VAT power iterations)
     lr: float = 1e-3
@@ -33,10 +33,12 @@ class HParams:
     gen_fraction: float = 1.0  # fraction of each batch attacked by the generator; the rest by PGD
 
     def __post_init__(self):
-        if not 0.0 <= self.eps <= 1.0:
-            raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
-        if self.eps_start is not None and not 0.0 <= self.eps_start <= 1.0:
-            raise UserError(f"eps_start must be in [0, 1], got {self.eps_start}")
+        # Only the lower bound here: the upper one is 1 for L-inf but sqrt(C*H*W) for L2, which
+        # needs the norm and the data set (TrainConfig._check_eps); the schedules only scale eps down.
+        if not 0.0 <= self.eps < float("inf"):
+            raise UserError(f"eps must be >= 0 (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
+        if self.eps_start is not None and not 0.0 <= self.eps_start < float("inf"):
+            raise UserError(f"eps_start must be >= 0, got {self.eps_start}")
         if self.step_ratio <= 0:
             raise UserError(f"step_ratio must be > 0, got {self.step_ratio}")
         if int(self.steps) != self.steps or self.steps < 1:

@@ -28,7 +28,7 @@ class StepContext:
     norm: str
     generator: torch.Generator
     labeled: torch.Tensor | None = None  # VAT semi-supervised: which examples of the batch keep their label
-    vat_xi: float = 1e-6
+    vat_xi: float = 1e-2
     vat_weight: float = 1.0
 
 
@@ -77,19 +77,26 @@ def fast_at_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     return StepOutput(loss, logits_adv, attack_passes + passes)
 
 
+TRADES_INIT_STD = 0.001  # the attack's start: x + 0.001 N(0, 1), as in the paper's code
+
+
 def trades_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     """Zhang et al. 2019 (arXiv:1901.08573): CE(f(x), y) + beta * KL(f(x) || f(x_adv)).
 
-    x_adv maximises the KL to the clean prediction (computed in eval mode, like the attack).
+    x_adv maximises the KL to the clean prediction (computed in eval mode, like the attack),
+    starting from x + 0.001 N(0, 1). Clean and adversarial examples go through the model in two
+    passes, clean first, as in the paper's code: one concatenated batch would give BatchNorm
+    statistics of the mixture, in training and in its running averages.
     """
     x_adv, attack_passes = x, 0
     if hp.eps > 0:
         with frozen_eval(model), torch.no_grad():
             target = F.softmax(model(x), dim=1)
         x_adv = pgd(model, x, target, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
-                    loss_fn=kl_to_target, generator=ctx.generator)
+                    init_std=TRADES_INIT_STD, loss_fn=kl_to_target, generator=ctx.generator)
         attack_passes = hp.steps
-    logits_clean, logits_adv = model(torch.cat([x, x_adv])).chunk(2)
+    logits_clean = model(x)
+    logits_adv = model(x_adv)
     robust = kl_to_target(logits_adv, F.softmax(logits_clean, dim=1)).mean()
     loss = F.cross_entropy(logits_clean, y) + hp.trades_beta * robust
     return StepOutput(loss, logits_adv, attack_passes + 2)

@@ -30,16 +30,17 @@ __all__ = ["write_metrics_csv", "read_metrics_csv", "METRICS_NAME"]
 METRICS_NAME = "metrics.csv"
 
 
-def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
-    """Write all rows (header from the union of keys, in first-seen order) atomically."""
+def write_metrics_csv(rows: list[dict], path: str | Path, columns: list[str] | None = None) -> None:
+    """Write ``rows`` atomically: ``columns`` only if given, else the union of keys in first-seen order."""
     path = Path(path)
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
     with os.fdopen(fd, "w", newline="") as f:
         # "\n", not the csv module's "\r\n": cut, awk and grep -x then read the last column cleanly.
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

@@ -22,13 +22,12 @@ import csv
 import dataclasses
 import hashlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
 from .controllers import ScheduleController, register_controller
 from .hparams import HPARAM_NAMES, HParams
+from .metrics import write_metrics_csv
 
 __all__ = ["ReplayController", "read_schedule", "write_schedule", "check_schedule", "DERIVED_COLUMNS"]
 
@@ -64,13 +63,7 @@ def write_schedule(rows: list[dict], path: str | Path) -> None:
     for row in rows:
         columns += [k for k in row if k.startswith("hp/") and k not in columns]
     _validate([{k: row.get(k) for k in columns} for row in rows], columns, str(path))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_metrics_csv(rows, path, columns)
 
 
 def _validate(raw: list[dict], columns: list[str], name: str) -> list[dict]:
@@ -142,11 +135,16 @@ def check_schedule(config) -> list[HParams]:
     if len(rows) < config.rounds:
         raise UserError(f"schedule {config.schedule!r} has {len(rows)} rounds but the run trains {config.rounds}; "
                         f"give --epochs {len(rows)} or a longer schedule")
+    from ..config import eps_error  # the norm's and data set's bound on eps (config imports this module)
+
     base = ScheduleController(config)
     out = []
     for r in range(config.rounds):
         try:
-            out.append(_apply(base.propose(r), rows[r]))
+            hp = _apply(base.propose(r), rows[r])
+            if error := eps_error(config, max(hp.eps, hp.eps_start or 0.0)):
+                raise UserError(error)
+            out.append(hp)
         except UserError as exc:
             raise UserError(f"schedule {config.schedule!r} round {r + 1}: {exc}") from None
     return out

@@ -35,6 +35,10 @@ class TrainingRun:
         self.seconds = 0.0
         self.stopped_reason = ""  # set when the run ends before config.rounds (e.g. catastrophic overfitting)
         self._best_robust = -1.0
+        # fast-at's guard: the weights of the round with the best val/robust_acc so far (and its
+        # number), what a catastrophic-overfitting stop reverts to. Kept in the checkpoint.
+        self._best_weights: dict | None = None
+        self._best_round = 0
 
     @property
     def round(self) -> int:
@@ -74,7 +78,8 @@ class TrainingRun:
         return row
 
     def _catastrophic_overfitting_check(self, train: dict, val: dict, hp, before: dict) -> dict:
-        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, undo the round and stop.
+        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, go back to the round
+        with the best validation PGD accuracy (as their early stopping does) and stop.
 
         Two signs count: validation PGD accuracy falling more than ``co_threshold`` below its best,
         and, once eps is at its target, accuracy on the (FGSM) training examples exceeding validation
@@ -89,18 +94,26 @@ class TrainingRun:
             reason = (f"accuracy on FGSM training examples {train['train/adv_acc']:.3f} exceeds val PGD accuracy "
                       f"{robust:.3f} by more than --co-gap {c.co_gap}")
         if reason:
-            self.trainer.model.load_state_dict(before)
-            self.stopped_reason = f"catastrophic overfitting: {reason}; weights reverted to the previous round and training stopped"
+            if self._best_weights is not None:
+                self.trainer.model.load_state_dict(self._best_weights)
+                where = f"round {self._best_round} (the best val/robust_acc, {self._best_robust:.3f})"
+            else:  # detected in the first round: nothing better than the start
+                self.trainer.model.load_state_dict(before)
+                where = "their state before this round"
+            self.stopped_reason = f"catastrophic overfitting: {reason}; weights reverted to {where} and training stopped"
             warnings.warn(self.stopped_reason, stacklevel=2)
             return {"train/co_detected": 1}
-        self._best_robust = max(self._best_robust, robust)
+        if robust >= self._best_robust:  # ties go to the later round: as robust, and trained longer
+            self._best_robust, self._best_round = robust, self.round + 1
+            self._best_weights = copy.deepcopy(self.trainer.model.state_dict())
         return {"train/co_detected": 0}
 
     def state_dict(self) -> dict:
         t = self.trainer
         return {"kind": "train", "config": self.config.to_dict(), "arch": t.arch, "model_kwargs": t.model_kwargs,
                 "trainer": t.state_dict(), "controller": self.controller.state_dict(), "rows": self.rows,
-                "seconds": self.seconds, "stopped_reason": self.stopped_reason, "best_robust": self._best_robust}
+                "seconds": self.seconds, "stopped_reason": self.stopped_reason, "best_robust": self._best_robust,
+                "best_round": self._best_round, "best_weights": self._best_weights}
 
     def load_state_dict(self, state: dict, restore_controller: bool = True) -> None:
         if state.get("kind") != "train":
@@ -117,6 +130,10 @@ class TrainingRun:
         self.seconds = float(state["seconds"])
         self.stopped_reason = state["stopped_reason"]
         self._best_robust = float(state["best_robust"])
+        # Checkpoints written before the guard kept its best round have neither key: such a run
+        # falls back to reverting one round, as it would have then.
+        self._best_round = int(state.get("best_round", 0))
+        self._best_weights = state.get("best_weights")
 
     def save(self, path: str | Path) -> None:
         save_checkpoint(self.state_dict(), path)

@@ -16,7 +16,7 @@ from .methods import StepContext, build_method
 from .precision import resolve_precision, with_precision
 from .validation import accuracy, pgd_accuracy, reward_check, round_generator
 
-__all__ = ["DivergedError", "Trainer", "resolve_device"]
+__all__ = ["DivergedError", "Trainer", "balanced_labels", "resolve_device"]
 
 
 class DivergedError(RuntimeError):
@@ -33,6 +33,22 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
     return torch.device(name)
+
+
+def balanced_labels(y: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """A ``(len(y),)`` bool mask keeping ``n`` labels, ``n // K`` per class (the first ``n % K``
+    classes one more), drawn at random within each class: the semi-supervised benchmarks' split."""
+    classes = torch.unique(y).tolist()
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    for i, c in enumerate(classes):
+        members = (y == c).nonzero().flatten()
+        k = n // len(classes) + (1 if i < n % len(classes) else 0)
+        if k > len(members):
+            from ..errors import UserError
+
+            raise UserError(f"--labels {n} needs {k} labelled examples of class {c}, but the training split has {len(members)}")
+        mask[members[torch.randperm(len(members), generator=generator)[:k]]] = True
+    return mask
 
 
 def _make_optimizer(config, params):
@@ -59,7 +75,7 @@ class Trainer:
             raise UserError(f"policy_reward_size {config.policy_reward_size} exceeds the validation split "
                             f"({len(self.pool_y)} examples); pass a smaller --policy-reward-size")
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
-        self.labeled = self._labeled_mask(config.unlabeled_fraction)
+        self.labeled = self._labeled_mask(config.unlabeled_fraction, config.labels)
         self.method = build_method(config, splits.info, device)
         # Attack and training steps see the model through this (bf16 autocast, fp32 logits);
         # validation, checkpoints and evaluation use self.model itself, in fp32.
@@ -70,10 +86,12 @@ class Trainer:
         self.eval_grad_evals = 0  # the same for the per-round validation attack
         self.reward_grad_evals = 0  # the same for the policy's reward check (a decision cost)
 
-    def _labeled_mask(self, unlabeled_fraction: float) -> torch.Tensor | None:
+    def _labeled_mask(self, unlabeled_fraction: float, labels: int) -> torch.Tensor | None:
+        g = torch.Generator().manual_seed(self.config.seed + 17)
+        if labels > 0:
+            return balanced_labels(self.train_y.cpu(), labels, g).to(self.device)
         if unlabeled_fraction <= 0:
             return None
-        g = torch.Generator().manual_seed(self.config.seed + 17)
         hidden = torch.randperm(len(self.train_y), generator=g)[: int(unlabeled_fraction * len(self.train_y))]
         mask = torch.ones(len(self.train_y), dtype=torch.bool)
         mask[hidden] = False
