@@ -117,7 +117,7 @@ def _load_run(folder: Path) -> pd.DataFrame:
     ident = _identity(config, experiment=folder.parent.name, trial=folder.name, model=folder.name, source=str(folder))
     ident["arm"] = f"{ident['method']}/{ident['controller']}"
     rows = rows.assign(**ident, report=range(len(rows)), final_model=True,
-                       decision_validation=ident["controller"] == "policy")
+                       decision_validation=False)  # a policy reads its own reward check (cost/reward_grad_evals), not val/*
     if (folder / "eval.json").is_file():
         rows = rows.assign(**read_eval(folder / "eval.json"))
     return add_round_costs(rows)
@@ -185,7 +185,7 @@ def _load_experiment(folder: Path) -> pd.DataFrame:
         if is_pbt:
             ident["controller"] = "pbt"
         rows = rows.assign(**ident, report=range(len(rows)), final_model=True,
-                           decision_validation=ident["controller"] in ("policy", "pbt") or searched)
+                           decision_validation=ident["controller"] == "pbt" or searched)
         frames.append(_mark_segments(rows, tid, exploits, by_index))
     if not frames:
         return pd.DataFrame()

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
-__all__ = ["mean_ci", "paired_diff"]
+__all__ = ["MIN_PAIRS", "mean_ci", "paired_diff"]
+
+MIN_PAIRS = 3
+"""Fewest paired seeds from which a contrast may be called decided (excluding zero)."""
 
 
 def mean_ci(values, level: float = 0.95) -> dict:
@@ -30,7 +33,9 @@ def paired_diff(frame: pd.DataFrame, a: str, b: str, on: str = "seed", value: st
                 arm: str = "arm", level: float = 0.95) -> dict:
     """Mean of ``a - b`` over the ``on`` values both arms have (one row per arm and seed in
     ``frame``), with its t-based CI. ``excludes_zero`` is True when the interval lies on one side
-    of 0; ``p`` is the two-sided paired t-test p-value (NaN below two pairs)."""
+    of 0, from at least ``MIN_PAIRS`` pairs whose differences vary: two seeds that happen to differ
+    by the same amount (common on a coarse test set) give a zero-width interval, not evidence.
+    ``p`` is the two-sided paired t-test p-value (NaN below two pairs)."""
     wide = frame[frame[arm].isin([a, b])].pivot_table(index=on, columns=arm, values=value, aggfunc="mean")
     pairs = wide.dropna(subset=[c for c in (a, b) if c in wide]) if {a, b} <= set(wide.columns) else wide.iloc[0:0]
     diffs = (pairs[a] - pairs[b]).to_numpy(dtype=float) if len(pairs) else np.array([])
@@ -38,6 +43,6 @@ def paired_diff(frame: pd.DataFrame, a: str, b: str, on: str = "seed", value: st
     p = math.nan
     if ci["n"] >= 2:
         p = 1.0 if ci["sd"] == 0 and ci["mean"] == 0 else float(_stats.ttest_1samp(diffs, 0.0).pvalue)
-    excludes = ci["n"] >= 2 and (ci["lo"] > 0 or ci["hi"] < 0)
+    excludes = ci["n"] >= MIN_PAIRS and ci["sd"] > 1e-9 and (ci["lo"] > 0 or ci["hi"] < 0)
     return {"a": a, "b": b, **ci, "p": p, "excludes_zero": bool(excludes),
             "seeds": ",".join(str(s) for s in pairs.index.tolist())}

@@ -31,6 +31,18 @@ def test_mean_ci_is_the_t_interval_computed_by_hand():
     assert mean_ci([])["n"] == 0
 
 
+def test_a_contrast_needs_three_varying_pairs_to_be_decided():
+    """Two seeds that differ by exactly the same amount give a zero-width interval: not a win."""
+    two_equal = pd.DataFrame({"arm": ["a", "b"] * 2, "seed": [1, 1, 2, 2], "robust_acc": [0.30, 0.26, 0.40, 0.36]})
+    d = paired_diff(two_equal, "a", "b")
+    assert d["n"] == 2 and d["sd"] == pytest.approx(0, abs=1e-12) and not d["excludes_zero"]
+    three_equal = pd.DataFrame({"arm": ["a", "b"] * 3, "seed": [1, 1, 2, 2, 3, 3],
+                                "robust_acc": [0.30, 0.26, 0.40, 0.36, 0.50, 0.46]})
+    assert not paired_diff(three_equal, "a", "b")["excludes_zero"]
+    three = three_equal.assign(robust_acc=[0.30, 0.26, 0.40, 0.35, 0.50, 0.47])
+    assert paired_diff(three, "a", "b")["excludes_zero"]
+
+
 def test_paired_diff_uses_only_shared_seeds():
     frame = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 2, "seed": [0, 1, 2, 0, 1], "robust_acc": [0.5, 0.6, 0.9, 0.4, 0.45]})
     d = paired_diff(frame, "a", "b")
