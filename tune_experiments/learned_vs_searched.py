@@ -89,7 +89,7 @@ SIZES = {
         evaluation={"n": 50, "pgd_steps": 20, "pgd_restarts": 1, "aa_version": "fast"},
         corners="2 seeds per arm (not 5), 1 PBT population of 4 and 4 random-search trials, a budget of 25 PGD-10 "
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
-                "AutoAttack 'fast' (APGD-CE + APGD-DLR) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
+                "AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
         pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
@@ -97,7 +97,7 @@ SIZES = {
         seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
-        corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-DLR)",
+        corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's)",
         pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},
         policy={"policy_reward_size": 200, "policy_reward_steps": 10}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
