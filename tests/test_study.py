@@ -351,3 +351,14 @@ def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_l
                                          for s, (n, _) in sources.items()}
     exp = units.Runner(study, _Opts("tiny"), None, None).experiment(unit)
     assert _stop(exp, "tiny")["round"] == 10  # Tune stops no trial before its schedule ends
+
+
+def test_a_study_runs_every_arm_in_one_precision(capsys):
+    from metaadv.cli import main
+
+    bf16 = STUDY.replace(base={**STUDY.base, "precision": "bf16"})
+    assert bf16.declaration("tiny")["precision"] == "bf16"
+    assert {bf16.arm_config(a, "tiny").get("precision") for a in bf16.arms} == {"bf16"}
+    assert STUDY.declaration("tiny")["precision"] == "fp32"
+    assert main(["study", "learned_vs_searched", "--size", "tiny", "--precision", "auto"]) == 2
+    assert "one precision" in capsys.readouterr().err

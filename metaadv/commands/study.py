@@ -29,6 +29,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="ADDR", help="join this Ray cluster ('auto', host:port, ray://...) instead of starting one")
     p.add_argument("--cpus-per-trial", type=float, default=None, metavar="X", help="CPUs per trial (default: the size's, 1)")
     p.add_argument("--resume", action="store_true", help="continue the study in --out, skipping what finished")
+    p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
+                   "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
 
     def error(message: str):
@@ -54,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown size {args.size!r}; choose one of {', '.join(study.sizes)}")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UserError("--cpus-per-trial must be > 0")
+    if args.precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision {args.precision!r}: a study runs all its arms in one precision, fp32 or bf16")
+    study = study.replace(base={**study.base, "precision": args.precision})
     from ..tune.study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,

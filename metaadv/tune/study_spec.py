@@ -204,7 +204,7 @@ class Study:
         s = self.sizes[size]
         return {"study": self.name, "size": size, "description": self.description,
                 "budget_grad_evals": s.budget_grad_evals, "eps": float(self.base.get("eps", TrainConfig.eps)),
-                "val_eps": self.val_eps(size), "precision": "fp32",
+                "val_eps": self.val_eps(size), "precision": self.base.get("precision", "fp32"),
                 "space": {k: list(d.values) for k, d in self.space.items()},
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
