@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from metaadv.attacks import frozen_eval
 from metaadv.data import load_splits
 from metaadv.errors import UserError
 from metaadv.evaluation import autoattack, checks, evaluate_model, robust, save_examples, within_threat_model, worst_case
@@ -296,7 +297,8 @@ def test_deepfool_escapes_the_ball_and_is_caught(cnn, digits):
     with torch.no_grad():
         x = x[cnn(x).argmax(1) == digits[3][:8]]
     clf = _classifier(cnn, x, 10)
-    adv = torch.from_numpy(DeepFool(clf, max_iter=10, epsilon=0.02, nb_grads=10, verbose=False).generate(x.numpy()))
+    with frozen_eval(cnn):  # ART's backward would leave .grad on the module-scoped model the later tests share
+        adv = torch.from_numpy(DeepFool(clf, max_iter=10, epsilon=0.02, nb_grads=10, verbose=False).generate(x.numpy()))
     outside = ~within_threat_model(x, adv, 0.02, "linf")
     assert outside.any()  # eps 0.02 is well below what DeepFool needs on these digits
     with pytest.warns(UserWarning, match="outside"):
