@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -115,24 +114,3 @@ def load_model(checkpoint: str | Path) -> torch.nn.Module:
     any third-party attack library can evaluate it.
     """
     return build_checkpoint_model(read_checkpoint(checkpoint, kind="train"))
-
-
-def surviving_checkpoint(folder: str | Path) -> Path:
-    """The checkpoint file to continue a Ray Tune trial from, given the ``checkpoint_NNNNNN`` folder
-    Ray names: that folder's file, or the trial's newest surviving one when the folder is gone.
-
-    Ray's stored experiment snapshot lags a trial by up to one sync period, while the trial keeps
-    only its newest ``num_to_keep`` checkpoints: a driver killed in that window resumes naming a
-    checkpoint the trial already deleted. The newest surviving checkpoint holds its own rows, so the
-    run continues from the round it says.
-    """
-    folder = Path(folder)
-    wanted = folder / CHECKPOINT_NAME
-    if wanted.is_file():
-        return wanted
-    survivors = sorted(folder.parent.glob(f"checkpoint_*/{CHECKPOINT_NAME}"))
-    if survivors:
-        warnings.warn(f"checkpoint {str(folder)!r} is gone (deleted after the last experiment snapshot); "
-                      f"continuing from the trial's newest, {str(survivors[-1].parent)!r}", stacklevel=2)
-        return survivors[-1]
-    return wanted  # read_checkpoint says what is missing

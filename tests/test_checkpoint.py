@@ -76,18 +76,3 @@ def test_weights_of_another_architecture_are_refused(run_dir, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         metaadv.load_model(tmp_path / "nowhere")
-
-
-def test_a_deleted_tune_checkpoint_falls_back_to_the_trials_newest_surviving_one(tmp_path):
-    """Ray's stored snapshot can name a checkpoint the trial deleted since (num_to_keep)."""
-    from metaadv.checkpoint import CHECKPOINT_NAME, surviving_checkpoint
-
-    trial = tmp_path / "trial"
-    for n in (3, 4):
-        (trial / f"checkpoint_00000{n}").mkdir(parents=True)
-        (trial / f"checkpoint_00000{n}" / CHECKPOINT_NAME).write_bytes(b"x")
-    assert surviving_checkpoint(trial / "checkpoint_000003") == trial / "checkpoint_000003" / CHECKPOINT_NAME
-    with pytest.warns(UserWarning, match="is gone"):
-        assert surviving_checkpoint(trial / "checkpoint_000001") == trial / "checkpoint_000004" / CHECKPOINT_NAME
-    lonely = tmp_path / "other" / "checkpoint_000001"
-    assert surviving_checkpoint(lonely) == lonely / CHECKPOINT_NAME  # nothing survives: read_checkpoint says so

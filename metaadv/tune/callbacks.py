@@ -44,13 +44,13 @@ def drop_partial_last_line(path: Path) -> None:
 
 def checkpoint_round(trial) -> int:
     """Rounds held by the trial's latest checkpoint (0 without one: the trial starts afresh)."""
-    from ..checkpoint import read_checkpoint, surviving_checkpoint
+    from ..checkpoint import CHECKPOINT_NAME, read_checkpoint
 
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
-        return len(read_checkpoint(surviving_checkpoint(folder))["rows"])
+        return len(read_checkpoint(Path(folder) / CHECKPOINT_NAME)["rows"])
 
 
 def drop_rows_after(path: Path, last_round: int) -> None:

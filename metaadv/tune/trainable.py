@@ -24,7 +24,7 @@ from typing import Sequence
 import ray.tune
 import torch
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint, surviving_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from .kinds import RunKind, get_kind
 
 __all__ = ["make_trainable", "run_trial", "front_columns"]
@@ -55,7 +55,7 @@ def run_trial(config: dict, front: Sequence[str], extra_kinds=None) -> None:
     checkpoint = ray.tune.get_checkpoint()  # set on a retry, a resume, or a PBT exploit (the donor's)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            kind.restore(run, read_checkpoint(surviving_checkpoint(folder)))
+            kind.restore(run, read_checkpoint(Path(folder) / CHECKPOINT_NAME))
     while not run.done:
         try:
             row = run.step()
