@@ -20,7 +20,7 @@ from metaadv.training.trainer import DivergedError
 from metaadv.tune.callbacks import restore_lineage_files
 from metaadv.tune.experiment import Experiment, Size
 from metaadv.tune.kinds import build_train_run
-from metaadv.tune.schedulers import SeededPB2, SeededPBT, build_scheduler, checkpoints_to_keep
+from metaadv.tune.schedulers import SeededPB2, SeededPBT, build_scheduler
 from metaadv.tune.space import Grid, LogRange, Range, fit_to_space
 from metaadv.tune.trainable import _diverged_row
 
@@ -144,8 +144,6 @@ def test_time_attr_cost_is_pbt_only_and_needs_an_interval_in_its_units():
     exp = _exp(time_attr="cost/grad_evals", scheduler_options={"perturbation_interval": 2000, "burn_in_period": 4000})
     sched = build_scheduler(exp, "smoke")
     assert isinstance(sched, SeededPBT) and sched._time_attr == "cost/grad_evals" and sched._perturbation_interval == 2000
-    assert checkpoints_to_keep(exp, "smoke") is None  # reports per interval unknown: keep them all
-    assert checkpoints_to_keep(_exp(), "smoke") == 4
     with pytest.raises(UserError, match="perturbation_interval"):
         _exp(time_attr="cost/grad_evals", scheduler_options={})
     with pytest.raises(UserError, match="PBT and PB2 only"):

@@ -13,7 +13,7 @@ from ray import tune
 from ..errors import UserError
 from .callbacks import LOGGERS, KeepLineageFiles
 from .experiment import SIZES, Experiment
-from .schedulers import build_scheduler, build_searcher, checkpoints_to_keep, param_space
+from .schedulers import build_scheduler, build_searcher, param_space
 from .trainable import make_trainable
 
 __all__ = ["RunOptions", "run_experiment", "experiment_path", "ensure_ray"]
@@ -106,7 +106,13 @@ def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable, c
         # finished trial (a restart that trains nothing and leaves the donor's numbers behind).
         stop=_stop(exp, opts.size),
         sync_config=tune.SyncConfig(sync_period=_sync_period(root)),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(exp, opts.size)),
+        # Every checkpoint is kept. Ray deletes older ones as new ones arrive, but its stored
+        # experiment snapshot lags the trials by up to a sync period: a driver killed then resumes
+        # naming a deleted checkpoint, and Ray cannot continue that trial ("Could not recover from
+        # checkpoint as it does not exist on storage anymore"; seen in the study's kill-and-resume
+        # test). A PBT donor is also cloned from a checkpoint up to an interval old. The price is
+        # disk: rounds x checkpoint size per trial (about 5 MB a round for the seed CNN with Adam).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                       run_config=run_config)

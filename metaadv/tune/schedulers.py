@@ -38,7 +38,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from .experiment import Experiment
 from .space import Grid, LogRange, fit_to_space
 
-__all__ = ["param_space", "build_scheduler", "build_searcher", "checkpoints_to_keep", "SeededPBT", "SeededPB2", "is_diverged"]
+__all__ = ["param_space", "build_scheduler", "build_searcher", "SeededPBT", "SeededPB2", "is_diverged"]
 
 TIME_ATTR = "training_iteration"
 
@@ -158,18 +158,3 @@ def build_searcher(exp: Experiment, size: str):
         return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
     # TuneConfig(max_concurrent_trials) is ignored next to a variant generator: give it here.
     return BasicVariantGenerator(random_state=exp.seed, max_concurrent=limit or 0)
-
-
-def checkpoints_to_keep(exp: Experiment, size: str) -> int | None:
-    """How many checkpoints each trial keeps on storage.
-
-    A PBT donor is cloned from the checkpoint it had at its last perturbation, at most
-    ``perturbation_interval`` reports old; deleting it earlier breaks the exploit (Ray warns at
-    <= 2). With a cost ``time_attr`` the number of reports in an interval is not known in advance
-    (it depends on what each round costs): all are kept. Other schedulers resume from the latest only.
-    """
-    if exp.scheduler in ("pbt", "pb2") and exp.time_attr != TIME_ATTR:
-        return None
-    if exp.scheduler in ("pbt", "pb2"):
-        return int(exp.options(size).get("perturbation_interval", 2)) + 2
-    return 2

@@ -39,12 +39,6 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
     total = sum(u.trials for u in units_1) + n_derived
     progress = Progress(opts.log, total)
     PROGRESS[str(root)] = progress
-    # Ray forces an experiment snapshot each time a trial has saved num_to_keep checkpoints (so the
-    # snapshot never names a deleted one: what --resume needs), and warns when that happens more
-    # than once in 5 s, as it does with rounds of seconds. num_to_keep is already what the study
-    # needs (the last checkpoint; PBT's perturbation interval + 2); a bigger one would only buy disk.
-    # The snapshots are local files or small uploads, so only the warning goes.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = ensure_ray(opts.address)
     start = time.perf_counter()
     try:
