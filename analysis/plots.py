@@ -25,6 +25,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _clipped_err(a) -> list[list[float]]:
+    """Error bars of an arm's robust-accuracy CI, drawn inside [0, 1]: a t-interval over few seeds
+    can reach past what an accuracy can be (the tables keep the interval as computed)."""
+    lo, hi = max(float(a["robust_lo"]), 0.0), min(float(a["robust_hi"]), 1.0)
+    return [[a["robust_mean"] - lo], [hi - a["robust_mean"]]]
+
+
 def plot_robust_vs_cost(curves: pd.DataFrame, arms: pd.DataFrame, path: Path, colors: dict | None = None) -> Path:
     """Left: validation robust accuracy against cumulative cost (a) per arm, mean over the final
     models with its 95% CI band. Right: final robust accuracy (mean, 95% CI) against cost (b)."""
@@ -32,12 +39,13 @@ def plot_robust_vs_cost(curves: pd.DataFrame, arms: pd.DataFrame, path: Path, co
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for arm, g in curves.groupby("arm", sort=False):
         left.plot(g["cost_a"], g["robust_mean"], marker=".", label=arm, color=colors.get(arm))
-        left.fill_between(g["cost_a"], g["robust_lo"], g["robust_hi"], alpha=0.2, color=colors.get(arm))
+        left.fill_between(g["cost_a"], g["robust_lo"].clip(0, 1), g["robust_hi"].clip(0, 1), alpha=0.2,
+                          color=colors.get(arm))
     left.set(xlabel="cumulative training grad evals per model (cost a)", ylabel="val robust acc",
              title="robust accuracy vs cost (a)")
     left.legend(fontsize=8)
     for _, a in arms.iterrows():
-        err = [[a["robust_mean"] - a["robust_lo"]], [a["robust_hi"] - a["robust_mean"]]]
+        err = _clipped_err(a)
         right.errorbar([a["cost_b"]], [a["robust_mean"]], yerr=None if pd.isna(a["robust_lo"]) else err,
                        fmt="o", capsize=4, label=a["arm"], color=colors.get(a["arm"]))
     right.set(xlabel="grad evals per final model, all the arm ran (cost b)", ylabel="final robust acc",
@@ -90,8 +98,7 @@ def plot_per_seed(finals: pd.DataFrame, arms: pd.DataFrame, path: Path) -> Path:
         ax.scatter([i] * int(bad.sum()), g.loc[bad, "robust_acc"], color="C3", marker="x", zorder=3)
         a = arms.iloc[i]
         if not pd.isna(a["robust_lo"]):
-            ax.errorbar([i + 0.15], [a["robust_mean"]], yerr=[[a["robust_mean"] - a["robust_lo"]],
-                                                              [a["robust_hi"] - a["robust_mean"]]], fmt="s", color="k", capsize=4)
+            ax.errorbar([i + 0.15], [a["robust_mean"]], yerr=_clipped_err(a), fmt="s", color="k", capsize=4)
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set(ylabel="final robust acc", title="per seed (x = untrusted), mean and 95% CI")
     return _save(fig, path)
