@@ -186,12 +186,7 @@ def test_resume_after_the_driver_is_killed_loses_and_repeats_no_trial(ray_addres
         first.wait()
     assert list(root.glob("*/checkpoint_000001")) and first.returncode == -signal.SIGKILL, log1.read_text()[-3000:]
     second = _driver([*args, "--resume"], ray_address, log2)
-    try:
-        second.wait(timeout=300)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-            second.wait()
+    _wait_or_kill(second, 300)
     out = log2.read_text()
     assert second.returncode == 0 and "4 trials: 4 ok" in out, out[-3000:]
     trials = [_rows(d) for d in sorted(root.iterdir()) if (d / "result.json").exists()]
@@ -249,6 +244,19 @@ def _replayed_policy_files(root: Path) -> dict[str, list[str]]:
     return files
 
 
+def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait for a driver to finish; one still running after ``timeout`` seconds is killed (its
+    process group), so a hung resume fails the test instead of hanging the suite."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _kill_between_copies(proc: subprocess.Popen, root: Path, lineage: bool = True) -> None:
     """SIGKILL the driver while what it copied to storage is whole: freeze it, look, and let it run on
     for a moment if a copy was under way (Ray's copy is not atomic: a damaged snapshot is refused on
@@ -296,11 +304,8 @@ def test_pbt_lineage_files_survive_a_killed_driver_and_resume(tmp_path):
     assert before and first.returncode == -signal.SIGKILL, log1.read_text()[-3000:]
     second = _own_ray_driver([*args, "--resume"], log2, ray_tmp)
     try:
-        second.wait(timeout=400)
+        _wait_or_kill(second, 400)
     finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-            second.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     out = log2.read_text()
     assert second.returncode == 0 and "4 trials: 4 ok" in out, out[-3000:]
