@@ -17,7 +17,7 @@ from ..study_spec import Study
 
 __all__ = ["StudyOptions", "study_folder", "Folder", "write_json", "start_folder", "write_models", "MODELS_COLUMNS"]
 
-MODELS_COLUMNS = ("arm", "model", "seed", "experiment", "trial", "checkpoint", "eval")
+MODELS_COLUMNS = ("arm", "model", "seed", "experiment", "trial", "checkpoint", "eval", "judge")
 
 
 @dataclass(frozen=True)
