@@ -131,8 +131,10 @@ def schedules(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.Dat
 
 def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Optuna's fANOVA and mean-decrease-impurity importances of the searched hyperparameters over
-    **random-search trials**: trials of non-PBT tune experiments whose ``hp/*`` stay constant over
-    their rows. Searched = an ``hp/*`` that differs between trials. Objective: the trial's robust
+    **random-search trials**: trials of non-PBT tune experiments, not replays or policies, whose
+    ``hp/*`` stay constant over their rows. Searched = an ``hp/*`` that differs between trials; one
+    that only repeats another's values trial by trial (``hp/eps_start`` = ``hp/eps`` without a ramp)
+    is left out, so the two do not split one importance. Objective: the trial's robust
     accuracy (verdict, else last validation). Columns: ``experiment, param, importance, evaluator,
     n_trials``; empty where fewer than 3 trials or nothing varies."""
     import optuna
@@ -141,7 +143,7 @@ def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
-    tuned = frame[(frame["controller"] != "pbt") & frame["source"].notna()]
+    tuned = frame[~frame["controller"].isin(["pbt", "replay", "policy"]) & frame["source"].notna()]
     for exp, group in tuned.groupby("experiment", sort=False):
         hps = [c for c in group if c.startswith("hp/") and c != "hp/step_size"]
         per_trial = group.groupby("trial", sort=False)
@@ -152,7 +154,12 @@ def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         last = per_trial.tail(1).set_index("trial").loc[trials]
         target = (last["eval/robust_acc"].fillna(last["val/robust_acc"]) if "eval/robust_acc" in last
                   else last["val/robust_acc"]).astype(float)
-        searched = [c for c in hps if last[c].astype(float).nunique() > 1]
+        searched, seen = [], set()
+        for c in hps:
+            values = tuple(last[c].astype(float))
+            if last[c].astype(float).nunique() > 1 and values not in seen:
+                searched.append(c)
+                seen.add(values)
         ok = target.map(math.isfinite)
         if not searched or ok.sum() < 3:
             continue

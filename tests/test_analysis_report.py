@@ -138,6 +138,19 @@ def test_importance_reads_random_search_trials_only(tables):
     assert set(imp["evaluator"]) == {"fanova", "mean_decrease_impurity"} and (imp["n_trials"] == 5).all()
 
 
+def test_importance_leaves_out_replays_and_a_column_that_repeats_another():
+    rows = []
+    for exp, controller in (("search", "schedule"), ("replays", "replay")):
+        for i, eps in enumerate([0.1, 0.2, 0.3, 0.15]):
+            for r in (1, 2):
+                rows.append({"experiment": exp, "trial": f"t{i}", "controller": controller, "source": "x", "round": r,
+                             "hp/eps": eps, "hp/eps_start": eps, "hp/lr": 1e-3 * (1 + i % 2),
+                             "val/robust_acc": 0.2 + eps})
+    imp = hp_importance(pd.DataFrame(rows))
+    assert set(imp["experiment"]) == {"search"}  # a replay's hp follow its table, even when constant
+    assert set(imp["param"]) == {"hp/eps", "hp/lr"}  # eps_start repeats eps trial by trial
+
+
 def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["analyze", str(study), "--out", str(out)]) == 0
