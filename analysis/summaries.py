@@ -88,22 +88,32 @@ def _model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
     return sub.sort_values("report", kind="stable").drop_duplicates("round", keep="last")
 
 
-def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per arm and round over the trusted final models' lineages: ``cost_a`` (mean cumulative training
-    grad evals), ``robust_mean, robust_lo, robust_hi`` (``val/robust_acc``, 95% t-CI), ``n``."""
+def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None, points: int = 25) -> pd.DataFrame:
+    """Per arm, validation robust accuracy along the trusted final models' lineages against cost (a):
+    each model's ``val/robust_acc`` interpolated linearly in its cumulative training grad evals onto
+    ``points`` costs evenly spread from the arm's first report to where its first model stops, then ``robust_mean, robust_lo, robust_hi``
+    (95% t-CI) and ``n`` over the models whose run covers that cost. Columns ``arm, cost_a,
+    robust_mean, robust_lo, robust_hi, n``. A cost grid, not rounds: arms whose rounds cost
+    different amounts (PGD-1 vs PGD-10) are read at equal cost."""
     finals = final_models(frame) if finals is None else finals
-    parts = []
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for _, m in _trusted(finals).iterrows():
         lin = _model_lineage(frame, m)
-        parts.append(pd.DataFrame({"arm": m["arm"], "model": m["model"], "round": lin["round"].to_numpy(),
-                                   "cost": lin["cost/grad_evals"].to_numpy(dtype=float),
-                                   "robust": lin["val/robust_acc"].to_numpy(dtype=float)}))
+        cost, robust = lin["cost/grad_evals"].to_numpy(dtype=float), lin["val/robust_acc"].to_numpy(dtype=float)
+        ok = np.isfinite(cost) & np.isfinite(robust)
+        if ok.any():
+            curves.setdefault(m["arm"], []).append((cost[ok], robust[ok]))
     rows = []
-    for (arm, rnd), g in (pd.concat(parts) if parts else pd.DataFrame(columns=["arm", "round"])).groupby(["arm", "round"]):
-        ci = mean_ci(g["robust"])
-        rows.append({"arm": arm, "round": rnd, "cost_a": g["cost"].mean(), "robust_mean": ci["mean"],
-                     "robust_lo": ci["lo"], "robust_hi": ci["hi"], "n": ci["n"]})
-    return pd.DataFrame(rows, columns=["arm", "round", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
+    for arm, models in curves.items():
+        # Up to where the first model stops (the budget): past it only the runs whose last round
+        # overshot remain, and their mean would be no arm's.
+        lo, hi = min(c[0] for c, _ in models), min(c[-1] for c, _ in models)
+        for x in np.unique(np.linspace(lo, hi, points)):
+            values = [np.interp(x, c, r) for c, r in models if c[0] <= x <= c[-1]]
+            ci = mean_ci(pd.Series(values, dtype=float))
+            rows.append({"arm": arm, "cost_a": float(x), "robust_mean": ci["mean"], "robust_lo": ci["lo"],
+                         "robust_hi": ci["hi"], "n": ci["n"]})
+    return pd.DataFrame(rows, columns=["arm", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
 
 
 def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:

@@ -124,7 +124,15 @@ def test_pareto_front_and_robust_vs_cost_follow_the_lineage(tables):
     assert front["model"].tolist() == ["searched-s0"]
     curve = tables["robust_vs_cost"]
     searched = curve[curve["arm"] == "searched"]
-    assert searched["round"].tolist() == list(range(1, 9)) and searched["cost_a"].iloc[-1] == 9436
+    lineage = tables["results"].query("arm == 'searched' and final_model")  # the one model, by lineage
+    assert searched["cost_a"].iloc[-1] == 9436 and (searched["n"] == 1).all() and len(searched) == 25
+    # The grid's ends are the lineage's first and last rounds; interpolation stays between its values.
+    fixed = curve[curve["arm"] == "fixed"]  # 3 models, rounds at 1000, 2000, 3000 grad evals: 0.4r/3 ...
+    assert fixed["cost_a"].iloc[0] == 1000 and fixed["cost_a"].iloc[-1] == 3000 and (fixed["n"] == 3).all()
+    assert fixed["robust_mean"].iloc[-1] == pytest.approx(0.42) and fixed["robust_mean"].iloc[0] == pytest.approx(0.14)
+    mid = fixed.iloc[12]  # cost 2000: round 2 of every model, 2/3 of its final robust accuracy
+    assert mid["cost_a"] == 2000 and mid["robust_mean"] == pytest.approx(0.28)
+    assert searched["robust_mean"].between(lineage["val/robust_acc"].min(), lineage["val/robust_acc"].max()).all()
     sched = tables["schedules"]
     assert sched[sched["arm"] == "searched"]["hp/eps"].tolist() == [0.2, 0.2, 0.3, 0.3, 0.2, 0.2, 0.2, 0.2]
     assert sched[sched["arm"] == "learned"]["hp/eps"].tolist() == [0.3, 0.15, 0.075]
