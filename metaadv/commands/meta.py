@@ -13,7 +13,7 @@ import json
 from ._run_config import S, run_config
 
 _HELP = {
-    "method": "maml, fomaml, reptile or adml", "dataset": "mnist5k, digits or omniglot",
+    "method": "maml, fomaml, reptile, adml or aq", "dataset": "mnist5k, mnist5k-rot, digits or omniglot",
     "arch": "small-cnn, digits-net or preact-resnet18 (default: the data set's)",
     "ways": "N: classes per task", "shots": "K: support images per class", "queries": "query images per class",
     "meta_batch": "tasks per outer step", "rounds": "rounds (one metrics row each)",

@@ -16,8 +16,8 @@ from ..training.precision import PRECISIONS
 
 __all__ = ["META_DATASETS", "META_METHODS", "MetaConfig", "MetaHParams"]
 
-META_METHODS = ("maml", "fomaml", "reptile", "adml")
-META_DATASETS = ("mnist5k", "digits", "omniglot")
+META_METHODS = ("maml", "fomaml", "reptile", "adml", "aq")
+META_DATASETS = ("mnist5k", "mnist5k-rot", "digits", "omniglot")
 META_ARCHS = ("small-cnn", "digits-net", "preact-resnet18")
 TRAIN_ATTACKS = ("fgsm", "pgd")
 
