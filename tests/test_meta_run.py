@@ -27,7 +27,7 @@ def _stop_after_first_round(row, run):
         raise _Interrupt
 
 
-@pytest.mark.parametrize("method", ["adml", "reptile"])
+@pytest.mark.parametrize("method", ["adml", "reptile", "aq"])
 def test_resume_gives_the_uninterrupted_rows(tmp_path, method):
     config = MetaConfig.from_dict({**TINY, "method": method, "attack": "pgd", "attack_steps": 2})
     straight = run_meta(config, tmp_path / "a")

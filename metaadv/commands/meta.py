@@ -20,10 +20,11 @@ _HELP = {
     "steps_per_round": "outer steps per round",
     "first_order": "maml/adml: first-order approximation (fomaml implies it)",
     "inner_lr": "inner-loop SGD step", "inner_steps": "inner-loop steps", "meta_lr": "outer Adam step",
-    "eps": "attack radius in [0, 1] pixel units (ADML training, validation)",
+    "eps": "attack radius in [0, 1] pixel units (ADML/AQ training, validation)",
     "beta1": "ADML weight of L(theta'_clean, adversarial query)", "beta2": "ADML weight of L(theta'_adv, clean query)",
-    "attack": "ADML's attack: fgsm (Yin et al.) or pgd", "attack_steps": "PGD steps of ADML's attack",
-    "step_ratio": "PGD step size / eps for ADML's attack", "norm": "threat model: linf or l2",
+    "attack": "ADML's/AQ's training attack: fgsm or pgd (default: fgsm for adml, as Yin et al.; pgd for aq)",
+    "attack_steps": "PGD steps of the ADML/AQ training attack",
+    "step_ratio": "PGD step size / eps of the ADML/AQ training attack", "norm": "threat model: linf or l2",
     "eval_inner_steps": "inner steps at validation/meta-test (0 = inner_steps)",
     "val_tasks": "fixed meta-validation tasks measured each round", "val_pgd_steps": "PGD steps of the per-round check",
     "seed": "seed of initialisation, tasks and attacks", "device": "auto, cpu or cuda",
@@ -48,7 +49,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("meta", help="few-shot meta-learning: MAML, first-order MAML, Reptile, ADML",
+    p = sub.add_parser("meta", help="few-shot meta-learning: MAML, first-order MAML, Reptile, ADML, AQ",
                        description="Meta-train a few-shot learner (clean or adversarial), one round at a time.")
     p.add_argument("--out", required=True, help="run folder (config.json, metrics.csv, checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")

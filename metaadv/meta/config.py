@@ -27,7 +27,7 @@ class MetaHParams:
     inner_lr: float = 0.1  # SGD step of the inner loop (alpha in Finn et al. 2017)
     inner_steps: int = 3
     meta_lr: float = 1e-3  # Adam step of the outer loop (beta in Finn et al. 2017)
-    eps: float = 0.2  # attack radius in [0, 1] pixel units (ADML training; validation always)
+    eps: float = 0.2  # attack radius in [0, 1] pixel units (ADML and AQ training; validation always)
     beta1: float = 0.5  # ADML weight of L(theta'_clean, adversarial query)
     beta2: float = 0.5  # ADML weight of L(theta'_adv, clean query)
 
@@ -68,7 +68,8 @@ class MetaConfig:
     eps: float = 0.2
     beta1: float = 0.5
     beta2: float = 0.5
-    # ADML's attack on support and query sets (Yin et al. use FGSM).
+    # ADML's attack on support and query sets (Yin et al. use FGSM); AQ's on the query set
+    # (Goldblum et al. use PGD: from_dict makes pgd the default of --method aq).
     attack: str = "fgsm"
     attack_steps: int = 10  # pgd only
     step_ratio: float = 0.25  # pgd step size / eps
@@ -132,6 +133,8 @@ class MetaConfig:
             raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
         if values.get("method") == "fomaml" and "first_order" not in values:
             values["first_order"] = True
+        if values.get("method") == "aq" and "attack" not in values:
+            values["attack"] = "pgd"  # Goldblum et al. attack the queries with PGD
         return cls(**{k: _coerce(k, fields[k], v) for k, v in values.items()})
 
 
