@@ -56,6 +56,15 @@ def test_row_contract_files_and_cost(tmp_path):
     assert state["kind"] == "meta" and state["model_kwargs"]["num_classes"] == 3
 
 
+def test_budget_stops_meta_training_mid_round_at_equal_cost(tmp_path):
+    # MAML here costs 2 tasks x (1 x 3 support + 6 query) = 18 passes per outer step: 3 steps pass 50.
+    config = MetaConfig.from_dict({**TINY, "method": "maml", "rounds": 10, "budget_grad_evals": 50})
+    run = run_meta(config, tmp_path)
+    assert [r["step"] for r in run.rows] == [2, 3] and run.rows[-1]["cost/grad_evals"] == 54
+    with pytest.raises(UserError, match="budget_grad_evals must be >= 0"):
+        MetaConfig.from_dict({"budget_grad_evals": -1})
+
+
 def test_meta_test_json_and_intervals(tmp_path, capsys):
     run_meta(MetaConfig.from_dict({**TINY, "rounds": 1, "steps_per_round": 1}), tmp_path)
     assert main(["meta-evaluate", str(tmp_path), "--tasks", "5", "--pgd-steps", "2", "--device", "cpu", "--json"]) == 0

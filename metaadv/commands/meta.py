@@ -18,6 +18,7 @@ _HELP = {
     "ways": "N: classes per task", "shots": "K: support images per class", "queries": "query images per class",
     "meta_batch": "tasks per outer step", "rounds": "rounds (one metrics row each)",
     "steps_per_round": "outer steps per round",
+    "budget_grad_evals": "stop meta-training once cost/grad_evals reaches this, mid-round if need be (0 = none)",
     "first_order": "maml/adml: first-order approximation (fomaml implies it)",
     "inner_lr": "inner-loop SGD step", "inner_steps": "inner-loop steps", "meta_lr": "outer Adam step",
     "eps": "attack radius in [0, 1] pixel units (ADML/AQ training, validation)",

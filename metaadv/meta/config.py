@@ -60,6 +60,9 @@ class MetaConfig:
     meta_batch: int = 4  # tasks per outer step
     rounds: int = 5
     steps_per_round: int = 30  # outer steps per round
+    # Stop meta-training once cost/grad_evals reaches this, mid-round if need be (0 = no budget;
+    # rounds still caps): every method gets the same gradient evaluations, not the same steps.
+    budget_grad_evals: int = 0
     first_order: bool = False  # maml/adml: drop second derivatives (fomaml always sets it)
     # Per-round hyperparameters (starting values; see MetaHParams).
     inner_lr: float = 0.1
@@ -100,7 +103,7 @@ class MetaConfig:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ways < 2:
             raise UserError(f"ways must be >= 2 (a 1-way task has nothing to classify), got {self.ways}")
-        for name in ("eval_inner_steps", "val_tasks"):
+        for name in ("eval_inner_steps", "val_tasks", "budget_grad_evals"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.step_ratio <= 0:

@@ -41,7 +41,7 @@ class MetaRun:
 
     @property
     def done(self) -> bool:
-        return self.round >= self.config.rounds
+        return self.round >= self.config.rounds or self.learner.over_budget
 
     def step(self, hp: MetaHParams | None = None) -> dict:
         """Meta-train and meta-validate one round; return its metrics row."""
