@@ -10,20 +10,22 @@
   meta-train classes from digits 0-5, 10 meta-test classes from digits 6-9. Meta-validation
   holds out 10% of the meta-train digits' *images* before they are turned, so no image is on
   both sides in any rotation.
-- ``omniglot``: the background set is meta-train, with a seeded 10% of its *characters* (and
-  their rotations) held out as class-disjoint meta-validation; the evaluation set is meta-test.
-  Every character also appears turned by 90/180/270 degrees as three more classes.
+- ``omniglot``: the split of Vinyals et al. 2016 (:func:`.omniglot.vinyals_side`): 1,028
+  meta-train, 172 meta-validation and 423 meta-test characters, by alphabet, across
+  torchvision's background and evaluation folders. Every character also appears turned by
+  90/180/270 degrees as three more classes (Santoro et al. 2016), on its own side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..data import balanced_split, dataset_info, load_splits
-from ..data.splits import SPLIT_SEED
-from .omniglot import load_omniglot
+from ..errors import UserError
+from .omniglot import VINYALS_TEST_ALPHABETS, VINYALS_VAL_ALPHABETS, load_omniglot_named, vinyals_side
 from .rotated_digits import ROT_SPLIT, kept_classes, rotated_classes
 from .tasks import ClassPool
 
@@ -89,22 +91,38 @@ def _rotated_digit_data(data_dir, download: bool) -> MetaData:
 
 
 def _omniglot_data(data_dir, download: bool, splits: tuple[str, ...]) -> MetaData:
-    pools = {}
-    mean, std = (0.0,), (1.0,)
-    if "train" in splits or "val" in splits:
-        x, y = load_omniglot(data_dir, background=True, download=download)
-        n_chars = int(y.max()) + 1
-        g = torch.Generator().manual_seed(SPLIT_SEED)
-        held_out = torch.randperm(n_chars, generator=g)[: max(1, round(META_VAL_FRACTION * n_chars))]
-        val = torch.isin(y, held_out)
-        pools["train"] = ClassPool(x[~val], y[~val], rotations=True, name="omniglot meta-train (background)")
-        pools["val"] = ClassPool(x[val], y[val], rotations=True, name="omniglot meta-validation (background)")
-        # Normalisation constants of the meta-train images, stored with the model in checkpoints.
-        mean, std = (round(x[~val].mean().item(), 4),), (round(x[~val].std().item(), 4),)
-    if "test" in splits:
-        x, y = load_omniglot(data_dir, background=False, download=download)
-        pools["test"] = ClassPool(x, y, rotations=True, name="omniglot meta-test (evaluation)")
+    # Vinyals et al.'s split spans both folders: training characters come from each, validation
+    # ones from the background folder only, test ones from the evaluation folder only.
+    folders = {True: ("train", "val"), False: ("train", "test")}  # background? -> the sides it feeds
+    xs, ys, sides, offset = [], [], [], 0
+    for background, feeds in folders.items():
+        if not set(feeds) & set(splits):
+            continue
+        x, y, names = load_omniglot_named(data_dir, background=background, download=download)
+        side = [vinyals_side(n) for n in names]
+        xs.append(x)
+        ys.append(y + offset)
+        sides += side
+        offset += len(names)
+    x, y, sides = torch.cat(xs), torch.cat(ys), np.array(sides)
+    pools, mean, std = {}, (0.0,), (1.0,)
+    for split in splits:
+        keep = torch.from_numpy(sides[y.numpy()] == split)
+        if not keep.any():
+            raise UserError(f"no Omniglot characters of the Vinyals {split} split under {str(data_dir)!r}; "
+                            f"is the folder complete? ({split} alphabets: {_vinyals_alphabets(split)})")
+        pools[split] = ClassPool(x[keep], y[keep], rotations=True, name=f"omniglot meta-{split} (Vinyals split)")
+        if split == "train":  # normalisation constants of the meta-train images, stored with the model
+            mean, std = (round(x[keep].mean().item(), 4),), (round(x[keep].std().item(), 4),)
     return MetaData("omniglot", (1, 28, 28), mean, std, pools)
+
+
+def _vinyals_alphabets(split: str) -> str:
+    if split == "val":
+        return ", ".join(VINYALS_VAL_ALPHABETS)
+    if split == "test":
+        return ", ".join(VINYALS_TEST_ALPHABETS) + ", Gurmukhi characters 42-45"
+    return "every other alphabet"
 
 
 def load_meta_data(name: str, data_dir=None, download: bool = False,
