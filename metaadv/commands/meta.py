@@ -66,9 +66,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--pgd-restarts", type=int, default=1, help="PGD random starts per query (default 1)")
     e.add_argument("--inner-steps", type=int, default=None, help="adaptation steps (default: the run's)")
     e.add_argument("--queries", type=int, default=None, help="query images per class (default: the run's)")
-    e.add_argument("--support-attack", default="none", choices=("none", "theta", "unrolled"),
-                   help="also perturb the support set: theta (PGD against the meta-parameters) or unrolled "
-                        "(PGD through the inner loop, adaptive); default none")
+    e.add_argument("--support-attack", default="none",  # checked by meta_test: one-line errors
+                   help="none (default), or also perturb the support set: theta (PGD against the meta-parameters) "
+                        "or unrolled (PGD through the inner loop, adaptive)")
     e.add_argument("--attack-support", action="store_true", help="the same as --support-attack theta")
     e.add_argument("--autoattack-eps", type=float, default=None, metavar="EPS",
                    help="at this one of the --eps values, also run AutoAttack's APGD-CE, APGD-DLR, APGD-T (ways-1 "
