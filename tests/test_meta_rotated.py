@@ -111,7 +111,7 @@ def _upright_worst(confusions: dict) -> float:
     return max(r for (a, c), r in confusions.items() if a.endswith("@0") and c.endswith("@0"))
 
 
-MARGIN = 0.04  # measured: kept worst 0.114 = upright worst (3@0/5@0); 6@180/9@0 kept together 0.22
+MARGIN = 0.04  # measured: kept worst 0.114 = upright worst (3@0/5@0); 6@180/9@0 kept together 0.228
 
 
 @pytest.mark.slow
