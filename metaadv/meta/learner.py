@@ -90,8 +90,20 @@ class MetaLearner:
         self.global_step += 1
         return loss_sum / n, correct_sum / n
 
+    @property
+    def over_budget(self) -> bool:
+        budget = self.config.budget_grad_evals
+        return budget > 0 and self.grad_evals >= budget
+
     def train_round(self, hp: MetaHParams) -> dict[str, float]:
-        losses, accs = zip(*(self.outer_step(hp) for _ in range(self.config.steps_per_round)))
+        """``steps_per_round`` outer steps, fewer if the budget runs out first (at least one)."""
+        losses, accs = [], []
+        for _ in range(self.config.steps_per_round):
+            loss, acc = self.outer_step(hp)
+            losses.append(loss)
+            accs.append(acc)
+            if self.over_budget:
+                break
         return {"train/loss": sum(losses) / len(losses), "train/acc": sum(accs) / len(accs)}
 
     def validate(self, hp: MetaHParams) -> dict[str, float]:
