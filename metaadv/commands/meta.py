@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import json
 
-from ._run_config import S, run_config
+from ._run_config import S, add_worker_flags, run_config, worker_spec
 
 _HELP = {
     "method": "maml, fomaml, reptile or adml", "dataset": "mnist5k, digits or omniglot",
@@ -54,6 +54,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_config_flags(p)
+    add_worker_flags(p)
     e = sub.add_parser("meta-evaluate", help="600-task meta-test of a meta-learning run",
                        description="Few-shot accuracy on meta-test tasks, clean and under PGD against the adapted model.")
     e.add_argument("checkpoint", help="checkpoint.pt of a metaadv meta run, or its run folder")
@@ -81,9 +82,15 @@ def run(args: argparse.Namespace) -> int:
     from ..meta import MetaConfig, run_meta
     from ..meta.run import read_meta_checkpoint
 
+    spec = worker_spec(args)
     config = run_config(args, MetaConfig, read_meta_checkpoint)
-    on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
-    run_meta(config, args.out, resume=args.resume, on_row=on_row)
+    if spec is None:
+        on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
+        run_meta(config, args.out, resume=args.resume, on_row=on_row)
+    else:
+        from ..distributed.train import run_distributed
+
+        run_distributed("meta", config, args.out, spec, resume=args.resume, address=args.address, quiet=args.quiet)
     print(f"done: {args.out}/checkpoint.pt (meta-test with: metaadv meta-evaluate {args.out})")
     return 0
 

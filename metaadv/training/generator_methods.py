@@ -159,7 +159,7 @@ class GeneratorTraining:
         parallel = getattr(self, "_parallel", SINGLE_PROCESS)
         if parallel.world_size == 1 or not tally:
             return tally
-        keys = sorted(tally)
+        keys = list(tally)  # the same order on every process: the same batches added the same keys
         totals = parallel.sum(torch.tensor([float(tally[k]) for k in keys], dtype=torch.float64))
         return dict(zip(keys, totals.tolist()))
 
