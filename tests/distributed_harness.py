@@ -8,6 +8,7 @@ tests/test_distributed_ray.py; what this checks is the arithmetic every worker d
 
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from pathlib import Path
@@ -50,3 +51,14 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         if ref.is_floating_point():
             worst = max(worst, ((a[k] - ref).norm() / ref.norm().clamp_min(1e-12)).item())
     return worst
+
+
+def same_rows(got: list[dict], want: list[dict]) -> bool:
+    """Equal rows but for ``cost/seconds``: the same columns in the same order, numbers to 1e-5."""
+    def same(a, b):
+        if isinstance(b, float) and isinstance(a, (int, float)):
+            return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+        return a == b
+
+    return len(got) == len(want) and all(
+        list(g) == list(w) and all(same(g[k], w[k]) for k in w if k != "cost/seconds") for g, w in zip(got, want))

@@ -28,7 +28,7 @@ from metaadv.meta.run import MetaRun
 from metaadv.training.parallel import split
 from metaadv.training.run import TrainingRun
 
-from .distributed_harness import relative_difference, run_group
+from .distributed_harness import relative_difference, run_group, same_rows
 
 TOL = 1e-4
 WORLD = 2
@@ -91,17 +91,6 @@ def results(tmp_path_factory):
     for name, (kind, values, _) in JOBS.items():
         single.setdefault((kind, str(values)), _run(kind, values))
     return {name: (single[(kind, str(values))], [w[name] for w in workers]) for name, (kind, values, _) in JOBS.items()}
-
-
-def _same_rows(got: list[dict], want: list[dict]) -> bool:
-    """Equal rows but for ``cost/seconds``: the same columns in the same order, numbers to 1e-5."""
-    def same(a, b):
-        if isinstance(b, float) and isinstance(a, (int, float)):
-            return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
-        return a == b
-
-    return len(got) == len(want) and all(
-        list(g) == list(w) and all(same(g[k], w[k]) for k in w if k != "cost/seconds") for g, w in zip(got, want))
 
 
 # -- the pure parts ----------------------------------------------------------------------------
@@ -171,7 +160,7 @@ def test_without_gradient_averaging_the_comparison_fails(results, name):
 def test_the_distributed_row_means_what_the_single_process_row_means(results, name):
     single, workers = results[name]
     for got in workers:  # every worker holds the same rows, so controllers decide the same
-        assert _same_rows(got["rows"], single["rows"]), (got["rows"], single["rows"])
+        assert same_rows(got["rows"], single["rows"]), (got["rows"], single["rows"])
     # The costs add up: every worker's share of the work, once (not once per worker, not one worker's).
     assert [r["cost/grad_evals"] for r in workers[0]["rows"]] == [r["cost/grad_evals"] for r in single["rows"]]
     assert all(r["cost/seconds"] > 0 for r in workers[0]["rows"])

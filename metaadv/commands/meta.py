@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 from ._run_config import S, add_worker_flags, run_config, worker_spec
 
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from ..meta.run import read_meta_checkpoint
 
     spec = worker_spec(args)
-    config = run_config(args, MetaConfig, read_meta_checkpoint)
+    if spec is None:
+        config = run_config(args, MetaConfig, read_meta_checkpoint)
+    else:  # a folder whose checkpoint.pt is gone still holds Ray Train's checkpoints
+        from ..distributed.train import read_stored_state
+
+        config = run_config(args, MetaConfig, lambda path: read_stored_state(Path(path).parent, "meta"))
     if spec is None:
         on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
         run_meta(config, args.out, resume=args.resume, on_row=on_row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig
 from ..data import DATASETS
@@ -119,7 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import DivergedError
 
     spec = worker_spec(args)
-    config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
+    if spec is None:
+        config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
+    else:  # a folder whose checkpoint.pt is gone still holds Ray Train's checkpoints
+        from ..distributed.train import read_stored_state
+
+        config = run_config(args, TrainConfig, lambda path: read_stored_state(Path(path).parent, "train"))
     _check_save_policy(args.save_policy, config)
     rounds = config.rounds
     if spec is None:

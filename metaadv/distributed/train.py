@@ -65,16 +65,20 @@ def _load(path: str):
 
 
 def run_distributed(kind: str, config, out_dir: str | Path, spec: WorkerSpec, *, resume: bool = False,
-                    address: str | None = None, quiet: bool = False, max_failures: int = MAX_FAILURES) -> dict:
+                    address: str | None = None, quiet: bool = False, max_failures: int = MAX_FAILURES,
+                    loop: Callable[[dict], None] | None = None) -> dict:
     """Train ``config`` with ``spec.workers`` Ray Train workers into ``out_dir``; returns the final
-    checkpoint's dict. Raises :class:`UserError` before anything is written for bad input."""
+    checkpoint's dict. Raises :class:`UserError` before anything is written for bad input.
+
+    ``loop`` replaces :func:`train_worker` as the workers' function (tests inject failures with it).
+    """
     out = Path(out_dir).expanduser().absolute()
     check_out_folder(out)
     check_device_request(config.device, spec)
     if resume:
-        # The folder's checkpoint says which run this is; the newest Train checkpoint (at most a
-        # round behind it, or ahead if the driver died between the two writes) is where it goes on.
-        stored_config(config, read_checkpoint(out / CHECKPOINT_NAME, kind=kind))
+        # The folder's checkpoint (or, if it is gone, the newest Train checkpoint) says which run
+        # this is; the workers go on from the newest Train checkpoint.
+        stored_config(config, read_stored_state(out, kind))
     else:
         check_fresh_folder(out)
         if _train_checkpoints(out):
@@ -92,7 +96,7 @@ def run_distributed(kind: str, config, out_dir: str | Path, spec: WorkerSpec, *,
             start_folder(out, config)
         job = {"kind": kind, "config": config.to_dict(), "out": str(out), "resume": resume,
                "spec": asdict(spec), "quiet": quiet}
-        metrics = _fit(job, spec, out, max_failures)
+        metrics = _fit(job, spec, out, max_failures, loop)
     finally:
         if started:
             import ray
@@ -100,15 +104,15 @@ def run_distributed(kind: str, config, out_dir: str | Path, spec: WorkerSpec, *,
             ray.shutdown()
     if metrics.get("status") == "error":
         raise UserError(metrics["error"])
-    return read_checkpoint(out / CHECKPOINT_NAME, kind=kind)
+    return read_stored_state(out, kind)
 
 
-def _fit(job: dict, spec: WorkerSpec, out: Path, max_failures: int) -> dict:
+def _fit(job: dict, spec: WorkerSpec, out: Path, max_failures: int, loop: Callable[[dict], None] | None) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
-        train_worker, train_loop_config=job, scaling_config=spec.scaling_config(),
+        loop or train_worker, train_loop_config=job, scaling_config=spec.scaling_config(),
         run_config=ray.train.RunConfig(name=RUN_NAME, storage_path=str(out),
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        # The run folder's checkpoint.pt is the one that matters; Train
@@ -124,8 +128,16 @@ def _fit(job: dict, spec: WorkerSpec, out: Path, max_failures: int) -> dict:
 
 
 def _train_checkpoints(out: Path) -> list[Path]:
+    """Ray Train's checkpoint folders in the run folder, oldest first (their names hold the time)."""
     folder = out / RUN_NAME
-    return sorted(folder.glob("checkpoint_*")) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("checkpoint_*") if (p / CHECKPOINT_NAME).is_file()) if folder.is_dir() else []
+
+
+def read_stored_state(out: Path, kind: str) -> dict:
+    """The run folder's checkpoint, or if it is missing the newest Ray Train checkpoint in it."""
+    if not (out / CHECKPOINT_NAME).exists() and _train_checkpoints(out):
+        return read_checkpoint(_train_checkpoints(out)[-1] / CHECKPOINT_NAME, kind=kind)
+    return read_checkpoint(out / CHECKPOINT_NAME, kind=kind)
 
 
 def _check_resources(spec: WorkerSpec) -> None:
@@ -157,9 +169,11 @@ def train_worker(job: dict) -> None:
         config = _load(kind.config).from_dict(job["config"])
         parallel = SINGLE_PROCESS if world == 1 else _torch_distributed(device, rank)
         run = _load(kind.build)(config, device=device, parallel=parallel)
-        state = _state_to_resume(job)
+        state, source = _state_to_resume(job)
         if state is not None:
             run.load_state_dict(state)
+            if rank == 0 and not job["quiet"]:
+                print(f"continuing after round {run.round} from {source}", file=sys.stdout, flush=True)
         progress: Callable = _load(kind.progress)
         out = Path(job["out"])
         while not run.done:
@@ -189,18 +203,18 @@ def _torch_distributed(device: torch.device, rank: int):
     return TorchDistributed(wrap_model=prepare)
 
 
-def _state_to_resume(job: dict) -> dict | None:
-    """Ray Train's newest checkpoint (a retry, or a resumed run), else with ``--resume`` the run
-    folder's (a run trained without --workers, continued with them)."""
+def _state_to_resume(job: dict) -> tuple[dict | None, str]:
+    """(state, where from): Ray Train's newest checkpoint (a retry, or a resumed run), else with
+    ``--resume`` the run folder's (a run trained without --workers, continued with them)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            return read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"])
+            return read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"]), "its Ray Train checkpoint"
     if job["resume"]:
-        return read_checkpoint(Path(job["out"]) / CHECKPOINT_NAME, kind=job["kind"])
-    return None
+        return read_stored_state(Path(job["out"]), job["kind"]), "the run folder's checkpoint"
+    return None, ""
 
 
 def _report(run, row: dict, rank: int, out: Path) -> None:
