@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import ray
 from ray import tune
 
+from ..distributed.storage import check_shared_storage
 from ..errors import UserError
 from .callbacks import LOGGERS, KeepLineageFiles
 from .experiment import SIZES, Experiment
@@ -166,6 +167,8 @@ def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None =
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     started = ensure_ray(opts.address)
     try:
+        # Before any trial starts: a multi-node cluster must share the storage (a real check, not the path's shape).
+        check_shared_storage(root, flag="--storage")
         trainable = tune.with_resources(make_trainable(exp.metrics, extra_kinds),
                                         {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
         exists = tune.Tuner.can_restore(path)
