@@ -73,9 +73,9 @@ def test_an_unreadable_uri_counts_as_not_shared(tmp_path):
 # -- a local two-node cluster -------------------------------------------------------------------
 
 
-def _build_on_node(values: dict):
+def _build_on_node(values: dict, **placement):
     """A training run whose rows also say which node trained them."""
-    run = build_train_run(values)
+    run = build_train_run(values, **placement)
     step = run.step
 
     def step_with_node():
@@ -85,7 +85,7 @@ def _build_on_node(values: dict):
     return run
 
 
-NODE_KIND = {"train": RunKind(_build_on_node, restore_train_run)}
+NODE_KIND = {"train": RunKind(_build_on_node, restore_train_run, placed=True)}
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,34 @@ def test_a_cluster_too_small_for_the_workers_is_refused_before_anything_is_writt
     with pytest.raises(UserError, match="needs 3 CPU, but the Ray cluster has 2"):
         run_distributed("train", config, tmp_path / "run", WorkerSpec(3))
     assert not (tmp_path / "run").exists()
+
+
+def test_pbt_with_train_backed_trials_exploits_real_weights(ray_address, tmp_path):
+    import json
+
+    from metaadv.tune.experiment import Experiment, Size
+    from metaadv.tune.runner import RunOptions, run_experiment
+    from metaadv.tune.space import Grid
+
+    # Two trials far apart in lr, judged on train/loss (no ties); synchronous PBT at every round,
+    # so after round 1 the worse trial must clone the better one and go on with a mutated lr.
+    size = Size(2, {**TINY, "rounds": 2, "steps_per_round": 2})
+    exp = Experiment(name="pbt_train", description="pbt_train", sizes={"smoke": size, "full": size}, scheduler="pbt",
+                     space={"lr": Grid(1e-5, 3e-3)}, metric="train/loss", mode="min",
+                     scheduler_options={"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                        "resample_probability": 0.0, "synch": True})
+    workers = WorkerSpec(2, cpus_per_worker=0.45)  # two trials at once on 2 CPUs, each 2 workers + its sliver
+    grid = run_experiment(exp, RunOptions(size="smoke", storage=str(tmp_path), verbose=0, workers=workers))
+    assert not grid.errors
+    root = Path(grid.experiment_path)
+    lines = [json.loads(x) for x in (root / "pbt_global.txt").read_text().splitlines() if x.strip()]
+    assert lines, "no exploit happened"
+    new_config = lines[0][5]
+    states = [read_checkpoint(r.checkpoint.path) for r in grid]
+    assert all(len(s["rows"]) == 2 for s in states)
+    # Both trials' histories now start with the donor's round 1 (the exploited trial's weights,
+    # optimizer and rows were cloned; trained from its own start at lr 1e-5 it would differ),
+    # and one of them went on at the mutated lr.
+    assert states[0]["rows"][0]["train/loss"] == states[1]["rows"][0]["train/loss"]
+    assert new_config["lr"] in {s["rows"][1]["hp/lr"] for s in states}
+    assert not list((root / "train-segments").glob("*/checkpoint_*")), "segment runs were not cleaned up"
