@@ -164,6 +164,8 @@ def train_worker(job: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = worker_device(spec)
+    if rank == 0 and not job["quiet"]:
+        print(f"worker 0 of {world} trains on {device}", file=sys.stdout, flush=True)
     stops = (UserError, _load(kind.diverged))
     try:
         config = _load(kind.config).from_dict(job["config"])
