@@ -88,9 +88,14 @@ def _bench_worker(job: dict) -> None:
     context = ray.train.get_context()
     device = worker_device(spec)
     parallel = SINGLE_PROCESS if context.get_world_size() == 1 else _torch_distributed(device, context.get_world_rank())
-    torch.backends.cudnn.benchmark = True
+    from torch.backends import cudnn  # imported here: the function travels to the workers by value
+
+    cudnn.benchmark = True
     seconds = _timed_rounds(job["values"], job["rounds"], device, parallel if context.get_world_size() > 1 else None)
-    ray.train.report({"seconds": seconds})
+    # A result carries the metrics of its newest checkpoint only: attach an (empty) one.
+    from metaadv.distributed.train import report_status
+
+    report_status({"seconds": seconds}, context.get_world_rank())
 
 
 def ray_train_seconds(values: dict, workers: int, rounds: int, gpus: float = 0.0) -> tuple[list[float], float]:

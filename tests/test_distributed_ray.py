@@ -158,3 +158,11 @@ def test_pbt_with_train_backed_trials_exploits_real_weights(ray_address, tmp_pat
     assert states[0]["rows"][0]["train/loss"] == states[1]["rows"][0]["train/loss"]
     assert new_config["lr"] in {s["rows"][1]["hp/lr"] for s in states}
     assert not list((root / "train-segments").glob("*/checkpoint_*")), "segment runs were not cleaned up"
+
+
+def test_a_diverged_distributed_run_stops_with_one_line(ray_address, tmp_path):
+    # SGD at lr 1e6: the loss is NaN at step 2 (as in one process), on both workers at once (it is all-reduced).
+    config = TrainConfig.from_dict({**TINY, "rounds": 2, "lr": 1e6, "optimizer": "sgd", "method": "standard"})
+    with pytest.raises(UserError, match="training loss became nan at step 2"):
+        run_distributed("train", config, tmp_path / "run", WorkerSpec(2), quiet=True)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no round finished

@@ -32,7 +32,7 @@ from ..training.folder import check_fresh_folder, check_out_folder, save_round, 
 from ..training.parallel import SINGLE_PROCESS
 from .workers import WorkerSpec, check_device_request, worker_device
 
-__all__ = ["RUN_NAME", "run_distributed", "train_worker"]
+__all__ = ["RUN_NAME", "read_stored_state", "report_status", "run_distributed", "train_worker"]
 
 RUN_NAME = "ray-train"  # Ray Train's run folder inside the run folder: its checkpoints and state
 MAX_FAILURES = 2  # worker-group restarts from the newest checkpoint before the run fails
@@ -185,7 +185,8 @@ def train_worker(job: dict) -> None:
                 # file= bypasses Ray Train's print patch, which would also log the line a second time
                 print(progress(row, config.rounds), file=sys.stdout, flush=True)
     except stops as exc:  # the same on every worker (diverged losses are all-reduced): end, not retry
-        ray.train.report({"status": "error", "error": str(exc)})
+        last_good = Path(job["out"]) / CHECKPOINT_NAME
+        report_status({"status": "error", "error": str(exc)}, rank, last_good if last_good.is_file() else None)
 
 
 def _torch_distributed(device: torch.device, rank: int):
@@ -205,6 +206,25 @@ def _torch_distributed(device: torch.device, rank: int):
     return TorchDistributed(wrap_model=prepare)
 
 
+def report_status(metrics: dict, rank: int, state_file: Path | None = None) -> None:
+    """Report how the workers stopped, so that the driver sees it.
+
+    Ray Train's result carries the metrics of its newest *checkpoint* only, so rank 0 attaches
+    one: a copy of ``state_file`` (the last good round, which a later ``--resume`` continues from)
+    or, if there is none, a folder holding no ``checkpoint.pt``.
+    """
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="metaadv-status-") as folder:
+        if state_file is not None:
+            shutil.copy2(state_file, Path(folder) / CHECKPOINT_NAME)
+        (Path(folder) / "status.txt").write_text(f"{metrics.get('status', '')}: {metrics.get('error', '')}\n")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
 def _state_to_resume(job: dict) -> tuple[dict | None, str]:
     """(state, where from): Ray Train's newest checkpoint (a retry, or a resumed run), else with
     ``--resume`` the run folder's (a run trained without --workers, continued with them)."""
@@ -213,7 +233,8 @@ def _state_to_resume(job: dict) -> tuple[dict | None, str]:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            return read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"]), "its Ray Train checkpoint"
+            if (Path(folder) / CHECKPOINT_NAME).is_file():  # not a status report of a run that stopped in round 1
+                return read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"]), "its Ray Train checkpoint"
     if job["resume"]:
         return read_stored_state(Path(job["out"]), job["kind"]), "the run folder's checkpoint"
     return None, ""

@@ -143,7 +143,7 @@ def segment_worker(job: dict) -> None:
     import ray.train
 
     from ..tune.kinds import get_kind
-    from .train import _torch_distributed
+    from .train import _torch_distributed, report_status
 
     spec = WorkerSpec(**job["spec"])
     torch.set_num_threads(spec.threads())
@@ -158,7 +158,8 @@ def segment_worker(job: dict) -> None:
     retry = ray.train.get_checkpoint()  # a worker retried within this segment
     if retry is not None:
         with retry.as_directory() as folder:
-            state = read_checkpoint(Path(folder) / CHECKPOINT_NAME)
+            if (Path(folder) / CHECKPOINT_NAME).is_file():
+                state = read_checkpoint(Path(folder) / CHECKPOINT_NAME)
     if state is not None:
         kind.restore(run, state)  # weights, optimizer, rows; the trial's (maybe mutated) config wins
     stop = len(job["state"]["rows"]) + job["rounds"] if job["state"] else job["rounds"]
@@ -167,8 +168,8 @@ def segment_worker(job: dict) -> None:
             row = run.step()
         except kind.diverged as exc:
             last = run.rows[-1] if run.rows else {}
-            ray.train.report({**{k: v for k, v in last.items() if k.startswith("cost/")}, "round": run.round + 1,
-                              "status": "diverged", "error": str(exc)})
+            report_status({**{k: v for k, v in last.items() if k.startswith("cost/")}, "round": run.round + 1,
+                           "status": "diverged", "error": str(exc)}, rank)
             return
         metrics = {**row, "run/done": run.done}
         if rank != 0:
