@@ -226,18 +226,25 @@ def report_status(metrics: dict, rank: int, state_file: Path | None = None) -> N
 
 
 def _state_to_resume(job: dict) -> tuple[dict | None, str]:
-    """(state, where from): Ray Train's newest checkpoint (a retry, or a resumed run), else with
-    ``--resume`` the run folder's (a run trained without --workers, continued with them)."""
+    """(state, where from): whichever of Ray Train's newest checkpoint (a retry, or a resumed run)
+    and, with ``--resume``, the run folder's has trained further. They are the same round unless a
+    worker died between writing the one and reporting the other, or the folder was trained on
+    without ``--workers`` after its Train checkpoints were made."""
     import ray.train
 
+    found = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             if (Path(folder) / CHECKPOINT_NAME).is_file():  # not a status report of a run that stopped in round 1
-                return read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"]), "its Ray Train checkpoint"
-    if job["resume"]:
-        return read_stored_state(Path(job["out"]), job["kind"]), "the run folder's checkpoint"
-    return None, ""
+                found.append((read_checkpoint(Path(folder) / CHECKPOINT_NAME, kind=job["kind"]), "its Ray Train checkpoint"))
+    if job["resume"] or found:
+        own = Path(job["out"]) / CHECKPOINT_NAME
+        if own.is_file() or not found:
+            found.append((read_stored_state(Path(job["out"]), job["kind"]), "the run folder's checkpoint"))
+    if not found:
+        return None, ""
+    return max(found, key=lambda item: len(item[0]["rows"]))  # the first of equals: Train's
 
 
 def _report(run, row: dict, rank: int, out: Path) -> None:
