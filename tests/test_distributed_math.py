@@ -173,3 +173,20 @@ def test_second_order_maml_meta_gradient_is_the_single_process_one(results):
         assert relative_difference(got["grads"], single["grads"]) < 1e-5
     # 3 tasks on 2 workers: one worker alone would have a different (partial) gradient.
     assert any(g.abs().sum() > 0 for g in single["grads"].values())
+
+
+def test_train_backed_trials_fit_once_per_segment_a_scheduler_can_act_on():
+    from metaadv.distributed.tune_trial import segment_rounds
+    from metaadv.tune.experiment import Experiment, Size
+    from metaadv.tune.space import Grid
+
+    size = Size(2, {"dataset": "digits", "rounds": 9})
+
+    def exp(scheduler, **options):
+        return Experiment(name="x", description="x", space={"lr": Grid(1e-3, 1e-2)}, sizes={"smoke": size, "full": size},
+                          scheduler=scheduler, scheduler_options=options)
+
+    assert segment_rounds(exp("pbt", perturbation_interval=3), "smoke") == 3  # PBT exploits at these reports
+    assert segment_rounds(exp("pbt"), "smoke") == 2  # metaadv's PBT default interval
+    assert segment_rounds(exp("asha"), "smoke") == 1  # any round may be a rung
+    assert segment_rounds(exp("fifo"), "smoke") == 9  # nothing acts before the end

@@ -52,7 +52,8 @@ def run_trial(config: dict, front: Sequence[str], extra_kinds=None) -> None:
     kind = get_kind(config.get("kind", "train"), extra_kinds)
     _limit_threads()
     values = {k: v for k, v in config.items() if k != "kind"}
-    run = kind.build(values, device=_trial_device()) if kind.placed and _trial_device() else kind.build(values)
+    device = _trial_device() if kind.placed else None
+    run = kind.build(values) if device is None else kind.build(values, device=device)
     checkpoint = ray.tune.get_checkpoint()  # set on a retry, a resume, or a PBT exploit (the donor's)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
