@@ -123,22 +123,27 @@ def cpu_mode(args) -> None:
               "batch_size": args.batch_size, "eps_ramp_rounds": 0, "val_size": 1, "device": "cpu", "seed": 0}
     images = args.steps_per_round * args.batch_size
     torch.set_num_threads(1)
-    one = statistics.median(_timed_rounds(values, args.rounds, torch.device("cpu")))
+    plain = statistics.median(_timed_rounds(values, args.rounds, torch.device("cpu")))
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     try:
+        # One worker before and after the N workers, in the same kind of process (a Ray actor):
+        # a machine whose load drifts during the run then touches both sides of the ratio.
+        one_a, _ = ray_train_seconds(values, 1, args.rounds)
         many, fit_seconds = ray_train_seconds(values, args.workers, args.rounds)
+        one_b, _ = ray_train_seconds(values, 1, args.rounds)
     finally:
         ray.shutdown()
-    many = statistics.median(many)
-    thr_one, thr_many = images / one, images / many
+    one, many = statistics.median(one_a + one_b), statistics.median(many)
     print(f"torch {torch.__version__}, PGD-10 AT on {args.dataset}, global batch {args.batch_size}, "
           f"{args.steps_per_round} steps a round, median of {args.rounds} rounds, wall time, one thread per process")
-    print(f"{'setting':<28} {'round s':>8} {'images/s':>9}")
-    print(f"{'1 process (plain loop)':<28} {one:>8.3f} {thr_one:>9.1f}")
-    print(f"{f'{args.workers} Ray Train workers':<28} {many:>8.3f} {thr_many:>9.1f}")
-    print(f"scaling efficiency: {thr_many / (args.workers * thr_one):.2f} "
-          f"(throughput with {args.workers} workers / ({args.workers} x one process))")
-    print(f"Ray Train fit (worker group start, warm-up and timed rounds): {fit_seconds:.1f} s wall")
+    print(f"{'setting':<34} {'round s':>8} {'images/s':>9}")
+    print(f"{'plain loop, this process':<34} {plain:>8.3f} {images / plain:>9.1f}")
+    print(f"{'1 Ray Train worker (before, after)':<34} {one:>8.3f} {images / one:>9.1f}"
+          f"   ({statistics.median(one_a):.3f} s, {statistics.median(one_b):.3f} s)")
+    print(f"{f'{args.workers} Ray Train workers':<34} {many:>8.3f} {images / many:>9.1f}")
+    print(f"scaling efficiency: {(images / many) / (args.workers * images / one):.2f} "
+          f"(throughput with {args.workers} workers / ({args.workers} x one worker))")
+    print(f"Ray Train fit with {args.workers} workers (worker group start, warm-up and timed rounds): {fit_seconds:.1f} s wall")
 
 
 # -- GPU mode -----------------------------------------------------------------------------------
