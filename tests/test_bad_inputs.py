@@ -81,6 +81,14 @@ CASES = [
     train("--out is a file", "--out", "{W}/a-file"),
     train("--resume of a meta-learning run", "--out", "{W}/meta", "--resume"),
     train("--resume of a folder without a run", "--resume"),
+    # metaadv train --workers (each refused before Ray starts).
+    train("--workers 0", "--workers", "0"),
+    train("--cpus-per-worker without --workers", "--cpus-per-worker", "2"),
+    train("--address without --workers", "--address", "auto"),
+    train("--gpus-per-worker negative", "--workers", "2", "--gpus-per-worker", "-1"),
+    train("--gpus-per-worker 1.5 (a fraction above one)", "--workers", "2", "--gpus-per-worker", "1.5"),
+    train("--device cuda for workers without GPUs", "--workers", "2", "--device", "cuda"),
+    train("--device cpu with --gpus-per-worker", "--workers", "2", "--gpus-per-worker", "1", "--device", "cpu"),
     # Config files (metaadv train --config).
     train("config `download: maybe`", "--config", "{W}/maybe.yaml", files=[("maybe.yaml", "download: maybe\n")]),
     train("config with a non-string key `1: 2`", "--config", "{W}/intkey.yaml", files=[("intkey.yaml", "1: 2\n")]),
@@ -108,6 +116,8 @@ CASES = [
     meta("--resume of a training run", "--out", "{W}/train", "--resume"),
     meta("--budget-grad-evals negative", "--budget-grad-evals", "-1"),
     meta("mnist5k-rot --ways 18 (17 meta-train classes)", "--dataset=mnist5k-rot", "--ways", "18"),
+    meta("--workers 0", "--workers", "0"),
+    meta("--cpus-per-worker 0", "--workers", "2", "--cpus-per-worker", "0"),
     # metaadv evaluate.
     cli("metaadv evaluate", "a meta-learning checkpoint", "evaluate", "{W}/meta"),
     cli("metaadv evaluate", "a policy file", "evaluate", "{W}/policy.pt"),
@@ -137,6 +147,9 @@ CASES = [
     cli("metaadv tune", "no experiment named", "tune"),
     cli("metaadv tune", "--samples not a number", "tune", "pbt_pgd_at", "--samples", "x"),
     cli("metaadv tune", "unknown option", "tune", "pbt_pgd_at", "--bogus"),
+    cli("metaadv tune", "--workers not a number", "tune", "pbt_pgd_at", "--workers", "two"),
+    cli("metaadv tune", "--workers 0", "tune", "pbt_pgd_at", "--workers", "0"),
+    cli("metaadv tune", "--gpus-per-trial with --workers", "tune", "pbt_pgd_at", "--workers", "2", "--gpus-per-trial", "1"),
     cli("metaadv tune", "experiment file missing", "tune", "{W}/missing.py"),
     cli("metaadv tune", "experiment file without EXPERIMENT", "tune", "{W}/noexp.py", files=[("noexp.py", "X = 1\n")]),
     cli("metaadv tune", "experiment file that raises", "tune", "{W}/raises.py",

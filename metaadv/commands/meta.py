@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
-from ._run_config import S, run_config
+from ._run_config import S, add_worker_flags, run_config, worker_spec
 
 _HELP = {
     "method": "maml, fomaml, reptile, adml or aq", "dataset": "mnist5k, mnist5k-rot, digits or omniglot",
@@ -56,6 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_config_flags(p)
+    add_worker_flags(p)
     e = sub.add_parser("meta-evaluate", help="600-task meta-test of a meta-learning run",
                        description="Few-shot accuracy on meta-test tasks, clean and under PGD against the adapted model.")
     e.add_argument("checkpoint", help="checkpoint.pt of a metaadv meta run, or its run folder")
@@ -93,9 +95,20 @@ def run(args: argparse.Namespace) -> int:
     from ..meta import MetaConfig, run_meta
     from ..meta.run import read_meta_checkpoint
 
-    config = run_config(args, MetaConfig, read_meta_checkpoint)
-    on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
-    run_meta(config, args.out, resume=args.resume, on_row=on_row)
+    spec = worker_spec(args)
+    if spec is None:
+        config = run_config(args, MetaConfig, read_meta_checkpoint)
+    else:  # a folder whose checkpoint.pt is gone still holds Ray Train's checkpoints
+        from ..distributed.train import read_stored_state
+
+        config = run_config(args, MetaConfig, lambda path: read_stored_state(Path(path).parent, "meta"))
+    if spec is None:
+        on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
+        run_meta(config, args.out, resume=args.resume, on_row=on_row)
+    else:
+        from ..distributed.train import run_distributed
+
+        run_distributed("meta", config, args.out, spec, resume=args.resume, address=args.address, quiet=args.quiet)
     print(f"done: {args.out}/checkpoint.pt (meta-test with: metaadv meta-evaluate {args.out})")
     return 0
 

@@ -25,7 +25,8 @@ from ..attacks._common import input_grad
 from ..attacks.projection import random_start
 from ..models.generator import Discriminator, PerturbationGenerator
 from .hparams import HParams
-from .methods import StepContext, StepOutput, _mixed_loss, register_method
+from .methods import StepContext, StepOutput, _mixed_loss, attacker, register_method
+from .parallel import SINGLE_PROCESS, DataParallel
 
 __all__ = ["AdvGANTraining", "GeneratorTraining", "cw_margin", "grad_sign", "perturbation_norm"]
 
@@ -75,16 +76,22 @@ class GeneratorTraining:
         logits = model(x + delta)
         return -F.cross_entropy(logits, y), logits, {}
 
-    def after_generator_step(self, x, x_adv, hp: HParams) -> dict:
+    def after_generator_step(self, x, x_adv, hp: HParams, *, parallel: DataParallel = SINGLE_PROCESS,
+                             weight: float = 1.0) -> dict:
         """Hook for AdvGAN's discriminator update; returns extra scalars for the tally."""
         return {}
 
     # -- training ------------------------------------------------------------------------------
-    def train_generator(self, model, x, y, hp: HParams, norm: str, rng: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    def train_generator(self, model, x, y, hp: HParams, norm: str, rng: torch.Generator | None, *,
+                        parallel: DataParallel = SINGLE_PROCESS, weight: float = 1.0) -> tuple[torch.Tensor, int]:
         """``gen_steps`` updates against ``model``; returns (x_adv, classifier passes).
 
         x_adv is the last step's examples, made just before that step's update: remaking them with
         the updated generator would cost one more generator pass for a change of one Adam step.
+
+        Data-parallel (``parallel`` of several workers, each holding a slice of the batch): the
+        loss is scaled by the slice's ``weight`` and the generator's gradients averaged over
+        workers before each step, so every worker's generator takes the global batch's step.
         """
         sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
         for group in self.gen_opt.param_groups:
@@ -94,12 +101,16 @@ class GeneratorTraining:
                 delta = self.gen.perturb(x, hp.eps, norm, sign)
                 loss, logits, extra = self.generator_loss(model, x, y, delta, hp, norm)
                 self.gen_opt.zero_grad(set_to_none=True)
-                loss.backward()  # classifier weights are frozen: only the generator gets gradients
+                (loss if weight == 1.0 else loss * weight).backward()  # classifier frozen: generator gradients only
+                parallel.average_gradients(self.gen.parameters())
                 self.gen_opt.step()
-            extra.update(self.after_generator_step(x, (x + delta).detach(), hp))
+            extra.update(self.after_generator_step(x, (x + delta).detach(), hp, parallel=parallel, weight=weight))
         delta = delta.detach()
-        self._count(len(y), loss.item(), (logits.argmax(1) != y).sum().item(),
-                    perturbation_norm(delta, norm).sum().item(), extra)
+        n = len(y) if weight else 0  # a placeholder slice (metaadv/training/parallel.py) holds no examples
+        self._count(n, loss.item(), (logits.argmax(1) != y).sum().item() if n else 0,
+                    perturbation_norm(delta, norm).sum().item() if n else 0.0, extra,
+                    share=weight / parallel.world_size)
+        self._parallel = parallel
         return (x + delta).detach(), len(y) * (hp.gen_steps + (1 if sign is not None else 0))
 
     def step(self, model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
@@ -108,11 +119,15 @@ class GeneratorTraining:
             # The batch is already a random draw, so its first gen_fraction is a random subset.
             n_gen = round(hp.gen_fraction * len(y))
             parts = []
+            # Data-parallel with gen_fraction < 1, each worker splits its own slice: the same share
+            # of examples goes to each attacker, not the same examples as in one process.
+            frozen = attacker(model, ctx)
             if n_gen:
-                x_gen, attack_passes = self.train_generator(model, x[:n_gen], y[:n_gen], hp, ctx.norm, ctx.generator)
+                x_gen, attack_passes = self.train_generator(frozen, x[:n_gen], y[:n_gen], hp, ctx.norm, ctx.generator,
+                                                            parallel=ctx.parallel, weight=ctx.loss_weight)
                 parts.append(x_gen)
             if n_gen < len(y):
-                parts.append(pgd(model, x[n_gen:], y[n_gen:], eps=hp.eps, step_size=hp.step_size, steps=hp.steps,
+                parts.append(pgd(frozen, x[n_gen:], y[n_gen:], eps=hp.eps, step_size=hp.step_size, steps=hp.steps,
                                  norm=ctx.norm, generator=ctx.generator))
                 attack_passes += (len(y) - n_gen) * hp.steps
             x_adv = torch.cat(parts)
@@ -121,20 +136,32 @@ class GeneratorTraining:
         return StepOutput(loss, logits_adv, passes + attack_passes / len(y))
 
     # -- the row and the checkpoint ------------------------------------------------------------
-    def _count(self, n: int, loss: float, fooled: int, norm_sum: float, extra: dict) -> None:
+    def _count(self, n: int, loss: float, fooled: int, norm_sum: float, extra: dict, share: float = 1.0) -> None:
+        """Tally one batch. Per-batch means (the losses) count with this process's ``share`` of the
+        global batch, so that their sum over data-parallel processes is the global batch's mean."""
         t = self._tally
-        for key, value in {"n": n, "batches": 1, "loss": loss, "fooled": fooled, "norm": norm_sum, **extra}.items():
+        means = {"batches": 1, "loss": loss, **extra}
+        for key, value in {"n": n, "fooled": fooled, "norm": norm_sum, **{k: share * v for k, v in means.items()}}.items():
             t[key] = t.get(key, 0.0) + value
 
     def round_metrics(self) -> dict[str, float]:
         """``gen/*`` for the round just trained (NaN when the generator made no examples); resets."""
-        t, self._tally = self._tally, {}
+        t, self._tally = self._reduce_tally(self._tally), {}
         batches, n = t.pop("batches", 0), t.pop("n", 0)
         nan = math.nan
         row = {"gen/loss": t.pop("loss", nan) / max(batches, 1), "gen/fooling_rate": t.pop("fooled", nan) / max(n, 1),
                "gen/perturbation_norm": t.pop("norm", nan) / max(n, 1)}
         row.update({f"gen/{k}": v / max(batches, 1) for k, v in t.items()})
         return row
+
+    def _reduce_tally(self, tally: dict) -> dict:
+        """The tally summed over data-parallel processes (each holds its slices' part)."""
+        parallel = getattr(self, "_parallel", SINGLE_PROCESS)
+        if parallel.world_size == 1 or not tally:
+            return tally
+        keys = list(tally)  # the same order on every process: the same batches added the same keys
+        totals = parallel.sum(torch.tensor([float(tally[k]) for k in keys], dtype=torch.float64))
+        return dict(zip(keys, totals.tolist()))
 
     def state_dict(self) -> dict:
         return {"generator": self.gen.state_dict(), "generator_kwargs": self.gen.kwargs(),
@@ -175,14 +202,16 @@ class AdvGANTraining(GeneratorTraining):
         loss = adv + self.alpha * gan + self.beta * hinge
         return loss, logits, {"adv_loss": adv.item(), "gan_loss": gan.item(), "hinge_loss": hinge.item()}
 
-    def after_generator_step(self, x, x_adv, hp: HParams) -> dict:
+    def after_generator_step(self, x, x_adv, hp: HParams, *, parallel: DataParallel = SINGLE_PROCESS,
+                             weight: float = 1.0) -> dict:
         for group in self.disc_opt.param_groups:
             group["lr"] = hp.gen_lr
         d_real, d_fake = self.disc(x), self.disc(x_adv)
         loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         self.disc_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
+        parallel.average_gradients(self.disc.parameters())
         self.disc_opt.step()
         return {"disc_loss": loss.item()}
 
