@@ -91,8 +91,9 @@ def _judged_lines(judged: pd.DataFrame) -> list[str]:
         return []
     lines = ["## Each arm's best model, judged again", "",
              "The model each arm would ship (highest trusted robust accuracy above) evaluated once more with a "
-             "stronger attack; the difference is how much the first evaluation flattered it. Selection by the first "
-             "verdict, so the second is not biased by it.", "",
+             "stronger attack on the same test examples; the difference is what the stronger attack found. Both numbers "
+             "carry the optimism of picking the best of the arm's models on these examples: read the arm's mean above "
+             "for what the arm gives.", "",
              "| arm | model | robust % (first) | AutoAttack (first) | robust % (again) | AutoAttack (again) | clean % | trusted |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in judged.iterrows():

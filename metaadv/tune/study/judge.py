@@ -4,8 +4,9 @@ attack, into ``judge/ARM/MODEL.json``.
 Phase 3 judges every model with what the size can afford (at ``medium``, AutoAttack's fast subset:
 APGD-CE + APGD-T); this phase re-judges the one model per arm a user would ship (the highest
 trusted phase-3 robust accuracy, ties to the lower seed) with the size's ``judge`` options (the
-standard AutoAttack). Picking the best by phase 3 and confirming it here is the honest order: the
-selection cannot flatter the judged number, only the phase-3 one.
+standard AutoAttack) on the same test examples. The difference says what the stronger attack finds
+that the cheaper one missed; both numbers carry the optimism of picking the best model on those
+examples, so an arm is still read by its mean over models.
 """
 
 from __future__ import annotations
