@@ -96,6 +96,18 @@ def _run_dir(out: Path, ways: int, method: str, seed: int) -> Path:
     return out / "runs" / f"{ways}way" / method / f"seed{seed}"
 
 
+def _spent(run: Path) -> int:
+    """The run's cost/grad_evals so far, from the last row of its metrics.csv (0 if none)."""
+    import csv
+
+    try:
+        with open(run / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return 0
+    return int(float(rows[-1]["cost/grad_evals"])) if rows else 0
+
+
 def train_pieces(plan: Plan, out: Path) -> list:
     pieces = []
     for ways in plan.ways:
@@ -107,13 +119,16 @@ def train_pieces(plan: Plan, out: Path) -> list:
                            "--budget-grad-evals", str(plan.budget[ways]), "--rounds", "100000",
                            "--steps-per-round", str(plan.steps_per_round), "--val-tasks", str(plan.val_tasks),
                            *SHARED, *METHOD_FLAGS[method])
+                if _spent(run) >= plan.budget[ways]:
+                    continue  # finished
                 if (run / "checkpoint.pt").exists():
-                    cmd.append("--resume")  # continues an interrupted run; a finished one returns at once
+                    cmd.append("--resume")  # continues an interrupted run
                 pieces.append((cmd, out / "logs" / f"train_{ways}way_{method}_s{seed}.log", None))
     return pieces
 
 
 def test_pieces(plan: Plan, out: Path) -> list:
+    (out / "tests").mkdir(parents=True, exist_ok=True)
     pieces = []
     for ways in plan.ways:
         for method in METHODS:
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "plan.json").write_text(json.dumps({"size": args.size, **plan.__dict__}, indent=2, default=str) + "\n")
     if args.stage in ("all", "train"):
         pieces = train_pieces(plan, out)
-        print(f"train: {len(pieces)} runs", flush=True)
+        print(f"train: {len(pieces)} runs to run or finish", flush=True)
         run_pieces(pieces, args.jobs)
     if args.stage in ("all", "test"):
         pieces = test_pieces(plan, out)
