@@ -9,11 +9,9 @@ checkpoint (``FailureConfig``), and a killed driver continued from its Ray Train
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from metaadv.training.metrics import read_metrics_csv  # noqa: E402
 from metaadv.training.run import run_training  # noqa: E402
 
 from .distributed_harness import relative_difference, same_rows  # noqa: E402
+from .conftest import local_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ray_address():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         pytest.skip("another Ray is initialised in this process")
-    temp = tempfile.mkdtemp(prefix="rd", dir="/tmp")  # Unix socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_ray("rd") as address:
+        yield address
 
 
 def _single(config: TrainConfig, folder: Path):

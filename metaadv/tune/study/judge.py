@@ -11,16 +11,12 @@ examples, so an arm is still read by its mean over models.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
-import ray
-
 from ..study_spec import Study
-from .evaluate import _evaluate, trust_label, verdict_of
+from .evaluate import evaluate_into, trust_label
 from .folder import StudyOptions
-from .progress import Progress, duration
+from .progress import Progress
 
 __all__ = ["best_per_arm", "judge_best"]
 
@@ -45,28 +41,11 @@ def judge_best(study: Study, opts: StudyOptions, root: Path, models: list[dict],
     ``judge`` path (models.csv) and returns the verdicts keyed by (arm, model)."""
     options = dict(study.sizes[opts.size].judge)
     eps = study.val_eps(opts.size)
-    judged, pending = {}, {}
-    task = ray.remote(num_cpus=1)(_evaluate)
-    for m in best_per_arm(models, verdicts):
+    best = best_per_arm(models, verdicts)
+    for m in best:
         m["judge"] = f"judge/{m['arm']}/{m['model']}.json"
-        out = root / m["judge"]
-        if out.is_file():
-            judged[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
-        else:
-            pending[task.remote(m["_checkpoint"], str(out), eps, options)] = m
-    if not pending:
-        opts.log(f"[{progress.phase}] every arm's best model was judged before", flush=True)
-        return judged
-    opts.log(f"[{progress.phase}] each arm's best model again: {len(pending)} model(s) (eps {eps:g}, {options})", flush=True)
-    start, total, done = time.perf_counter(), len(pending), 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        m = pending.pop(ready[0])
-        v = judged[(m["arm"], m["model"])] = ray.get(ready[0])
-        first = verdicts[(m["arm"], m["model"])]["robust_acc"]
-        done += 1
-        elapsed = time.perf_counter() - start
-        opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: robust {v['robust_acc']:.3f} (phase 3: {first:.3f}), "
-                 f"{trust_label(v)} | {done}/{total} models, {duration(elapsed)} elapsed, "
-                 f"{progress.eta(total - done, done, elapsed)}", flush=True)
-    return judged
+    return evaluate_into(
+        root, best, "judge", eps, options, opts, progress, none_left="every arm's best model was judged before",
+        starting=lambda n: f"each arm's best model again: {n} model(s) (eps {eps:g}, {options})",
+        describe=lambda m, v: (f"robust {v['robust_acc']:.3f} (phase 3: {verdicts[(m['arm'], m['model'])]['robust_acc']:.3f}), "
+                               f"{trust_label(v)}"))
