@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from typing import Callable
 
 from ..errors import UserError
@@ -90,8 +91,8 @@ def check_shared_storage(storage: str, *, flag: str = "--storage",
             fs.delete_file(path)
             if made:  # a refused run leaves nothing behind
                 fs.delete_dir(base)
-        except Exception:
-            pass
+        except Exception as exc:  # the check's verdict stands; the leftover token is only litter
+            warnings.warn(f"could not remove the storage check's token {path}: {str(exc).splitlines()[0]}")
     blind = [nodes[n] for n, text in seen.items() if text != token]
     if blind:
         raise UserError(f"{flag} {storage!r} is not shared by the cluster's {len(nodes)} nodes ({', '.join(sorted(blind))} "
