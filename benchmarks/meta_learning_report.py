@@ -58,7 +58,7 @@ def _chance_reach(table: pd.DataFrame, ways: int, method: str, eps_list, half: s
 
 
 def _method_rows(plan, ways, methods, tables, costs) -> list[str]:
-    robust, clean, aa, unrolled = tables
+    robust, clean, aa, pgd_on_aa, unrolled = tables
     head = ["method", "grad evals", "outer steps", "clean %"] + [f"robust % eps {e:g}" for e in plan.eps]
     head += [f"PGD+AA % eps {plan.aa_eps:g} ({plan.aa_tasks} tasks)", f"unrolled support % eps {plan.aa_eps:g}",
              "above chance up to eps (task CI / seed CI)"]
@@ -68,7 +68,9 @@ def _method_rows(plan, ways, methods, tables, costs) -> list[str]:
         cells = [m, "n/a" if cost is None else f"{cost['grad_evals']:,.0f}",
                  "n/a" if cost is None else f"{cost['steps']:,.0f}", _cell(_lookup(clean, ways, m, plan.eps[0]))]
         cells += [_cell(_lookup(robust, ways, m, e)) for e in plan.eps]
-        cells += [_cell(_lookup(aa, ways, m, plan.aa_eps)), _cell(_lookup(unrolled, ways, m, plan.aa_eps))]
+        pgd_same = _lookup(pgd_on_aa, ways, m, plan.aa_eps)  # PGD alone on the tasks AutoAttack ran on
+        cells += [f"{_cell(_lookup(aa, ways, m, plan.aa_eps))} (PGD alone {_pct(None if pgd_same is None else pgd_same['mean'])})",
+                  _cell(_lookup(unrolled, ways, m, plan.aa_eps))]
         cells.append(f"{_chance_reach(robust, ways, m, plan.eps, 'task_half')} / "
                      f"{_chance_reach(robust, ways, m, plan.eps, 'seed_half')}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -120,8 +122,8 @@ def _commit() -> str:
 def write_report(plan, size: str, out: Path, methods) -> None:
     frame = load_per_task(sorted((out / "tests").glob("sweep_*.csv")))
     unrolled_frame = load_per_task(sorted((out / "tests").glob("unrolled_*.csv")))
-    tables = (method_table(frame), method_table(frame, metric="clean_acc"),
-              method_table(frame, metric="aa_robust_acc"), method_table(unrolled_frame))
+    tables = (method_table(frame), method_table(frame, metric="clean_acc"), method_table(frame, metric="aa_robust_acc"),
+              method_table(frame.dropna(subset=["aa_robust_acc"])), method_table(unrolled_frame))
     costs = _costs(out)
     comparisons = _comparisons(plan, frame, unrolled_frame, methods)
     frame.to_csv(out / "per_task.csv", index=False)

@@ -24,7 +24,8 @@ _HELP = {
     "inner_lr": "inner-loop SGD step", "inner_steps": "inner-loop steps", "meta_lr": "outer Adam step",
     "eps": "attack radius in [0, 1] pixel units (ADML/AQ training, validation)",
     "beta1": "ADML weight of L(theta'_clean, adversarial query)", "beta2": "ADML weight of L(theta'_adv, clean query)",
-    "attack": "ADML's/AQ's training attack: fgsm or pgd (default: fgsm for adml, as Yin et al.; pgd for aq)",
+    "attack": "ADML's/AQ's training attack: fgsm (Yin et al.'s ADML) or pgd (--method aq makes it its default, "
+              "as Goldblum et al.)",
     "attack_steps": "PGD steps of the ADML/AQ training attack",
     "step_ratio": "PGD step size / eps of the ADML/AQ training attack", "norm": "threat model: linf or l2",
     "eval_inner_steps": "inner steps at validation/meta-test (0 = inner_steps)",
