@@ -219,3 +219,37 @@ def test_a_resumed_trial_drops_logged_rows_past_its_checkpoint(tmp_path):
     progress.write_text("loss,round\n0.5,1\n0.4,2\n0.3,3\n")
     drop_rows_after(progress, 2)
     assert progress.read_text() == "loss,round\n0.5,1\n0.4,2\n"
+
+
+def test_a_resumed_trial_gets_back_the_rows_an_interrupted_copy_lost_from_its_checkpoint(tmp_path):
+    pytest.importorskip("ray")
+    import json
+
+    from metaadv.tune.callbacks import fill_rows_from
+
+    lineage = [{"round": r, "val/robust_acc": r / 10} for r in (1, 2, 3, 4)]  # what the checkpoint holds
+    extra = {"trial_id": "t0", "config": {"lr": 0.1}}
+    empty = tmp_path / "empty" / "result.json"  # the stored copy was truncated by the kill
+    empty.parent.mkdir()
+    empty.write_text("")
+    assert fill_rows_from(empty, lineage, extra) == 4
+    rows = [json.loads(line) for line in empty.read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4] and rows[2]["val/robust_acc"] == 0.3
+    assert all(r["restored_from_checkpoint"] and r["config"] == {"lr": 0.1} for r in rows)
+    older = tmp_path / "result.json"  # a copy from an earlier sync: rounds 1-2 kept as they were logged
+    older.write_text("".join(json.dumps({"round": r, "pid": 7}) + "\n" for r in (1, 2)))
+    assert fill_rows_from(older, lineage, extra) == 2
+    rows = [json.loads(line) for line in older.read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4] and [r.get("pid") for r in rows] == [7, 7, None, None]
+    assert fill_rows_from(older, lineage, extra) == 0  # complete: nothing added twice
+    missing = tmp_path / "none" / "result.json"  # never copied at all
+    missing.parent.mkdir()
+    assert fill_rows_from(missing, lineage[:2], extra) == 2 and len(missing.read_text().splitlines()) == 2
+    progress = tmp_path / "progress.csv"  # under its own header; columns it lacks are left out
+    progress.write_text("round,val/robust_acc,pid\n1,0.1,7\n")
+    assert fill_rows_from(progress, lineage, extra) == 3
+    assert progress.read_text().splitlines()[1:] == ["1,0.1,7", "2,0.2,", "3,0.3,", "4,0.4,"]
+    headless = tmp_path / "headless" / "progress.csv"
+    headless.parent.mkdir()
+    headless.write_text("")
+    assert fill_rows_from(headless, lineage, extra) == 0 and headless.read_text() == ""

@@ -11,6 +11,11 @@ Tune writes results in a driver staging folder and copies it to the storage path
 - a driver killed between a report and the snapshot that records its checkpoint resumes the trial
   from the previous checkpoint, and the round in between would be logged twice: rows after the
   restored checkpoint's round are dropped when the resumed session first restores the file;
+- a driver killed while it copies a trial's file leaves the stored copy empty or older than the
+  snapshot (the snapshot may be copied first): the resumed trial continues after its checkpoint's
+  round and the rounds in between would be missing (seen in CI: a trial resumed at round 5 logged
+  rounds 5-6 only). The checkpoint carries every row it holds, so they are written back, marked
+  ``restored_from_checkpoint`` (Tune's own columns, such as pid and timings, are not in them);
 - PBT appends its lineage (``pbt_global.txt``, ``pbt_policy_<trial>.txt``) to files in the driver's
   staging folder, which the periodic copy uploads over the stored ones. ``Tuner.restore`` copies
   back only ``*.json`` and ``*.pkl`` (``_ExperimentCheckpointManager.sync_down_experiment_state``),
@@ -42,15 +47,16 @@ def drop_partial_last_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def checkpoint_round(trial) -> int:
-    """Rounds held by the trial's latest checkpoint (0 without one: the trial starts afresh)."""
+def checkpoint_rows(trial) -> list[dict]:
+    """The rows held by the trial's latest checkpoint, round 1 first (none without one: the trial
+    starts afresh). Under PBT they are the lineage: the donor's rows up to an exploit, then its own."""
     from ..checkpoint import CHECKPOINT_NAME, read_checkpoint
 
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:
-        return 0
+        return []
     with checkpoint.as_directory() as folder:
-        return len(read_checkpoint(Path(folder) / CHECKPOINT_NAME)["rows"])
+        return list(read_checkpoint(Path(folder) / CHECKPOINT_NAME)["rows"])
 
 
 def drop_rows_after(path: Path, last_round: int) -> None:
@@ -80,6 +86,39 @@ def drop_rows_after(path: Path, last_round: int) -> None:
     path.write_text(out.getvalue())
 
 
+def _last_round(path: Path) -> int:
+    """The round of the last row of result.json or progress.csv (0 when it has none)."""
+    if not path.is_file():
+        return 0
+    if path.suffix == ".json":
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return int(json.loads(lines[-1]).get("round", 0)) if lines else 0
+    rows = [r for r in csv.DictReader(io.StringIO(path.read_text())) if r.get("round")]
+    return int(float(rows[-1]["round"])) if rows else 0
+
+
+def fill_rows_from(path: Path, rows: list[dict], extra: dict) -> int:
+    """Append the ``rows`` (a checkpoint's, round 1 first) past the last round the file holds, each
+    with ``extra`` and ``restored_from_checkpoint``; return how many. A progress.csv without its
+    header is left alone: its columns are Tune's to choose, and result.json is the file read first."""
+    missing = rows[_last_round(path):]
+    if not missing:
+        return 0
+    restored = [{**row, **extra, "restored_from_checkpoint": True} for row in missing]
+    if path.suffix == ".json":
+        with path.open("a") as f:
+            f.writelines(json.dumps(row, default=str) + "\n" for row in restored)
+        return len(restored)
+    header = next(csv.reader(io.StringIO(path.read_text())), None) if path.is_file() else None
+    if not header:
+        return 0
+    out = io.StringIO()
+    csv.DictWriter(out, header, restval="", extrasaction="ignore", lineterminator="\n").writerows(restored)
+    with path.open("a") as f:
+        f.write(out.getvalue())
+    return len(restored)
+
+
 class _RestoreOncePerSession:
     """Copy a trial's file back from storage only on its first start in this driver session (a
     resumed experiment); afterwards the local file is the newest and is appended to."""
@@ -92,8 +131,10 @@ class _RestoreOncePerSession:
         seen.add(key)
         super()._restore_from_remote(file_name, trial)
         path = Path(trial.local_path, file_name)
+        rows = checkpoint_rows(trial)
         drop_partial_last_line(path)
-        drop_rows_after(path, checkpoint_round(trial))
+        drop_rows_after(path, len(rows))
+        fill_rows_from(path, rows, {"trial_id": trial.trial_id, "config": trial.config})
 
 
 class SessionJsonLogger(_RestoreOncePerSession, JsonLoggerCallback):
