@@ -58,6 +58,7 @@ JOBS = {
     "vat, one step": ("train", {**PGD, "method": "vat", "rounds": 1, "steps_per_round": 1}, True),
     "adml first-order": ("meta", ADML, True),
     "adml first-order, no averaging": ("meta", ADML, False),
+    "reptile": ("meta", {**ADML, "method": "reptile", "first_order": False}, True),
     "maml second-order meta-gradient": ("meta-grad", {**ADML, "method": "maml", "first_order": False,
                                                        "inner_steps": 2}, True),
 }
@@ -144,7 +145,7 @@ def test_worker_flags_are_checked():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["pgd-at", "meta-generator", "advgan", "fast-at, uneven slices", "trades, one step",
-                                  "vat, one step", "adml first-order"])
+                                  "vat, one step", "adml first-order", "reptile"])
 def test_two_workers_train_the_single_process_parameters(results, name):
     single, workers = results[name]
     for rank, got in enumerate(workers):
