@@ -49,10 +49,16 @@ JOBS = {
     # one example, which leaves the second worker a placeholder row of weight 0.
     "fast-at, uneven slices": ("train", {**PGD, "method": "fast-at", "batch_size": 37, "steps_per_round": 0,
                                          "rounds": 1}, True),
+    # Each worker splits its own slice between generator and PGD (2 -> 1 + 1, 1 -> 1 + 0): not the
+    # single process's split, but the workers must neither hang nor drift apart.
+    "meta-generator, gen_fraction 0.5, slices of 2 and 1": ("train", {**PGD, "method": "meta-generator",
+                                                                       "gen_fraction": 0.5, "batch_size": 3,
+                                                                       "rounds": 1, "steps_per_round": 3}, True),
     "trades, one step": ("train", {**PGD, "method": "trades", "rounds": 1, "steps_per_round": 1}, True),
     "vat, one step": ("train", {**PGD, "method": "vat", "rounds": 1, "steps_per_round": 1}, True),
     "adml first-order": ("meta", ADML, True),
     "adml first-order, no averaging": ("meta", ADML, False),
+    "reptile": ("meta", {**ADML, "method": "reptile", "first_order": False}, True),
     "maml second-order meta-gradient": ("meta-grad", {**ADML, "method": "maml", "first_order": False,
                                                        "inner_steps": 2}, True),
 }
@@ -139,7 +145,7 @@ def test_worker_flags_are_checked():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["pgd-at", "meta-generator", "advgan", "fast-at, uneven slices", "trades, one step",
-                                  "vat, one step", "adml first-order"])
+                                  "vat, one step", "adml first-order", "reptile"])
 def test_two_workers_train_the_single_process_parameters(results, name):
     single, workers = results[name]
     for rank, got in enumerate(workers):
@@ -190,3 +196,11 @@ def test_train_backed_trials_fit_once_per_segment_a_scheduler_can_act_on():
     assert segment_rounds(exp("pbt"), "smoke") == 2  # metaadv's PBT default interval
     assert segment_rounds(exp("asha"), "smoke") == 1  # any round may be a rung
     assert segment_rounds(exp("fifo"), "smoke") == 9  # nothing acts before the end
+
+
+@pytest.mark.slow
+def test_workers_splitting_their_slices_between_generator_and_pgd_stay_in_step(results):
+    single, (first, second) = results["meta-generator, gen_fraction 0.5, slices of 2 and 1"]
+    assert relative_difference(second["model"], first["model"]) < 1e-6
+    assert relative_difference(second["gen"], first["gen"]) < 1e-6
+    assert [list(r) for r in first["rows"]] == [list(r) for r in single["rows"]]

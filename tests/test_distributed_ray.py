@@ -159,3 +159,28 @@ def test_a_diverged_distributed_run_stops_with_one_line(ray_address, tmp_path):
     with pytest.raises(UserError, match="training loss became nan at step 2"):
         run_distributed("train", config, tmp_path / "run", WorkerSpec(2), quiet=True)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no round finished
+
+
+def test_one_study_arm_runs_with_two_workers_per_trial_and_matches_the_plain_trials(ray_address, tmp_path):
+    from metaadv.tune.study.folder import Folder, StudyOptions
+    from metaadv.tune.study.progress import Progress
+    from metaadv.tune.study.units import Runner, phase1_units
+    from tune_experiments.learned_vs_searched import STUDY
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    unit = next(u for u in phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
+    finals = {}
+    for label, workers in (("plain", None), ("workers", WorkerSpec(2, cpus_per_worker=0.45))):
+        root = tmp_path / label
+        root.mkdir()
+        opts = StudyOptions(size="tiny", out=str(root), workers=workers, log=quiet)
+        trials = Runner(STUDY, opts, Folder(root, str(root)), Progress(quiet, unit.trials)).run(unit)
+        assert len(trials) == unit.trials and not any(t["error"] for t in trials)
+        finals[label] = {t["seed"]: t["metrics"] for t in trials}
+    assert list((tmp_path / "workers" / "arms" / "fixed" / unit.name).glob("train-segments"))  # Ray Train ran them
+    # Each seed's last row: the same numbers (the data-parallel arithmetic), the same cost.
+    for seed, plain in finals["plain"].items():
+        got = finals["workers"][seed]
+        assert got["round"] == plain["round"] and got["cost/grad_evals"] == plain["cost/grad_evals"]
+        assert got["val/robust_acc"] == pytest.approx(plain["val/robust_acc"], abs=1e-9)
+        assert got["val/clean_acc"] == pytest.approx(plain["val/clean_acc"], abs=1e-9)

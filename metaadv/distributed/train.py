@@ -165,7 +165,7 @@ def train_worker(job: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = worker_device(spec)
     if rank == 0 and not job["quiet"]:
-        print(f"worker 0 of {world} trains on {device}", file=sys.stdout, flush=True)
+        _say(f"worker 0 of {world} trains on {device}")
     stops = (UserError, _load(kind.diverged))
     try:
         config = _load(kind.config).from_dict(job["config"])
@@ -175,18 +175,24 @@ def train_worker(job: dict) -> None:
         if state is not None:
             run.load_state_dict(state)
             if rank == 0 and not job["quiet"]:
-                print(f"continuing after round {run.round} from {source}", file=sys.stdout, flush=True)
+                _say(f"continuing after round {run.round} from {source}")
         progress: Callable = _load(kind.progress)
         out = Path(job["out"])
         while not run.done:
             row = run.step()
             _report(run, row, rank, out)
             if rank == 0 and not job["quiet"]:
-                # file= bypasses Ray Train's print patch, which would also log the line a second time
-                print(progress(row, config.rounds), file=sys.stdout, flush=True)
+                _say(progress(row, config.rounds))
     except stops as exc:  # the same on every worker (diverged losses are all-reduced): end, not retry
         last_good = Path(job["out"]) / CHECKPOINT_NAME
         report_status({"status": "error", "error": str(exc)}, rank, last_good if last_good.is_file() else None)
+
+
+def _say(line: str) -> None:
+    """One line to the driver's terminal. Not ``print``: Ray Train patches it in workers to log each
+    line as well as print it, and the driver would show both."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _torch_distributed(device: torch.device, rank: int):

@@ -120,7 +120,10 @@ class GeneratorTraining:
             n_gen = round(hp.gen_fraction * len(y))
             parts = []
             # Data-parallel with gen_fraction < 1, each worker splits its own slice: the same share
-            # of examples goes to each attacker, not the same examples as in one process.
+            # of examples goes to each attacker, not the same examples as in one process. Every
+            # worker gives the generator at least one, so all take part in its gradient all-reduce.
+            if ctx.parallel.world_size > 1 and hp.gen_fraction > 0:
+                n_gen = max(n_gen, 1)
             frozen = attacker(model, ctx)
             if n_gen:
                 x_gen, attack_passes = self.train_generator(frozen, x[:n_gen], y[:n_gen], hp, ctx.norm, ctx.generator,
