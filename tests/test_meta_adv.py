@@ -50,6 +50,9 @@ def test_meta_adv_defaults_to_the_policy_and_fills_every_column(digits_splits):
 @pytest.mark.parametrize("changes", [
     {"method": "meta-adv"},
     {"method": "advgan", "optimizer": "sgd", "lr": 0.05},
+    # the recursive generator's noise draws and random start come back the same too
+    {"method": "meta-generator", "gen_noise": True, "gen_diversity": 0.1, "gen_start": "random", "gen_final_steps": 2},
+    {"method": "meta-generator", "gen_arch": "noise"},
     {"method": "pgd-at", "controller": "policy", "rounds": 4},
     # interrupted with choices still waiting for their n-step return
     {"method": "pgd-at", "controller": "policy", "rounds": 5, "policy_return": "discounted", "policy_horizon": 3,

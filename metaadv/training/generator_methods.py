@@ -80,7 +80,7 @@ class GeneratorTraining:
     the generator's own (minimised) loss, here ``-CE`` (summed over the unroll for ``recursive``).
     """
 
-    def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
+    def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True, depth: int = 1,
                  noise: bool = False, diversity: float = 0.0, discount: float = 1.0, start: str = "zero",
                  seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
@@ -93,7 +93,7 @@ class GeneratorTraining:
         with torch.random.fork_rng(devices=[]):  # explicit init, and the global stream is left alone
             torch.manual_seed(seed)
             if arch == "onestep":
-                self.gen = PerturbationGenerator(in_channels, width, grad_input).to(device)
+                self.gen = PerturbationGenerator(in_channels, width, grad_input, depth).to(device)
             elif arch == "recursive":
                 self.gen = RecursiveGenerator(in_channels, width, noise).to(device)
             else:
@@ -127,13 +127,13 @@ class GeneratorTraining:
             for group in self.gen_opt.param_groups:
                 group["lr"] = hp.gen_lr
         if self.arch == "noise":
-            delta, descent, passes, loss, logits, extra = _random_point(x, hp.eps, norm, rng), None, 0, math.nan, None, {}
+            delta, descent, passes, loss, logits, extra = _random_point(x, hp.eps, norm, rng), None, 0, 0.0, None, {}
         elif self.arch == "recursive":
             delta, descent, passes, loss, logits, extra = self._train_recursive(model, x, y, hp, norm, rng)
         else:
             delta, descent, passes, loss, logits, extra = self._train_onestep(model, x, y, hp, norm, rng)
         # gen/* describe the generator's own examples (before the final steps): how strong the learned part is.
-        fooled = (logits.argmax(1) != y).sum().item() if logits is not None else math.nan
+        fooled = (logits.argmax(1) != y).sum().item() if logits is not None else 0
         self._count(len(y), loss, fooled, perturbation_norm(delta, norm).sum().item(), extra)
         eps_b = per_example(hp.eps, x)
         delta, final_passes = final_steps(model, x, y, delta, steps=hp.gen_final_steps, eps_b=eps_b,
@@ -213,6 +213,8 @@ class GeneratorTraining:
         nan = math.nan
         row = {"gen/loss": t.pop("loss", nan) / max(batches, 1), "gen/fooling_rate": t.pop("fooled", nan) / max(n, 1),
                "gen/perturbation_norm": t.pop("norm", nan) / max(n, 1)}
+        if self.gen is None:  # the noise control has no loss and no examples of its own to fool with
+            del row["gen/loss"], row["gen/fooling_rate"]
         row.update({f"gen/{k}": v / max(batches, 1) for k, v in t.items()})
         return row
 
@@ -248,8 +250,9 @@ class AdvGANTraining(GeneratorTraining):
     """
 
     def __init__(self, in_channels: int, *, alpha: float = 1.0, beta: float = 1.0, hinge: float = 0.5,
-                 width: int = 16, grad_input: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
-        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, seed=seed, device=device)
+                 width: int = 16, grad_input: bool = False, depth: int = 1, seed: int = 0, device: torch.device | str = "cpu"):
+        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, depth=depth, seed=seed,
+                         device=device)
         self.alpha, self.beta, self.hinge = alpha, beta, hinge
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
