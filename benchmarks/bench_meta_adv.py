@@ -3,8 +3,9 @@
 Prints, measured in one run on mnist5k with the seed CNN (batch 100), in CPU seconds of this
 process with the settings' rounds interleaved (a shared machine's load then cancels out):
 - each generator method's round time / PGD-10 AT round time, next to the ratio of their
-  cost/grad_evals: the recursive generator (K = 3, the default) with and without the final gradient
-  step (target for K = 3 with the final step: <= 0.6, issue 11), the one-step generator with and
+  cost/grad_evals: the recursive generator (K = 3, width 8, the last step's loss: the defaults) with
+  and without the final gradient step (target for K = 3 with the final step: <= 0.6, issue 11), the
+  same with L2L-DA's loss summed over the steps at width 16, the one-step generator with and
   without the gradient-sign input, AdvGAN, and the uniform-noise control (noise + final step);
 - the REINFORCE policy's overhead per round: propose + observe (one forward, one sampled action,
   one SGD step), against the fixed schedule's and as a fraction of a PGD-10 round.
@@ -64,11 +65,12 @@ def main() -> None:
     print(header(args))
     common = {"steps_per_round": args.steps_per_round, "eps_ramp_rounds": 0}
     recursive = {"method": "meta-generator", "gen_arch": "recursive", "gen_unroll": 3}
-    onestep = {"method": "meta-generator", "gen_arch": "onestep", "gen_final_steps": 0}
+    onestep = {"method": "meta-generator", "gen_arch": "onestep", "gen_final_steps": 0, "gen_width": 16}
     settings = {"PGD-10 AT": ({"method": "pgd-at", "steps": 10}, None),
                 "recursive K=3 + final step": ({**recursive, "gen_final_steps": 1}, 0.6),
                 "recursive K=3, no final step": ({**recursive, "gen_final_steps": 0}, None),
-                "recursive K=3 + final, last loss": ({**recursive, "gen_final_steps": 1, "gen_step_discount": 0.0}, None),
+                "recursive K=3 + final, L2L-DA": ({**recursive, "gen_final_steps": 1, "gen_step_discount": 1.0, "gen_width": 16},
+                                                   None),  # the loss summed over the steps, width 16
                 "one-step (grad-sign input)": (onestep, None),
                 "one-step (x only)": ({**onestep, "gen_grad_input": False}, None),
                 "advgan (x only)": ({"method": "advgan", "gen_final_steps": 0}, None),

@@ -69,9 +69,9 @@ STEPS_PER_ROUND, BATCH = 3, 100
 def passes_per_example(name: str) -> int:
     """Classifier passes per trained example of a row at its defaults (metaadv/training/generator_unroll.py)."""
     return {"pgd-fixed": 11, "pgd-policy": 11,
-            "recursive": 1 + 2 + 3 + 1,  # first read, K - 1 reads, K loss terms, the update
-            "recursive-final": 1 + 2 + 3 + 0 + 1,  # the first final step reuses the last loss term's gradient
-            "meta-adv": 1 + 2 + 3 + 0 + 1,
+            "recursive": 1 + 2 + 1 + 1,  # first read, K - 1 reads, the last step's loss term, the update
+            "recursive-final": 1 + 2 + 1 + 0 + 1,  # the first final step reuses that loss term's gradient
+            "meta-adv": 1 + 2 + 1 + 0 + 1,
             "advgan": 1 + 0 + 1,  # one generator step (x alone), the free final step, the update
             "noise": 1 + 1}[name]  # the final step's read, the update
 

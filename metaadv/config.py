@@ -76,11 +76,13 @@ class TrainConfig:
     co_gap: float = 0.5  # train adv accuracy this far above val robust accuracy (at the target eps) = the same
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
     gen_arch: str = "recursive"  # recursive (L2L-DA), onestep (an ATN; advgan's), or noise (the uniform-noise control)
-    gen_width: int = 16  # channels of the generator's hidden convolutions
+    gen_width: int = 16  # channels of the generator's hidden convolutions (8 for meta-generator and meta-adv, see METHOD_DEFAULTS)
     gen_grad_input: bool = True  # onestep: the generator also reads sign(grad_x loss), one classifier pass per example
     gen_noise: bool = False  # recursive: the generator also reads a Gaussian noise map (L2L-DA's z)
     gen_diversity: float = 0.0  # recursive with noise: weight of L2L-DA's diversity term (two noise draws per image)
-    gen_step_discount: float = 1.0  # recursive: loss weight of unroll step t is discount ** (K - t); 1 = sum, 0 = last
+    # recursive: loss weight of unroll step t is discount ** (K - t); 1 = L2L-DA's sum, 0 = the last step only (the
+    # default: K - 1 classifier passes fewer per example, and as strong an attacker in tests/test_recursive_generator.py)
+    gen_step_discount: float = 0.0
     gen_start: str = "zero"  # recursive: delta_0, zero (L2L-DA) or random (a uniform point of the ball)
     advgan_alpha: float = 1.0  # AdvGAN weight of the GAN loss
     advgan_beta: float = 1.0  # AdvGAN weight of the perturbation-norm hinge

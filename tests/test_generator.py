@@ -88,7 +88,7 @@ def test_the_noise_comparison_rejects_an_untrained_generator(digits_model, digit
 
 def test_generator_training_leaves_the_classifier_untouched(digits_model, digits_splits):
     before = {k: v.clone() for k, v in digits_model.state_dict().items()}
-    for arch, expected in (("onestep", 2 + 1 + 1), ("recursive", 1 + 2 * (2 + 3) + 1), ("noise", 2)):
+    for arch, expected in (("onestep", 2 + 1 + 1), ("recursive", 1 + 2 * (2 + 1) + 1), ("noise", 2)):
         method = GeneratorTraining(1, arch=arch, width=8)
         x_adv, passes = method.train_generator(digits_model, digits_splits.train_x[:32], digits_splits.train_y[:32],
                                                HParams(eps=0.2, gen_steps=2, gen_final_steps=2), "linf",

@@ -95,9 +95,9 @@ def test_a_schedule_carries_the_generators_hyperparameters(tmp_path, digits_spli
     rows = [run.step() for _ in range(2)]
     assert [(r["hp/gen_unroll"], r["hp/gen_final_steps"], r["hp/gen_step_ratio"], r["hp/gen_final_ratio"]) for r in rows] == \
         [(1, 0, 0.7, 0.5), (3, 2, 0.3, 0.25)]
-    # per example: round 1 = first read + 1 loss term + update; round 2 = first read + 2 reads + 3 terms + 1 paid
-    # final step + update
-    per_round = [2 * 32 * (1 + 1 + 1), 2 * 32 * (1 + 2 + 3 + 1 + 1)]
+    # per example: round 1 = first read + 1 loss term + update; round 2 = first read + 2 reads + the last step's
+    # loss term + 1 paid final step + update
+    per_round = [2 * 32 * (1 + 1 + 1), 2 * 32 * (1 + 2 + 1 + 1 + 1)]
     assert [r["cost/grad_evals"] for r in rows] == [per_round[0], per_round[0] + per_round[1]]
     with pytest.raises(UserError, match="gen_unroll must be an integer >= 1"):
         with open(path, "w", newline="") as f:

@@ -40,10 +40,10 @@ def test_meta_adv_defaults_to_the_policy_and_fills_every_column(digits_splits):
         assert any(row["hp/lr"] == pytest.approx(config.lr * m) for m in config.policy_lr_mult)
         assert 0 < row["gen/perturbation_norm"] <= row["hp/eps"] + 1e-6
     # generator examples only, the recursive generator unrolled K = 3 steps: the first gradient read, K - 1 more
-    # reads and K loss terms, the final step (free: it reuses the last loss term's gradient), the update (2
+    # reads and the last step's loss term, the final step (free: it reuses that term's gradient), the update (2
     # passes with a clean term)
     update = 1 if rows[0]["hp/adv_mix"] == 1 else 2
-    assert rows[0]["cost/grad_evals"] == 3 * 32 * (1 + 2 + 3 + 0 + update)
+    assert rows[0]["cost/grad_evals"] == 3 * 32 * (1 + 2 + 1 + 0 + update)
     assert rows[1]["policy/baseline"] == pytest.approx(rows[0]["policy/reward"])
 
 

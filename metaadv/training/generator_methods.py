@@ -81,7 +81,7 @@ class GeneratorTraining:
     """
 
     def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True, depth: int = 1,
-                 noise: bool = False, diversity: float = 0.0, discount: float = 1.0, start: str = "zero",
+                 noise: bool = False, diversity: float = 0.0, discount: float = 0.0, start: str = "zero",
                  seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
             raise ValueError(f"unknown generator architecture {arch!r}; expected one of {GEN_ARCHS}")
@@ -302,10 +302,13 @@ def _advgan_factory(config, info, device) -> AdvGANTraining:
                           width=config.gen_width, grad_input=config.gen_grad_input, seed=config.seed + 101, device=device)
 
 
-register_method("meta-generator", _generator_factory, {"co_guard": True})
+# The recursive generator runs K times per classifier step: at width 8 it costs a third of width 16 on a CPU and
+# attacks as well (benchmarks/bench_meta_adv.py, tests/test_recursive_generator.py).
+RECURSIVE_DEFAULTS = {"co_guard": True, "gen_width": 8}
+register_method("meta-generator", _generator_factory, RECURSIVE_DEFAULTS)
 # G(x) alone, as in the paper; the guard against catastrophic overfitting on for every generator method.
 register_method("advgan", _advgan_factory, {"gen_grad_input": False, "gen_arch": "onestep", "co_guard": True})
 # meta-adv = meta-generator driven by the REINFORCE policy. The generator makes every example, so
 # the policy leaves PGD's steps and step ratio alone; any of these can still be given explicitly.
-register_method("meta-adv", _generator_factory, {"controller": "policy", "policy_steps": (), "policy_step_ratio": (),
-                                                 "co_guard": True})
+register_method("meta-adv", _generator_factory, {**RECURSIVE_DEFAULTS, "controller": "policy", "policy_steps": (),
+                                                 "policy_step_ratio": ()})
