@@ -5,7 +5,7 @@ process with the settings' rounds interleaved (a shared machine's load then canc
 - each generator method's round time / PGD-10 AT round time, next to the ratio of their
   cost/grad_evals: the recursive generator (K = 3, width 8, the last step's loss: the defaults) with
   and without the final gradient step (target for K = 3 with the final step: <= 0.6, issue 11), the
-  same with L2L-DA's loss summed over the steps at width 16, the one-step generator with and
+  same at width 4, and with L2L-DA's loss summed over the steps at width 16, the one-step generator with and
   without the gradient-sign input, AdvGAN, and the uniform-noise control (noise + final step);
 - the REINFORCE policy's overhead per round: propose + observe (one forward, one sampled action,
   one SGD step), against the fixed schedule's and as a fraction of a PGD-10 round.
@@ -69,6 +69,7 @@ def main() -> None:
     settings = {"PGD-10 AT": ({"method": "pgd-at", "steps": 10}, None),
                 "recursive K=3 + final step": ({**recursive, "gen_final_steps": 1}, 0.6),
                 "recursive K=3, no final step": ({**recursive, "gen_final_steps": 0}, None),
+                "recursive K=3 + final, width 4": ({**recursive, "gen_final_steps": 1, "gen_width": 4}, 0.6),
                 "recursive K=3 + final, L2L-DA": ({**recursive, "gen_final_steps": 1, "gen_step_discount": 1.0, "gen_width": 16},
                                                    None),  # the loss summed over the steps, width 16
                 "one-step (grad-sign input)": (onestep, None),

@@ -42,26 +42,16 @@ class PerturbationGenerator(nn.Module):
     With ``grad_input=True`` it also reads ``sign(grad_x loss)`` (one extra classifier pass per
     example) and adds ``gain * sign`` to its output: it starts as FGSM without a random start
     (Goodfellow et al. 2015) and learns what FGSM misses, instead of starting from nothing.
-
-    ``depth > 1`` adds ``depth - 1`` further stride-2 levels (doubling the channels each time) and
-    a U-Net's way back up with skip connections: the receptive field a generator reading ``x`` alone
-    needs to see a digit's shape (AdvGAN's generator is an encoder-decoder too). At 28x28 a
-    3x3 - stride-2 - 3x3 generator sees 7 pixels, depth 3 about 30.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 16, grad_input: bool = True, depth: int = 1):
+    def __init__(self, in_channels: int = 1, width: int = 16, grad_input: bool = True):
         super().__init__()
-        self.in_channels, self.width, self.grad_input, self.depth = in_channels, width, grad_input, depth
+        self.in_channels, self.width, self.grad_input = in_channels, width, grad_input
         c_in = in_channels * (2 if grad_input else 1)
         self.encode = nn.Sequential(
             nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
         )
-        ch = [width * 2**i for i in range(depth)]
-        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 3, stride=2, padding=1), nn.ReLU())
-                                  for i in range(depth - 1))
-        self.up = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i + 1] + ch[i], ch[i], 3, padding=1), nn.ReLU())
-                                for i in range(depth - 1))
         self.decode = nn.Conv2d(width, in_channels, 3, padding=1)
         # tanh(2) = 0.96: the initial L-inf output is almost eps * sign, i.e. FGSM.
         self.gain = nn.Parameter(torch.tensor(2.0 if grad_input else 0.0), requires_grad=grad_input)
@@ -70,19 +60,12 @@ class PerturbationGenerator(nn.Module):
 
     def kwargs(self) -> dict:
         """Constructor arguments (stored beside the weights in checkpoints)."""
-        return {"in_channels": self.in_channels, "width": self.width, "grad_input": self.grad_input, "depth": self.depth}
+        return {"in_channels": self.in_channels, "width": self.width, "grad_input": self.grad_input}
 
     def forward(self, x: torch.Tensor, grad_sign: torch.Tensor | None = None) -> torch.Tensor:
         if self.grad_input and grad_sign is None:
             raise ValueError("this generator reads the input-gradient sign; pass grad_sign")
         h = self.encode(torch.cat([2 * x - 1, grad_sign], dim=1) if self.grad_input else 2 * x - 1)
-        skips = []
-        for down in self.down:
-            skips.append(h)
-            h = down(h)
-        for up in reversed(self.up):
-            skip = skips.pop()
-            h = up(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
         raw = self.decode(F.interpolate(h, size=x.shape[-2:], mode="nearest"))
         return raw + self.gain * grad_sign if self.grad_input else raw
 

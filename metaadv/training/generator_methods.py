@@ -80,7 +80,7 @@ class GeneratorTraining:
     the generator's own (minimised) loss, here ``-CE`` (summed over the unroll for ``recursive``).
     """
 
-    def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True, depth: int = 1,
+    def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
                  noise: bool = False, diversity: float = 0.0, discount: float = 0.0, start: str = "zero",
                  seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
@@ -93,7 +93,7 @@ class GeneratorTraining:
         with torch.random.fork_rng(devices=[]):  # explicit init, and the global stream is left alone
             torch.manual_seed(seed)
             if arch == "onestep":
-                self.gen = PerturbationGenerator(in_channels, width, grad_input, depth).to(device)
+                self.gen = PerturbationGenerator(in_channels, width, grad_input).to(device)
             elif arch == "recursive":
                 self.gen = RecursiveGenerator(in_channels, width, noise).to(device)
             else:
@@ -250,9 +250,8 @@ class AdvGANTraining(GeneratorTraining):
     """
 
     def __init__(self, in_channels: int, *, alpha: float = 1.0, beta: float = 1.0, hinge: float = 0.5,
-                 width: int = 16, grad_input: bool = False, depth: int = 1, seed: int = 0, device: torch.device | str = "cpu"):
-        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, depth=depth, seed=seed,
-                         device=device)
+                 width: int = 16, grad_input: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
+        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, seed=seed, device=device)
         self.alpha, self.beta, self.hinge = alpha, beta, hinge
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
