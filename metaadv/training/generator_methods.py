@@ -77,7 +77,8 @@ class GeneratorTraining:
     """The ``meta-generator`` method: a :class:`~metaadv.training.methods.Method` with a learned attacker.
 
     Its objective is plain gradient ascent on the classifier's cross-entropy; ``gen/loss`` is
-    the generator's own (minimised) loss, here ``-CE`` (summed over the unroll for ``recursive``).
+    the generator's own (minimised) loss, here ``-CE`` (for ``recursive``, weighted over the unroll's
+    steps by ``discount ** (K - t)``: the last step's alone by default).
     """
 
     def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
