@@ -60,8 +60,8 @@ ROWS = {
 DEFAULT_ROWS = [name for name in ROWS if name != "pgd-policy"]
 GENERATOR_ROWS = {"recursive", "recursive-final", "meta-adv", "advgan"}  # with a generator to report as a transfer attack
 SIZES = {  # budget, evaluation digits and attack strength
-    "full": {"budget": 192_500, "n": 500, "eval": ["--pgd-steps", "40", "--pgd-restarts", "5", "--aa-version", "standard"]},
-    "tiny": {"budget": 3_000, "n": 20, "eval": ["--pgd-steps", "10", "--pgd-restarts", "1", "--aa-version", "fast", "--no-checks"]},
+    "full": {"budget": 192_500, "n": 500, "eval": ["--pgd-steps", "40", "--pgd-restarts", "5"], "aa": "standard"},
+    "tiny": {"budget": 3_000, "n": 20, "eval": ["--pgd-steps", "10", "--pgd-restarts", "1", "--no-checks"], "aa": "fast"},
 }
 STEPS_PER_ROUND, BATCH = 3, 100
 
@@ -86,7 +86,7 @@ def train_args(name: str, seed: int, budget: int) -> list[str]:
     return args
 
 
-def run_one(name: str, seed: int, out: Path, size: dict, python: str) -> Path:
+def run_one(name: str, seed: int, out: Path, size: dict, python: str, aa_version: str) -> Path:
     folder = out / f"{name}-s{seed}"
     report = folder / "eval.json"
     if report.is_file():
@@ -97,7 +97,7 @@ def run_one(name: str, seed: int, out: Path, size: dict, python: str) -> Path:
         train.append("--resume")  # a finished run resumes to nothing: it is already at its budget
     subprocess.run(train, check=True, env=env)
     evaluate = [python, "-m", "metaadv.cli", "evaluate", str(folder), "--n", str(size["n"]), *size["eval"],
-                "--device", "cpu", "--json", "--out", str(report)]
+                "--aa-version", aa_version or size["aa"], "--device", "cpu", "--json", "--out", str(report)]
     if name in GENERATOR_ROWS:
         evaluate += ["--transfer", str(folder)]
     done = subprocess.run(evaluate, env=env, stdout=subprocess.DEVNULL)
@@ -120,10 +120,29 @@ def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"**{statistics.mean(v):.{digits}f}**{spread} ({' / '.join(f'{x:.{digits}f}' for x in v)})"
 
 
-def table(out: Path, names: list[str], seeds: list[int]) -> str:
+def complete_seeds(out: Path, names: list[str], seeds: list[int]) -> list[int]:
+    """The seeds every row has an evaluation for: a table over them pairs every row with every other."""
+    return [s for s in seeds if all((out / f"{name}-s{s}" / "eval.json").is_file() for name in names)]
+
+
+def paired(values: list[float], base: list[float]) -> str:
+    """Mean paired difference (same seed) in points with its 95% t interval; '-' under 2 pairs."""
+    d = [100.0 * (a - b) for a, b in zip(values, base)]
+    if len(d) < 2:
+        return "-"
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return f"{statistics.mean(d):+.1f} [{statistics.mean(d) - half:+.1f}, {statistics.mean(d) + half:+.1f}]"
+
+
+def table(out: Path, names: list[str], seeds: list[int], base: str = "pgd-fixed") -> str:
     head = ("| method | cost/grad_evals | + reward check | rounds | wall s | clean % | FGSM % | PGD % | AutoAttack % "
-            "| robust (worst case) % | own generator (transfer) % |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            f"| robust (worst case) % | robust − {base} (paired, 95% CI) | own generator (transfer) % |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
+    robust = {name: [json.loads((out / f"{name}-s{s}" / "eval.json").read_text())["robust_acc"] for s in seeds]
+              for name in names}
     for name in names:
         evals = [json.loads((out / f"{name}-s{s}" / "eval.json").read_text()) for s in seeds]
         rows = [last_row(out / f"{name}-s{s}") for s in seeds]
@@ -134,7 +153,7 @@ def table(out: Path, names: list[str], seeds: list[int]) -> str:
             " / ".join(f"{int(float(r['cost/reward_grad_evals'])):,}" for r in rows),
             " / ".join(r["round"] for r in rows), " / ".join(f"{float(r['cost/seconds']):.0f}" for r in rows),
             cell([e["clean_acc"] for e in evals]), cell(per("fgsm")), cell(per("pgd")), cell(per("autoattack")),
-            cell([e["robust_acc"] for e in evals]),
+            cell(robust[name]), paired(robust[name], robust[base]) if base in robust and name != base else "-",
             cell(transfer) if None not in transfer else "-"]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -146,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--size", choices=list(SIZES), default="full", help="full (the table) or tiny (a smoke run of minutes)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default 1)")
+    p.add_argument("--aa-version", choices=("standard", "fast"), default=None,
+                   help="AutoAttack version of the evaluation (default: standard at full size, fast at tiny)")
+    p.add_argument("--table-only", action="store_true", help="write the table of the seeds finished so far and stop")
     p.add_argument("--dry-run", action="store_true", help="print the train commands and stop")
     args = p.parse_args(argv)
     out, size = Path(args.out), SIZES[args.size]
@@ -155,11 +177,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("metaadv train --out", out / f"{name}-s{seed}", " ".join(train_args(name, seed, size["budget"])))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, seed) for name in args.rows for seed in args.seeds]
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for report in pool.map(lambda job: run_one(*job, out, size, sys.executable), jobs):
-            print(f"done: {report}", flush=True)
-    text = table(out, args.rows, args.seeds)
+    # Seed-major: an interrupted table still has whole seeds, every row paired with every other.
+    jobs = [(name, seed) for seed in args.seeds for name in args.rows]
+    if not args.table_only:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for report in pool.map(lambda job: run_one(*job, out, size, sys.executable, args.aa_version), jobs):
+                print(f"done: {report}", flush=True)
+    seeds = complete_seeds(out, args.rows, args.seeds)
+    if not seeds:
+        print(f"no seed has an evaluation for every row yet under {out}", file=sys.stderr)
+        return 1
+    text = table(out, args.rows, seeds)
     (out / "table.md").write_text(text)
     print(text)
     return 0
