@@ -48,7 +48,7 @@ from metaadv.errors import UserError
 from .cost import add_round_costs
 from .lineage import assign_segments, read_exploits, tag_index
 
-__all__ = ["load_results", "read_eval", "discover"]
+__all__ = ["load_results", "read_eval", "discover", "load_judged"]
 
 # Tune's bookkeeping fields in progress.csv: not metrics.
 TUNE_FIELDS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "trial_id", "date",
@@ -255,7 +255,10 @@ def _load_study(folder: Path) -> pd.DataFrame:
                 continue  # an arm not run yet (a study in progress): its models are simply absent
             frame = _load_experiment(path)
             if not frame.empty:
-                frames.append(frame.assign(arm=arm, decision_validation=bool(entry.get("decision_validation", False))))
+                # A tuned arm's rerun validates for the log only: its search's validation made the pick.
+                decides = bool(entry.get("decision_validation", False)) and not (entry.get("kind") == "tuned"
+                                                                                 and exp == "rerun")
+                frames.append(frame.assign(arm=arm, decision_validation=decides))
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True).assign(study=spec.get("study", folder.name), final_model=False)
@@ -263,6 +266,30 @@ def _load_study(folder: Path) -> pd.DataFrame:
     if models.is_file():
         frame = _join_models(frame, pd.read_csv(models, dtype={"trial": str, "experiment": str}), folder)
     return frame
+
+
+def load_judged(*paths) -> pd.DataFrame:
+    """The judge phase of every study at or under ``paths``: one row per judged model (each arm's best
+    by its evaluation, evaluated again with the size's ``judge`` options, e.g. the standard
+    AutoAttack). Columns: ``study``, ``arm``, ``model``, ``seed``, ``eval/*`` (the first verdict, as
+    :func:`read_eval` names it) and the same fields of the second verdict as ``judge/*``. Empty (no
+    rows) where no study was judged."""
+    rows = []
+    for p in paths:
+        for kind, folder in discover(Path(p)):
+            models = folder / "models.csv"
+            if kind != "study" or not models.is_file():
+                continue
+            name = json.loads((folder / "study.json").read_text()).get("study", folder.name)
+            table = pd.read_csv(models, dtype={"trial": str, "experiment": str, "judge": str})
+            for _, m in table.iterrows():
+                judge = m.get("judge")
+                if not isinstance(judge, str) or not (folder / judge).is_file():
+                    continue
+                first = read_eval(folder / m["eval"]) if (folder / m["eval"]).is_file() else {}
+                again = {"judge/" + k[len("eval/"):]: v for k, v in read_eval(folder / judge).items()}
+                rows.append({"study": name, "arm": m["arm"], "model": m["model"], "seed": m["seed"], **first, **again})
+    return pd.DataFrame(rows)
 
 
 def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pandas as pd
 from metaadv.errors import UserError
 
 from . import plots
-from .load import discover, load_results
+from .load import discover, load_judged, load_results
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
 __all__ = ["analyze", "write_report", "verdict_sentences", "study_specs"]
@@ -39,7 +39,8 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
     arms = arm_summary(frame, finals)
     return {"results": frame, "models": finals, "arms": arms,
             "contrasts": contrasts(finals, declared or None), "robust_vs_cost": robust_vs_cost(frame, finals),
-            "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame)}
+            "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame),
+            "judged": load_judged(*paths)}
 
 
 def _pct(x) -> str:
@@ -47,7 +48,9 @@ def _pct(x) -> str:
 
 
 def _ci(mean, lo, hi) -> str:
-    return _pct(mean) + ("" if pd.isna(lo) else f" [{_pct(lo)}, {_pct(hi)}]")
+    """An accuracy's mean and t-interval, the interval cut to [0, 100] (a t-interval over few seeds
+    can pass the range an accuracy lives in; the CSV keeps the raw bounds)."""
+    return _pct(mean) + ("" if pd.isna(lo) else f" [{_pct(max(lo, 0.0))}, {_pct(min(hi, 1.0))}]")
 
 
 def _num(x) -> str:
@@ -82,6 +85,24 @@ def _best_sentence(arms: pd.DataFrame) -> str:
             + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
 
 
+def _judged_lines(judged: pd.DataFrame) -> list[str]:
+    """Each arm's best model judged again (a study size with ``judge`` options)."""
+    if judged.empty:
+        return []
+    lines = ["## Each arm's best model, judged again", "",
+             "The model each arm would ship (highest trusted robust accuracy above) evaluated once more with a "
+             "stronger attack on the same test examples; the difference is what the stronger attack found. Both numbers "
+             "carry the optimism of picking the best of the arm's models on these examples: read the arm's mean above "
+             "for what the arm gives.", "",
+             "| arm | model | robust % (first) | AutoAttack (first) | robust % (again) | AutoAttack (again) | clean % | trusted |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in judged.iterrows():
+        lines.append(f"| {r['arm']} | {r['model']} | {_pct(r.get('eval/robust_acc'))} | {r.get('eval/aa_version')} | "
+                     f"{_pct(r['judge/robust_acc'])} | {r['judge/aa_version']} | {_pct(r['judge/clean_acc'])} | "
+                     f"{r['judge/trusted']} |")
+    return lines + [""]
+
+
 def _markdown(t: dict, specs: list[dict], paths) -> str:
     arms, models = t["arms"], t["models"]
     source = "/".join(sorted(set(models["metric_source"])))
@@ -94,7 +115,7 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
         lines += [f"Study **{spec.get('study')}** (size {spec.get('size')}, commit {spec.get('commit')}): budget "
                   f"{spec.get('budget_grad_evals')} grad evals per model, eps {spec.get('eps')}, validation eps "
                   f"{spec.get('val_eps')}, evaluation {json.dumps(ev)}.", ""]
-    lines += ["## Main table", "", f"Accuracy (%) of the final models, mean and 95% t-CI over seeds; robust accuracy is {what}. "
+    lines += ["## Main table", "", f"Accuracy (%) of the final models, mean and 95% t-CI over seeds (cut to [0, 100]); robust accuracy is {what}. "
               "Untrusted verdicts (`eval/trusted` false) are listed but left out of means, CIs and contrasts.", "",
               "Cost views: **cost (a)** = training grad evals of one final model (its whole lineage; the per-model "
               "budget). **cost (b)** = everything the arm ran (every trial's own training rows, PBT's inherited rows "
@@ -120,6 +141,7 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
     if len(bad):
         lines += ["Untrusted verdicts (never counted as a win): " + ", ".join(
             f"{r['arm']}/{r['model']} ({_pct(r['robust_acc'])}%)" for _, r in bad.iterrows()), ""]
+    lines += _judged_lines(t["judged"])
     lines += ["## Plots", "", "![robust accuracy vs cost](robust_vs_cost.png)", "",
               "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "
               "95% CI band (table `robust_vs_cost.csv`); right, final robust accuracy against cost (b) per model.", "", "![schedules](schedules.png)", "",

@@ -88,22 +88,32 @@ def _model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
     return sub.sort_values("report", kind="stable").drop_duplicates("round", keep="last")
 
 
-def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per arm and round over the trusted final models' lineages: ``cost_a`` (mean cumulative training
-    grad evals), ``robust_mean, robust_lo, robust_hi`` (``val/robust_acc``, 95% t-CI), ``n``."""
+def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None, points: int = 25) -> pd.DataFrame:
+    """Per arm, validation robust accuracy along the trusted final models' lineages against cost (a):
+    each model's ``val/robust_acc`` interpolated linearly in its cumulative training grad evals onto
+    ``points`` costs evenly spread from the arm's first report to where its first model stops, then ``robust_mean, robust_lo, robust_hi``
+    (95% t-CI) and ``n`` over the models whose run covers that cost. Columns ``arm, cost_a,
+    robust_mean, robust_lo, robust_hi, n``. A cost grid, not rounds: arms whose rounds cost
+    different amounts (PGD-1 vs PGD-10) are read at equal cost."""
     finals = final_models(frame) if finals is None else finals
-    parts = []
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for _, m in _trusted(finals).iterrows():
         lin = _model_lineage(frame, m)
-        parts.append(pd.DataFrame({"arm": m["arm"], "model": m["model"], "round": lin["round"].to_numpy(),
-                                   "cost": lin["cost/grad_evals"].to_numpy(dtype=float),
-                                   "robust": lin["val/robust_acc"].to_numpy(dtype=float)}))
+        cost, robust = lin["cost/grad_evals"].to_numpy(dtype=float), lin["val/robust_acc"].to_numpy(dtype=float)
+        ok = np.isfinite(cost) & np.isfinite(robust)
+        if ok.any():
+            curves.setdefault(m["arm"], []).append((cost[ok], robust[ok]))
     rows = []
-    for (arm, rnd), g in (pd.concat(parts) if parts else pd.DataFrame(columns=["arm", "round"])).groupby(["arm", "round"]):
-        ci = mean_ci(g["robust"])
-        rows.append({"arm": arm, "round": rnd, "cost_a": g["cost"].mean(), "robust_mean": ci["mean"],
-                     "robust_lo": ci["lo"], "robust_hi": ci["hi"], "n": ci["n"]})
-    return pd.DataFrame(rows, columns=["arm", "round", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
+    for arm, models in curves.items():
+        # Up to where the first model stops (the budget): past it only the runs whose last round
+        # overshot remain, and their mean would be no arm's.
+        lo, hi = min(c[0] for c, _ in models), min(c[-1] for c, _ in models)
+        for x in np.unique(np.linspace(lo, hi, points)):
+            values = [np.interp(x, c, r) for c, r in models if c[0] <= x <= c[-1]]
+            ci = mean_ci(pd.Series(values, dtype=float))
+            rows.append({"arm": arm, "cost_a": float(x), "robust_mean": ci["mean"], "robust_lo": ci["lo"],
+                         "robust_hi": ci["hi"], "n": ci["n"]})
+    return pd.DataFrame(rows, columns=["arm", "cost_a", "robust_mean", "robust_lo", "robust_hi", "n"])
 
 
 def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:
@@ -131,8 +141,10 @@ def schedules(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.Dat
 
 def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Optuna's fANOVA and mean-decrease-impurity importances of the searched hyperparameters over
-    **random-search trials**: trials of non-PBT tune experiments whose ``hp/*`` stay constant over
-    their rows. Searched = an ``hp/*`` that differs between trials. Objective: the trial's robust
+    **random-search trials**: trials of non-PBT tune experiments, not replays or policies, whose
+    ``hp/*`` stay constant over their rows. Searched = an ``hp/*`` that differs between trials; one
+    that only repeats another's values trial by trial (``hp/eps_start`` = ``hp/eps`` without a ramp)
+    is left out, so the two do not split one importance. Objective: the trial's robust
     accuracy (verdict, else last validation). Columns: ``experiment, param, importance, evaluator,
     n_trials``; empty where fewer than 3 trials or nothing varies."""
     import optuna
@@ -141,7 +153,7 @@ def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
-    tuned = frame[(frame["controller"] != "pbt") & frame["source"].notna()]
+    tuned = frame[~frame["controller"].isin(["pbt", "replay", "policy"]) & frame["source"].notna()]
     for exp, group in tuned.groupby("experiment", sort=False):
         hps = [c for c in group if c.startswith("hp/") and c != "hp/step_size"]
         per_trial = group.groupby("trial", sort=False)
@@ -152,7 +164,12 @@ def hp_importance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         last = per_trial.tail(1).set_index("trial").loc[trials]
         target = (last["eval/robust_acc"].fillna(last["val/robust_acc"]) if "eval/robust_acc" in last
                   else last["val/robust_acc"]).astype(float)
-        searched = [c for c in hps if last[c].astype(float).nunique() > 1]
+        searched, seen = [], set()
+        for c in hps:
+            values = tuple(last[c].astype(float))
+            if last[c].astype(float).nunique() > 1 and values not in seen:
+                searched.append(c)
+                seen.add(values)
         ok = target.map(math.isfinite)
         if not searched or ok.sum() < 3:
             continue

@@ -6,6 +6,9 @@ Arms (3 rounds of 1000 training + 100 validation grad evals per trial unless sai
 - tuned (decision_validation): a 5-trial random search (robust = 0.2 + eps) and a rerun on seeds 0-2:
   robust 0.41, 0.41 and an untrusted 0.99 on seed 2;
 - searched: the real PBT fixture tests/fixtures/pbt_tiny, its trial e92ca_00000 as the one model.
+
+Judge phase: learned's best (seed 2, 0.55 under AutoAttack fast) judged again: 0.51 under the
+standard AutoAttack (``JUDGED``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ PBT_FIXTURE = Path(__file__).parent / "fixtures" / "pbt_tiny"
 ROBUST = {"fixed": [0.40, 0.42, 0.44], "learned": [0.50, 0.53, 0.55], "tuned": [0.41, 0.41, 0.99]}
 CONTRASTS = [["learned", "fixed", "does learning beat the default?"], ["tuned", "fixed", "does tuning help?"],
              ["searched", "learned", "equal cost (b)"]]
+JUDGED = {"arm": "learned", "model": "learned-s2", "first": 0.55, "again": 0.51}
 
 
 def _trial(exp: Path, tid: str, config: dict, eps_by_round, final_robust: float, rounds: int = 3) -> None:
@@ -33,11 +37,12 @@ def _trial(exp: Path, tid: str, config: dict, eps_by_round, final_robust: float,
     pd.DataFrame(rows).to_csv(folder / "progress.csv", index=False)
 
 
-def _eval(root: Path, arm: str, model: str, robust: float, trusted: bool | None = None) -> str:
-    path = root / "eval" / arm / f"{model}.json"
+def _eval(root: Path, arm: str, model: str, robust: float, trusted: bool | None = None, folder: str = "eval",
+          aa_version: str = "fast") -> str:
+    path = root / folder / arm / f"{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     report = {"clean_acc": 0.95, "robust_acc": robust, "per_attack": {"pgd": robust + 0.01, "autoattack": robust},
-              "eps": 0.3, "norm": "linf", "n": 100, "attacks": {"autoattack": {"version": "fast"}},
+              "eps": 0.3, "norm": "linf", "n": 100, "attacks": {"autoattack": {"version": aa_version}},
               "checks": {"pgd_beats_fgsm": {"passed": True, "detail": "ok"}}}
     if trusted is not None:
         report["trusted"] = trusted
@@ -63,15 +68,19 @@ def build_study(root: Path) -> Path:
         models.append({"arm": "tuned", "model": f"tuned-s{seed}", "seed": seed, "experiment": "rerun", "trial": tid,
                        "checkpoint": "x", "eval": _eval(study, "tuned", f"tuned-s{seed}", ROBUST["tuned"][seed],
                                                         trusted=False if seed == 2 else None)})
+    for m in models:
+        m["judge"] = (_eval(study, m["arm"], m["model"], JUDGED["again"], trusted=True, folder="judge", aa_version="standard")
+                      if m["model"] == JUDGED["model"] else "")
     shutil.copytree(PBT_FIXTURE, study / "arms" / "searched" / "pbt_tiny")
     models.append({"arm": "searched", "model": "searched-s0", "seed": 0, "experiment": "pbt_tiny", "trial": "e92ca_00000",
                    "checkpoint": "x", "eval": _eval(study, "searched", "searched-s0", 0.6)})
     pd.DataFrame(models).to_csv(study / "models.csv", index=False)
-    arms = {"fixed": (False, ["fixed"]), "learned": (True, ["learned"]), "tuned": (True, ["search", "rerun"]),
-            "searched": (True, ["pbt_tiny"])}
+    arms = {"fixed": (False, ["fixed"], "single"), "learned": (True, ["learned"], "single"),
+            "tuned": (True, ["search", "rerun"], "tuned"), "searched": (True, ["pbt_tiny"], "searched")}
     (study / "study.json").write_text(json.dumps({
         "study": "learned_vs_searched", "size": "tiny", "commit": "test", "created": "now", "budget_grad_evals": 3000,
         "eps": 0.3, "val_eps": 0.2, "precision": "fp32", "evaluation": {"n": 100, "aa_version": "fast"},
-        "arms": {a: {"description": a, "decision_validation": dv, "experiments": e} for a, (dv, e) in arms.items()},
+        "arms": {a: {"description": a, "kind": k, "decision_validation": dv, "experiments": e}
+                 for a, (dv, e, k) in arms.items()},
         "contrasts": CONTRASTS}))
     return study

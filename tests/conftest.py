@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -73,3 +74,22 @@ def digits_model(digits_splits, trained_digits_state) -> DigitsNet:
     model = DigitsNet(mean=digits_splits.info.mean, std=digits_splits.info.std)
     model.load_state_dict(trained_digits_state)
     return model.eval()
+
+
+@contextlib.contextmanager
+def local_ray(prefix: str):
+    """A throwaway local Ray of 2 CPUs in a short temporary folder (Unix socket paths must stay
+    short); yields its address, so subprocess drivers can join it."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token warning
+    temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

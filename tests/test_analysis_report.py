@@ -16,7 +16,7 @@ from analysis.report import analyze, verdict_sentences
 from analysis.stats import mean_ci, paired_diff
 from analysis.summaries import final_models, hp_importance, pareto_front
 from metaadv.cli import main
-from tests.analysis_study import build_study
+from tests.analysis_study import JUDGED, build_study
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -100,7 +100,8 @@ def test_arm_table_counts_cost_two_ways_and_leaves_untrusted_verdicts_out(tables
     assert arms.loc["tuned", "robust_mean"] == pytest.approx(0.41) and arms.loc["tuned", "n_untrusted"] == 1
     assert arms.loc["fixed", "cost_a"] == 3000 and arms.loc["fixed", "cost_b"] == 3000  # no decision validation
     assert arms.loc["learned", "cost_b"] == pytest.approx((9000 + 900) / 3)  # its reward's validation counts
-    assert arms.loc["tuned", "cost_b_total"] == pytest.approx(8 * 3000 + 8 * 300)  # the search and the reruns
+    # The search and the reruns trained; the search's validation made the pick, the reruns' is logging.
+    assert arms.loc["tuned", "cost_b_total"] == pytest.approx(8 * 3000 + 5 * 300)
     assert arms.loc["searched", "cost_a"] == 9436 and arms.loc["searched", "cost_b"] == pytest.approx(41139 + 8000)
 
 
@@ -123,7 +124,15 @@ def test_pareto_front_and_robust_vs_cost_follow_the_lineage(tables):
     assert front["model"].tolist() == ["searched-s0"]
     curve = tables["robust_vs_cost"]
     searched = curve[curve["arm"] == "searched"]
-    assert searched["round"].tolist() == list(range(1, 9)) and searched["cost_a"].iloc[-1] == 9436
+    lineage = tables["results"].query("arm == 'searched' and final_model")  # the one model, by lineage
+    assert searched["cost_a"].iloc[-1] == 9436 and (searched["n"] == 1).all() and len(searched) == 25
+    # The grid's ends are the lineage's first and last rounds; interpolation stays between its values.
+    fixed = curve[curve["arm"] == "fixed"]  # 3 models, rounds at 1000, 2000, 3000 grad evals: 0.4r/3 ...
+    assert fixed["cost_a"].iloc[0] == 1000 and fixed["cost_a"].iloc[-1] == 3000 and (fixed["n"] == 3).all()
+    assert fixed["robust_mean"].iloc[-1] == pytest.approx(0.42) and fixed["robust_mean"].iloc[0] == pytest.approx(0.14)
+    mid = fixed.iloc[12]  # cost 2000: round 2 of every model, 2/3 of its final robust accuracy
+    assert mid["cost_a"] == 2000 and mid["robust_mean"] == pytest.approx(0.28)
+    assert searched["robust_mean"].between(lineage["val/robust_acc"].min(), lineage["val/robust_acc"].max()).all()
     sched = tables["schedules"]
     assert sched[sched["arm"] == "searched"]["hp/eps"].tolist() == [0.2, 0.2, 0.3, 0.3, 0.2, 0.2, 0.2, 0.2]
     assert sched[sched["arm"] == "learned"]["hp/eps"].tolist() == [0.3, 0.15, 0.075]
@@ -135,6 +144,19 @@ def test_importance_reads_random_search_trials_only(tables):
     mdi = imp[imp["evaluator"] == "mean_decrease_impurity"].set_index("param")["importance"]
     assert set(mdi.index) == {"hp/eps", "hp/lr"} and mdi.idxmax() == "hp/eps"  # robust = 0.2 + eps here
     assert set(imp["evaluator"]) == {"fanova", "mean_decrease_impurity"} and (imp["n_trials"] == 5).all()
+
+
+def test_importance_leaves_out_replays_and_a_column_that_repeats_another():
+    rows = []
+    for exp, controller in (("search", "schedule"), ("replays", "replay")):
+        for i, eps in enumerate([0.1, 0.2, 0.3, 0.15]):
+            for r in (1, 2):
+                rows.append({"experiment": exp, "trial": f"t{i}", "controller": controller, "source": "x", "round": r,
+                             "hp/eps": eps, "hp/eps_start": eps, "hp/lr": 1e-3 * (1 + i % 2),
+                             "val/robust_acc": 0.2 + eps})
+    imp = hp_importance(pd.DataFrame(rows))
+    assert set(imp["experiment"]) == {"search"}  # a replay's hp follow its table, even when constant
+    assert set(imp["param"]) == {"hp/eps", "hp/lr"}  # eps_start repeats eps trial by trial
 
 
 def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
@@ -149,7 +171,29 @@ def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
     assert "| learned | 3 (0) | 52.7 [" in report and "cost (a)" in report and "cost (b)" in report
     assert "**learned** beat **fixed**" in report and "tuned/tuned-s2 (99.0%)" in report
     assert pd.read_csv(out / "arms.csv").set_index("arm").loc["fixed", "cost_b"] == 3000
+    assert "## Each arm's best model, judged again" in report
+    assert "| learned | learned-s2 | 55.0 | fast | 51.0 | standard | 95.0 | True |" in report
     assert main(["analyze", str(study), "--out", str(out)]) == 0  # an earlier report is replaced
+
+
+def test_the_judge_phase_pairs_each_judged_model_with_its_first_verdict(study, tables):
+    judged = tables["judged"]
+    assert len(judged) == 1
+    row = judged.iloc[0]
+    assert (row["arm"], row["model"], row["seed"]) == (JUDGED["arm"], JUDGED["model"], 2)
+    assert row["eval/robust_acc"] == JUDGED["first"] and row["judge/robust_acc"] == JUDGED["again"]
+    assert (row["eval/aa_version"], row["judge/aa_version"]) == ("fast", "standard")
+
+
+def test_best_per_arm_skips_untrusted_and_missing_verdicts_and_ties_go_to_the_first():
+    from metaadv.tune.study.judge import best_per_arm
+
+    models = [{"arm": a, "model": m} for a, m in [("x", "s1"), ("x", "s2"), ("x", "s3"), ("y", "s1"), ("z", "s1")]]
+    verdicts = {("x", "s1"): {"robust_acc": 0.5, "trusted": True}, ("x", "s2"): {"robust_acc": 0.9, "trusted": False},
+                ("x", "s3"): {"robust_acc": 0.5, "trusted": None}, ("y", "s1"): {"robust_acc": 0.1, "trusted": False}}
+    assert best_per_arm(models, verdicts) == [models[0]]  # y: only untrusted; z: no verdict
+    verdicts[("x", "s3")]["robust_acc"] = 0.6  # trust unknown counts, as in the arm's mean
+    assert best_per_arm(models, verdicts) == [models[2]]
 
 
 def test_missing_arguments_are_one_line_exit_2(capsys):

@@ -11,7 +11,9 @@ from torch import nn
 
 from metaadv.meta import FunctionalModel, MetaContext, MetaHParams, Task, adapt, build_meta_model, forward
 from metaadv.meta import make_transductive, meta_parameters
-from metaadv.meta.algorithms import adml_step, maml_step, reptile_step
+from metaadv.attacks import pgd
+from metaadv.meta import MetaConfig
+from metaadv.meta.algorithms import adml_step, aq_step, maml_step, reptile_step
 from metaadv.models import DigitsNet
 
 
@@ -142,6 +144,74 @@ def test_adml_counts_attack_and_both_inner_loops():
     pgd_ctx = MetaContext(attack="pgd", attack_steps=3, generator=torch.Generator().manual_seed(0))
     assert adml_step(_digits_net(), task, hp, pgd_ctx).passes == 3 * (n_s + n_q) + 2 * 2 * n_s + 2 * n_q
     assert maml_step(_digits_net(), task, hp, MetaContext()).passes == 2 * n_s + n_q
+
+
+def _hand_fgsm(W, b, x, y, eps):
+    """FGSM on a linear softmax model, written out: the input gradient of example i is (p_i - onehot_i) W."""
+    flat = x.flatten(1)
+    p = torch.softmax(flat @ W.T + b, dim=1)
+    grad = (p - F.one_hot(y, W.shape[0]).to(p.dtype)) @ W
+    return (flat + eps * grad.sign()).clamp(0, 1)
+
+
+def test_aq_outer_gradient_is_mamls_on_queries_attacked_against_the_adapted_model():
+    """Goldblum et al. 2020, Algorithm 1, by hand: theta' from the clean support, FGSM queries against
+    theta', and the outer gradient of CE(theta'(theta), x_adv) with x_adv held constant."""
+    model, task, alpha, eps = _linear(torch.float64), _task(size=2, dtype=torch.float64), 0.5, 0.1
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def adapted(flat):
+        W, b = flat[:12].view(3, 4), flat[12:]
+        gW, gb = _hand_ce_grads(W, b, task.xs, task.ys)
+        return W - alpha * gW, b - alpha * gb
+
+    x_adv = _hand_fgsm(*adapted(theta), task.xq, task.yq, eps)  # against theta', not theta
+    assert not torch.allclose(x_adv, _hand_fgsm(model[1].weight.detach(), model[1].bias.detach(), task.xq, task.yq, eps))
+
+    def outer_loss(flat, queries):
+        W1, b1 = adapted(flat)
+        return F.cross_entropy(queries @ W1.T + b1, task.yq)
+
+    def numeric_grad(queries):
+        h, out = 1e-6, torch.zeros_like(theta)
+        for i in range(len(theta)):
+            e = torch.zeros_like(theta)
+            e[i] = h
+            out[i] = (outer_loss(theta + e, queries) - outer_loss(theta - e, queries)) / (2 * h)
+        return out
+
+    hp, ctx = MetaHParams(inner_steps=1, inner_lr=alpha, eps=eps), MetaContext(attack="fgsm")
+    out = aq_step(model, task, hp, ctx)
+    assert out.loss.item() == pytest.approx(outer_loss(theta, x_adv).item(), abs=1e-12)
+    out.loss.backward()
+    analytic = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.allclose(analytic, numeric_grad(x_adv), atol=1e-7)
+    # ... and it is not MAML's gradient on the clean queries.
+    assert not torch.allclose(analytic, numeric_grad(task.xq.flatten(1)), atol=1e-4)
+    assert out.passes == len(task.ys) + 1 * len(task.yq) + len(task.yq)
+
+
+def test_aq_attacks_the_queries_with_pgd_against_the_adapted_model_and_counts_it():
+    model, task = _digits_net(), _task()
+    hp = MetaHParams(inner_steps=2, inner_lr=0.1, eps=0.2)
+    ctx = MetaContext(attack="pgd", attack_steps=3, step_ratio=0.5, generator=torch.Generator().manual_seed(5))
+    out = aq_step(model, task, hp, ctx)
+    adapted = {k: p.detach() for k, p in adapt(model, meta_parameters(model), task.xs, task.ys, steps=2, lr=0.1).items()}
+    x_adv = pgd(FunctionalModel(model, adapted), task.xq, task.yq, eps=0.2, step_size=0.1, steps=3,
+                generator=torch.Generator().manual_seed(5))
+    expected = F.cross_entropy(forward(model, adapted, x_adv), task.yq)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() > F.cross_entropy(forward(model, adapted, task.xq), task.yq).item()
+    n_s, n_q = len(task.ys), len(task.yq)
+    assert out.passes == 2 * n_s + 3 * n_q + n_q
+    hp0 = hp.replace(eps=0.0)  # no attack: MAML's update exactly
+    assert all(torch.allclose(a, m) for a, m in zip(_one_update(aq_step, hp0, task), _one_update(maml_step, hp0, task)))
+
+
+def test_aq_defaults_to_pgd_as_in_the_paper():
+    assert MetaConfig.from_dict({"method": "aq"}).attack == "pgd"
+    assert MetaConfig.from_dict({"method": "aq", "attack": "fgsm"}).attack == "fgsm"
+    assert MetaConfig.from_dict({"method": "adml"}).attack == "fgsm"
 
 
 def test_batchnorm_is_transductive_and_keeps_no_state():

@@ -27,7 +27,7 @@ def _stop_after_first_round(row, run):
         raise _Interrupt
 
 
-@pytest.mark.parametrize("method", ["adml", "reptile"])
+@pytest.mark.parametrize("method", ["adml", "reptile", "aq"])
 def test_resume_gives_the_uninterrupted_rows(tmp_path, method):
     config = MetaConfig.from_dict({**TINY, "method": method, "attack": "pgd", "attack_steps": 2})
     straight = run_meta(config, tmp_path / "a")
@@ -54,6 +54,15 @@ def test_row_contract_files_and_cost(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
     state = read_checkpoint(tmp_path)
     assert state["kind"] == "meta" and state["model_kwargs"]["num_classes"] == 3
+
+
+def test_budget_stops_meta_training_mid_round_at_equal_cost(tmp_path):
+    # MAML here costs 2 tasks x (1 x 3 support + 6 query) = 18 passes per outer step: 3 steps pass 50.
+    config = MetaConfig.from_dict({**TINY, "method": "maml", "rounds": 10, "budget_grad_evals": 50})
+    run = run_meta(config, tmp_path)
+    assert [r["step"] for r in run.rows] == [2, 3] and run.rows[-1]["cost/grad_evals"] == 54
+    with pytest.raises(UserError, match="budget_grad_evals must be >= 0"):
+        MetaConfig.from_dict({"budget_grad_evals": -1})
 
 
 def test_meta_test_json_and_intervals(tmp_path, capsys):

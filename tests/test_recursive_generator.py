@@ -172,7 +172,7 @@ class _CountingModel(torch.nn.Module):
 def test_costs_are_counted_per_unroll_step_exactly(digits_splits, hp, per_generator_example):
     trainer = _trainer(digits_splits, gen_step_discount=1.0)  # every step's loss term (L2L-DA's sum)
     counter = _CountingModel(trainer.step_model)
-    trainer.step_model = counter
+    trainer.step_model = trainer.attack_model = counter  # the update's passes and the attacks' (one process: one model)
     # half the batch by the generator, half by PGD-2; one update pass
     trainer.train_round(HParams(eps=0.2, steps=2, gen_fraction=0.5, **hp))
     expected = 2 * (16 * per_generator_example + 16 * 2 + 32 * 1)
@@ -192,7 +192,7 @@ def test_costs_are_counted_per_unroll_step_exactly(digits_splits, hp, per_genera
 def test_cost_of_every_generator_variant_matches_the_classifier_passes(digits_splits, changes, per_example):
     trainer = _trainer(digits_splits, **changes)
     counter = _CountingModel(trainer.step_model)
-    trainer.step_model = counter
+    trainer.step_model = trainer.attack_model = counter  # the update's passes and the attacks' (one process: one model)
     trainer.train_round(trainer.config.hparams().replace(eps=0.2))
     expected = 2 * 32 * (per_example + 1)
     assert trainer.grad_evals == expected and counter.examples == expected

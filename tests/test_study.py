@@ -208,7 +208,8 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert meta["arms"]["learned"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
     assert meta["pbt_time_attr"] == meta["pbt"]["time_attr"] == "cost/grad_evals"
     expected = set(ARMS)
-    assert set(meta["phase_seconds_last_session"]) == {"1/3 train", "2/3 derive", "3/3 evaluate"}
+    assert set(meta["phase_seconds_last_session"]) == {"1/4 train", "2/4 derive", "3/4 evaluate", "4/4 judge"}
+    assert meta["judge"] == STUDY.sizes["tiny"].judge
 
     with open(root / "models.csv") as f:
         rows = list(csv.DictReader(f))
@@ -221,6 +222,19 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
         assert 0.0 <= verdict["robust_acc"] <= verdict["clean_acc"] <= 1.0 and verdict["n"] == 20
         if r["arm"] != "searched":
             assert int(r["seed"]) in (1, 2)  # single-run, rerun, replay and transfer arms share seeds: paired
+    # Phase 4 judged each arm's best model (by its phase-3 verdict; ties to the first) once more.
+    for arm in expected:
+        mine = [r for r in rows if r["arm"] == arm]
+        verdicts = [json.loads((root / r["eval"]).read_text()) for r in mine]
+        robust = [v["robust_acc"] if v["trusted"] else -1.0 for v in verdicts]  # untrusted ones never judged
+        judged = [r for r in mine if r["judge"]]
+        if max(robust) < 0:
+            assert not judged, arm
+            continue
+        assert len(judged) == 1 and judged[0] is mine[robust.index(max(robust))], arm
+        again = json.loads((root / judged[0]["judge"]).read_text())
+        assert again["n"] == STUDY.sizes["tiny"].judge["n"] and again["robust_acc"] <= again["clean_acc"]
+    assert any(r["judge"] for r in rows)
     # The per-model budget (cost a) stopped every run at its first round that reached it.
     budget = meta["budget_grad_evals"]
     progress = json.loads((root / "progress.json").read_text())["experiments"]
@@ -280,10 +294,11 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert {p: p.stat().st_mtime for p in root.glob("eval/*/*.json")} == evals
     assert sum("finished before, skipped" in line for line in lines) == len(progress)
     assert any("every model was evaluated before" in line for line in lines)
+    assert any("every arm's best model was judged before" in line for line in lines)
 
     sessions = json.loads((root / "study.json").read_text())["sessions"]  # the resume, then the no-op one
     assert len(sessions) == 2 and sessions[0]["seconds"] > sessions[1]["seconds"]
-    assert sessions[0]["phases"]["1/3 train"] > sessions[1]["phases"]["1/3 train"]
+    assert sessions[0]["phases"]["1/4 train"] > sessions[1]["phases"]["1/4 train"]
 
     with pytest.raises(UserError, match="already holds a study"):
         run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))

@@ -29,6 +29,7 @@ from metaadv.tune.experiment import Experiment, Size  # noqa: E402
 from metaadv.tune.runner import RunOptions, run_experiment  # noqa: E402
 from metaadv.tune.space import Grid, LogRange  # noqa: E402
 from metaadv.tune.trainable import make_trainable  # noqa: E402
+from tests.conftest import local_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +42,8 @@ HPS = ("eps", "steps", "step_ratio", "lr", "weight_decay")
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray for the whole session; its address lets subprocess drivers join it."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token warning
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Unix socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_ray("rt") as address:
+        yield address
 
 
 def _rows(path: Path) -> list[dict]:

@@ -82,6 +82,18 @@ def test_meta_kind_keeps_the_trial_config_and_fixes_eps_to_the_threat_model():
         kind.build({**config, "eps": 0.3})
 
 
+@pytest.mark.parametrize("name, passes", [("pbt_adml", 3 + 15 + 2 * 3 * 3 + 2 * 15),  # FGSM, 2 inner loops, 2 queries
+                                           ("pbt_aq", 3 * 3 + 7 * 15 + 15)])  # inner loop, PGD-7 queries, outer
+def test_meta_experiments_train_a_round_on_mnist5k_rot(name, passes):
+    exp = load_experiment(name)
+    config = {**exp.fixed_config("smoke"), "rounds": 1, "steps_per_round": 1, "meta_batch": 1, "val_tasks": 2,
+              "val_pgd_steps": 1, "inner_lr": 0.1, "meta_lr": 1e-3, "device": "cpu"}
+    assert config["dataset"] == "mnist5k-rot"
+    row = get_kind(config.pop("kind")).build(config).step()
+    assert row["hp/eps"] == exp.threat_eps == row["val/eps"] and row["cost/grad_evals"] == passes
+    assert 0 <= row["val/robust_acc"] <= row["val/clean_acc"] <= 1
+
+
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_every_registered_experiment_is_valid(name):
     exp = load_experiment(name)  # __post_init__ builds a TrainConfig at the corners of the space

@@ -81,7 +81,8 @@ SIZES = {
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
         corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
         pbt={"perturbation_interval": 550, "burn_in_period": 550},  # half a round: a few chances to exploit
-        policy={"policy_reward_size": 20, "policy_reward_steps": 3}),
+        policy={"policy_reward_size": 20, "policy_reward_steps": 3},
+        judge={"n": 10, "pgd_steps": 2, "pgd_restarts": 1, "aa_version": "fast"}),  # the phase's mechanics only
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
         seeds=2, search_samples=4, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
@@ -97,9 +98,12 @@ SIZES = {
         seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
-        corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's)",
+        corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) for every model; the standard "
+                "AutoAttack for each arm's best only",
         pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},
-        policy={"policy_reward_size": 200, "policy_reward_steps": 10}),
+        policy={"policy_reward_size": 200, "policy_reward_steps": 10},
+        # Each arm's best model (by the fast verdict) judged again by the standard AutoAttack.
+        judge={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
     "full": StudySize(
         seeds=10, search_samples=32, populations=5, population=8, budget_grad_evals=15 * 11 * 3500,

@@ -9,9 +9,11 @@ from metaadv.tune.space import Grid, LogRange
 
 EXPERIMENT = Experiment(
     name="pbt_adml",
-    description="PBT: ADML on the mnist5k class split, mutating beta1/beta2 (grids), inner_lr/meta_lr every 2 rounds after 2",
+    description="PBT: ADML on mnist5k-rot (rotated-digit classes), mutating beta1/beta2 (grids), inner_lr/meta_lr "
+                "every 2 rounds after 2",
     kind="meta",
-    base={"method": "adml", "dataset": "mnist5k", "ways": 3, "shots": 1, "queries": 5, "attack": "fgsm"},
+    # mnist5k-rot: 17 meta-train classes instead of mnist5k's 6 (metaadv/meta/rotated_digits.py).
+    base={"method": "adml", "dataset": "mnist5k-rot", "ways": 3, "shots": 1, "queries": 5, "attack": "fgsm"},
     space={
         "beta1": Grid(0.25, 0.5, 0.75),  # weight of L(theta'_clean, adversarial query)
         "beta2": Grid(0.25, 0.5, 0.75),  # weight of L(theta'_adv, clean query)

@@ -12,7 +12,7 @@ from metaadv.tune.experiment import Experiment
 __all__ = ["AVAILABLE", "NOT_YET_AVAILABLE", "STUDIES", "load_experiment", "list_experiments", "load_study"]
 
 AVAILABLE = ("pbt_pgd_at", "pb2_pgd_at", "random_pgd_at", "asha_optuna_trades", "optuna_multiobjective", "pbt_meta_generator",
-             "pbt_adml")
+             "pbt_adml", "pbt_aq")
 
 # Studies (``metaadv study``): modules defining ``STUDY``, a metaadv.tune.study_spec.Study.
 STUDIES = ("learned_vs_searched",)

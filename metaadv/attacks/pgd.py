@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._common import LossFn, cross_entropy, frozen_eval, input_grad
+from .noise import draw
 from .projection import normalize_l2, per_example, project, random_start
 
 __all__ = ["pgd", "ascent_step"]
@@ -73,7 +74,7 @@ def pgd(
             if not random_init:
                 delta = torch.zeros_like(x)
             elif init_std is not None:
-                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                noise = draw(torch.randn, x.shape, generator, x.device, x.dtype)
                 delta = project(init_std * noise, x, eps_b, norm)
             else:
                 delta = random_start(x, eps_b, norm, generator)

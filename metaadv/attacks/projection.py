@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .noise import draw
+
 __all__ = ["NORMS", "per_example", "project", "random_start", "normalize_l2"]
 
 NORMS = ("linf", "l2")
@@ -58,11 +60,11 @@ def random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch
     the sphere. The result is then projected, which only moves pixels that left [0, 1].
     """
     if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = draw(torch.rand, x.shape, generator, x.device, x.dtype)
         delta = (2.0 * u - 1.0) * eps
     elif norm == "l2":
-        direction = normalize_l2(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
-        u = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+        direction = normalize_l2(draw(torch.randn, x.shape, generator, x.device, x.dtype))
+        u = draw(torch.rand, (x.shape[0],) + (1,) * (x.dim() - 1), generator, x.device, x.dtype)
         delta = direction * u.pow(1.0 / x[0].numel()) * eps
     else:
         raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")

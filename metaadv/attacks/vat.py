@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ._common import frozen_eval, input_grad, kl_to_target
 from .pgd import ascent_step
+from .noise import draw
 from .projection import normalize_l2, per_example, project
 
 __all__ = ["vat", "vat_direction"]
@@ -70,7 +71,7 @@ def vat(
     x = x.detach()
     eps_b = per_example(eps, x)
     with frozen_eval(model):
-        d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        d = draw(torch.randn, x.shape, generator, x.device, x.dtype)
         d = vat_direction(model, x, d, xi=xi, iterations=iterations)
         delta = project(ascent_step(torch.zeros_like(x), d, eps_b, norm), x, eps_b, norm)
     return (x + delta).detach()

@@ -32,6 +32,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
                    "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
+    from .tune import add_trial_worker_flags
+
+    add_trial_worker_flags(p)
 
     def error(message: str):
         print(f"metaadv: error: study: {message}", file=sys.stderr)
@@ -58,10 +61,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--cpus-per-trial must be > 0")
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {args.precision!r}: a study runs all its arms in one precision, fp32 or bf16")
+    from .tune import trial_workers
+
+    workers = trial_workers(args)
     study = study.replace(base={**study.base, "precision": args.precision})
     from ..tune.study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,
-                                  verbose=1 if args.tune_output else 0))
+                                  verbose=1 if args.tune_output else 0, workers=workers))
     return 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig
 from ..data import DATASETS
 from ..attacks import NORMS
 from ..errors import UserError
-from ._run_config import S, run_config
+from ._run_config import S, add_worker_flags, run_config, worker_spec
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -123,6 +124,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--save-policy", default=None, metavar="FILE", help="after training, save the policy (--controller policy) here")
     add_config_flags(p)
+    add_worker_flags(p)
     return p
 
 
@@ -134,24 +136,41 @@ def progress_line(row: dict, rounds: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import read_checkpoint
-    from ..training.run import run_training
     from ..training.trainer import DivergedError
 
-    config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
+    spec = worker_spec(args)
+    if spec is None:
+        config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
+    else:  # a folder whose checkpoint.pt is gone still holds Ray Train's checkpoints
+        from ..distributed.train import read_stored_state
+
+        config = run_config(args, TrainConfig, lambda path: read_stored_state(Path(path).parent, "train"))
     _check_save_policy(args.save_policy, config)
     rounds = config.rounds
-    on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
-    try:
-        result = run_training(config, args.out, resume=args.resume, on_row=on_row)
-    except DivergedError as exc:
-        raise UserError(f"{exc}; the last good round is in {args.out}/checkpoint.pt") from None
+    if spec is None:
+        from ..training.run import run_training
+
+        on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
+        try:
+            result = run_training(config, args.out, resume=args.resume, on_row=on_row)
+        except DivergedError as exc:
+            raise UserError(f"{exc}; the last good round is in {args.out}/checkpoint.pt") from None
+        controller, stopped_reason = result.controller, result.stopped_reason
+    else:
+        from ..distributed.train import run_distributed
+        from ..training.controllers import build_controller
+
+        state = run_distributed("train", config, args.out, spec, resume=args.resume, address=args.address, quiet=args.quiet)
+        stopped_reason = state["stopped_reason"]
+        controller = build_controller(config)
+        controller.load_state_dict(state["controller"])
     if args.save_policy:
         from ..training.policy import save_policy_file
 
-        save_policy_file(result.controller, args.save_policy)
+        save_policy_file(controller, args.save_policy)
         print(f"policy saved: {args.save_policy} (drive another run with --controller policy --policy-file {args.save_policy})")
-    if result.stopped_reason:
-        print(f"stopped early: {result.stopped_reason}")
+    if stopped_reason:
+        print(f"stopped early: {stopped_reason}")
     print(f"done: {args.out}/checkpoint.pt (evaluate with: metaadv evaluate {args.out})")
     return 0
 

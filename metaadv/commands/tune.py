@@ -21,6 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="ADDR", help="join this Ray cluster ('auto', host:port, ray://...) instead of starting one")
     p.add_argument("--cpus-per-trial", default="1", metavar="X", help="CPUs per trial, fractions allowed (default 1)")
     p.add_argument("--gpus-per-trial", default="0", metavar="Y", help="GPUs per trial, fractions allowed (default 0)")
+    add_trial_worker_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the experiment stored under --storage/--name")
     p.add_argument("--name", metavar="RUN_NAME", help="the run's folder name (default NAME, or NAME-smoke)")
     p.add_argument("--quiet", action="store_true", help="no progress table, only the final summary")
@@ -47,6 +48,23 @@ def _one_line_errors(p: argparse.ArgumentParser) -> None:
     p.error, p.parse_known_args = error, parse_known_args
 
 
+def add_trial_worker_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers`` for Train-backed trials (metaadv/distributed/tune_trial.py)."""
+    g = p.add_argument_group("Train-backed trials: each trial trains with its own Ray Train workers")
+    g.add_argument("--workers", default="1", metavar="N", help="data-parallel workers per trial (default 1: the trial trains itself)")
+    g.add_argument("--gpus-per-worker", default="0", metavar="G", help="GPUs per worker (default 0)")
+    g.add_argument("--cpus-per-worker", default="1", metavar="C", help="CPUs per worker, fractions allowed (default 1)")
+
+
+def trial_workers(args: argparse.Namespace):
+    """The WorkerSpec of Train-backed trials, or None for trials that train in their own process."""
+    from ..distributed.workers import WorkerSpec
+
+    spec = WorkerSpec(_number(args.workers, "--workers", int), _number(args.gpus_per_worker, "--gpus-per-worker", float),
+                      _number(args.cpus_per_worker, "--cpus-per-worker", float))
+    return spec if spec.uses_ray else None
+
+
 def _number(text: str, flag: str, cast):
     try:
         return cast(text)
@@ -65,13 +83,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("name an experiment (metaadv tune --list shows them)")
     exp = load_experiment(args.experiment)
     samples = None if args.samples is None else _number(args.samples, "--samples", int)
+    workers = trial_workers(args)
     from ..tune.runner import RunOptions, run_experiment  # imports Ray: only once the input is known good
     from ..tune.report import summary_lines
 
     opts = RunOptions(size="smoke" if args.smoke else "full", samples=samples, storage=args.storage,
                       address=args.address, cpus_per_trial=_number(args.cpus_per_trial, "--cpus-per-trial", float),
                       gpus_per_trial=_number(args.gpus_per_trial, "--gpus-per-trial", float),
-                      resume=args.resume, name=args.name, verbose=0 if args.quiet else 1)
+                      resume=args.resume, name=args.name, verbose=0 if args.quiet else 1, workers=workers)
     start = time.perf_counter()
     grid = run_experiment(exp, opts)
     print("\n".join(summary_lines(grid, exp, time.perf_counter() - start)))

@@ -106,15 +106,18 @@ class ReferenceAutoAttack:
     """
 
     def __init__(self, model: torch.nn.Module, *, eps: float, norm: str, version: str, seed: int,
-                 num_classes: int, device: torch.device | str):
+                 num_classes: int, device: torch.device | str, components: tuple[str, ...] | None = None):
         check_aa("pyautoattack", version)
         if not pyautoattack_available():
             raise UserError(f"AutoAttack needs pyautoattack; {INSTALL_HINT}")
         from pyautoattack import AutoAttack
 
         self.model, self.notes = model, []
-        custom = version == "fast"
-        aa = AutoAttack(model, attacks=list(COMPONENTS["fast"]) if custom else None, device=str(device), eps=eps,
+        # ``components``: a custom set with the standard version's settings (the few-shot meta-test's
+        # APGD-CE, APGD-DLR, APGD-T); ``fast`` is the custom set (APGD-CE, APGD-T).
+        custom = components is not None or version == "fast"
+        attacks = list(components or COMPONENTS["fast"]) if custom else None
+        aa = AutoAttack(model, attacks=attacks, device=str(device), eps=eps,
                         norm={"linf": "Linf", "l2": "L2"}[norm], seed=seed, version="custom" if custom else version)
         if custom:  # the standard version's settings (custom keeps the constructor's 5 restarts)
             aa.apgd.n_restarts, aa.apgd_targeted.n_restarts, aa.apgd_targeted.n_target_classes = 1, 1, 9

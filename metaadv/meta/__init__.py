@@ -1,8 +1,10 @@
-"""Few-shot meta-learning, clean and adversarial: MAML, first-order MAML, Reptile, ADML.
+"""Few-shot meta-learning, clean and adversarial: MAML, first-order MAML, Reptile, ADML, AQ.
 
 - Finn et al. 2017, "Model-Agnostic Meta-Learning", arXiv:1703.03400 (MAML, first-order MAML).
 - Nichol et al. 2018, "On First-Order Meta-Learning Algorithms", arXiv:1803.02999 (Reptile).
 - Yin et al. 2018, "Adversarial Meta-Learning", arXiv:1806.03316 (ADML).
+- Goldblum, Fowl, Goldstein 2020, "Adversarially Robust Few-Shot Learning: A Meta-Learning Approach",
+  NeurIPS 2020, arXiv:1910.00982 (Adversarial Querying, AQ).
 
 Data flows as elsewhere in metaadv: class pools -> tasks -> inner loop -> outer step -> one
 metrics row per round (``metaadv meta``); ``metaadv meta-evaluate`` runs the 600-task meta-test.

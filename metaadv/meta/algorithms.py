@@ -1,6 +1,6 @@
 """One task's contribution to a meta-update, for each method.
 
-``step(model, task, hp, ctx) -> TaskOutput``. MAML, first-order MAML and ADML return a
+``step(model, task, hp, ctx) -> TaskOutput``. MAML, first-order MAML, ADML and AQ return a
 differentiable outer ``loss`` whose gradient w.r.t. the module's parameters (theta) is the
 task's meta-gradient; Reptile returns that meta-gradient directly (``meta_grad``), since it is not
 the gradient of any loss. The learner averages over the meta-batch and takes an Adam step.
@@ -14,6 +14,11 @@ the gradient of any loss. The learner averages over the meta-batch and takes an 
 - ADML (Yin et al. 2018, arXiv:1806.03316): adversarial support and query made against theta;
   ``beta1 L(theta'_clean, Q_adv) + beta2 L(theta'_adv, Q_clean)``, crossing clean and
   adversarial adaptation and evaluation. With beta1 + beta2 = 1 and eps = 0 it is MAML's loss.
+- Adversarial Querying, AQ (Goldblum, Fowl, Goldstein, NeurIPS 2020, arXiv:1910.00982,
+  Algorithm 1): adapt on the clean support, attack the query set against the *adapted* model,
+  and take MAML's outer loss ``L(theta'(S), Q_adv)`` on the attacked queries. The attack is a
+  constant of the outer gradient (Danskin, as in adversarial training); the paper attacks with
+  PGD, so ``--method aq`` defaults to ``attack: pgd``. With eps = 0 it is MAML.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 
 from ..attacks import fgsm, pgd
 from .config import MetaHParams
-from .inner import adapt, forward, meta_parameters
+from .inner import FunctionalModel, adapt, forward, meta_parameters
 from .tasks import Task
 
 __all__ = ["METHOD_STEPS", "MetaContext", "TaskOutput", "make_adversarial"]
@@ -51,7 +56,10 @@ class TaskOutput:
 
 
 def make_adversarial(model, x: torch.Tensor, y: torch.Tensor, eps: float, ctx: MetaContext) -> tuple[torch.Tensor, int]:
-    """FGSM (or PGD) examples against ``model`` as it is now; returns (x_adv, passes per example)."""
+    """FGSM (or PGD) examples against ``model`` as it is now; returns (x_adv, passes per example).
+
+    ADML passes the meta-model (theta), AQ a :class:`FunctionalModel` of the adapted parameters.
+    """
     if eps == 0:
         return x, 0
     if ctx.attack == "pgd":
@@ -103,9 +111,23 @@ def adml_step(model, task: Task, hp: MetaHParams, ctx: MetaContext) -> TaskOutpu
     return TaskOutput(loss, correct, passes)
 
 
+def aq_step(model, task: Task, hp: MetaHParams, ctx: MetaContext) -> TaskOutput:
+    """Adversarial Querying: MAML's outer loss on queries attacked against the adapted model."""
+    adapted = adapt(model, meta_parameters(model), task.xs, task.ys, steps=hp.inner_steps, lr=hp.inner_lr,
+                    first_order=ctx.first_order)
+    # The attacker sees theta'(S) as numbers: detached, so the attack adds nothing to the meta-graph.
+    learner = FunctionalModel(model, {k: p.detach() for k, p in adapted.items()})
+    xq_adv, attack_passes = make_adversarial(learner, task.xq, task.yq, hp.eps, ctx)
+    logits = forward(model, adapted, xq_adv)
+    n_s, n_q = len(task.ys), len(task.yq)
+    passes = hp.inner_steps * n_s + attack_passes * n_q + n_q
+    return TaskOutput(F.cross_entropy(logits, task.yq), _accuracy(logits, task.yq), passes)
+
+
 METHOD_STEPS: dict[str, Callable[..., TaskOutput]] = {
     "maml": maml_step,
     "fomaml": maml_step,  # with ctx.first_order = True (the config forces it)
     "reptile": reptile_step,
     "adml": adml_step,
+    "aq": aq_step,
 }

@@ -16,8 +16,8 @@ from ..training.precision import PRECISIONS
 
 __all__ = ["META_DATASETS", "META_METHODS", "MetaConfig", "MetaHParams"]
 
-META_METHODS = ("maml", "fomaml", "reptile", "adml")
-META_DATASETS = ("mnist5k", "digits", "omniglot")
+META_METHODS = ("maml", "fomaml", "reptile", "adml", "aq")
+META_DATASETS = ("mnist5k", "mnist5k-rot", "digits", "omniglot")
 META_ARCHS = ("small-cnn", "digits-net", "preact-resnet18")
 TRAIN_ATTACKS = ("fgsm", "pgd")
 
@@ -27,7 +27,7 @@ class MetaHParams:
     inner_lr: float = 0.1  # SGD step of the inner loop (alpha in Finn et al. 2017)
     inner_steps: int = 3
     meta_lr: float = 1e-3  # Adam step of the outer loop (beta in Finn et al. 2017)
-    eps: float = 0.2  # attack radius in [0, 1] pixel units (ADML training; validation always)
+    eps: float = 0.2  # attack radius in [0, 1] pixel units (ADML and AQ training; validation always)
     beta1: float = 0.5  # ADML weight of L(theta'_clean, adversarial query)
     beta2: float = 0.5  # ADML weight of L(theta'_adv, clean query)
 
@@ -60,6 +60,9 @@ class MetaConfig:
     meta_batch: int = 4  # tasks per outer step
     rounds: int = 5
     steps_per_round: int = 30  # outer steps per round
+    # Stop meta-training once cost/grad_evals reaches this, mid-round if need be (0 = no budget;
+    # rounds still caps): every method gets the same gradient evaluations, not the same steps.
+    budget_grad_evals: int = 0
     first_order: bool = False  # maml/adml: drop second derivatives (fomaml always sets it)
     # Per-round hyperparameters (starting values; see MetaHParams).
     inner_lr: float = 0.1
@@ -68,7 +71,8 @@ class MetaConfig:
     eps: float = 0.2
     beta1: float = 0.5
     beta2: float = 0.5
-    # ADML's attack on support and query sets (Yin et al. use FGSM).
+    # ADML's attack on support and query sets (Yin et al. use FGSM); AQ's on the query set
+    # (Goldblum et al. use PGD: from_dict makes pgd the default of --method aq).
     attack: str = "fgsm"
     attack_steps: int = 10  # pgd only
     step_ratio: float = 0.25  # pgd step size / eps
@@ -99,7 +103,7 @@ class MetaConfig:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ways < 2:
             raise UserError(f"ways must be >= 2 (a 1-way task has nothing to classify), got {self.ways}")
-        for name in ("eval_inner_steps", "val_tasks"):
+        for name in ("eval_inner_steps", "val_tasks", "budget_grad_evals"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.step_ratio <= 0:
@@ -132,6 +136,8 @@ class MetaConfig:
             raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
         if values.get("method") == "fomaml" and "first_order" not in values:
             values["first_order"] = True
+        if values.get("method") == "aq" and "attack" not in values:
+            values["attack"] = "pgd"  # Goldblum et al. attack the queries with PGD
         return cls(**{k: _coerce(k, fields[k], v) for k, v in values.items()})
 
 

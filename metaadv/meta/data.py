@@ -5,27 +5,37 @@
   few for a class-disjoint meta-validation set that still leaves >= 3-way tasks on both other
   sides, so meta-validation uses held-out *images* (a seeded, class-balanced 10%) of the
   meta-train classes: it tracks learning, and it never touches a meta-test class.
-- ``omniglot``: the background set is meta-train, with a seeded 10% of its *characters* (and
-  their rotations) held out as class-disjoint meta-validation; the evaluation set is meta-test.
-  Every character also appears turned by 90/180/270 degrees as three more classes.
+- ``mnist5k-rot``: the mnist5k digits at four rotations, each its own class, minus the rotations
+  that coincide with another class (:mod:`.rotated_digits` lists the 28 that remain): 18
+  meta-train classes from digits 0-5, 10 meta-test classes from digits 6-9. Meta-validation
+  holds out 10% of the meta-train digits' *images* before they are turned, so no image is on
+  both sides in any rotation.
+- ``omniglot``: the split of Vinyals et al. 2016 (:func:`.omniglot.vinyals_side`): 1,028
+  meta-train, 172 meta-validation and 423 meta-test characters, by alphabet, across
+  torchvision's background and evaluation folders. Every character also appears turned by
+  90/180/270 degrees as three more classes (Santoro et al. 2016), on its own side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..data import balanced_split, dataset_info, load_splits
-from ..data.splits import SPLIT_SEED
-from .omniglot import load_omniglot
+from ..errors import UserError
+from .omniglot import VINYALS_TEST_ALPHABETS, VINYALS_VAL_ALPHABETS, load_omniglot_named, vinyals_side
+from .rotated_digits import ROT_SPLIT, kept_classes, rotated_classes
 from .tasks import ClassPool
 
 __all__ = ["CLASS_SPLITS", "MetaData", "load_meta_data"]
 
-CLASS_SPLITS = {"mnist5k": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9)), "digits": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9))}
+# Digits on each side (mnist5k-rot: digits, whose kept rotations are the classes).
+CLASS_SPLITS = {"mnist5k": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9)), "digits": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9)),
+                "mnist5k-rot": ROT_SPLIT}
 META_VAL_FRACTION = 0.1
-DEFAULT_ARCH = {"mnist5k": "small-cnn", "digits": "digits-net", "omniglot": "small-cnn"}
+DEFAULT_ARCH = {"mnist5k": "small-cnn", "digits": "digits-net", "omniglot": "small-cnn", "mnist5k-rot": "small-cnn"}
 
 
 @dataclass
@@ -63,23 +73,56 @@ def _digit_data(name: str, data_dir, download: bool) -> MetaData:
     return MetaData(name, s.info.shape, s.info.mean, s.info.std, pools)
 
 
+def _rotated_digit_data(data_dir, download: bool) -> MetaData:
+    s = load_splits("mnist5k", data_dir, download)
+    x = torch.cat([s.train_x, s.val_x, s.test_x])
+    y = torch.cat([s.train_y, s.val_y, s.test_y])
+    train_digits, test_digits = ROT_SPLIT
+    seen = torch.isin(y, torch.tensor(train_digits))
+    x_seen, y_seen = x[seen], y[seen]
+    fit, val = balanced_split(y_seen, META_VAL_FRACTION)  # by image, before turning
+    train_classes, test_classes = kept_classes(train_digits), kept_classes(test_digits)
+    pools = {
+        "train": ClassPool(*rotated_classes(x_seen[fit], y_seen[fit], train_classes), name="mnist5k-rot meta-train"),
+        "val": ClassPool(*rotated_classes(x_seen[val], y_seen[val], train_classes), name="mnist5k-rot meta-validation"),
+        "test": ClassPool(*rotated_classes(x[~seen], y[~seen], test_classes), name="mnist5k-rot meta-test"),
+    }
+    return MetaData("mnist5k-rot", s.info.shape, s.info.mean, s.info.std, pools)
+
+
 def _omniglot_data(data_dir, download: bool, splits: tuple[str, ...]) -> MetaData:
-    pools = {}
-    mean, std = (0.0,), (1.0,)
-    if "train" in splits or "val" in splits:
-        x, y = load_omniglot(data_dir, background=True, download=download)
-        n_chars = int(y.max()) + 1
-        g = torch.Generator().manual_seed(SPLIT_SEED)
-        held_out = torch.randperm(n_chars, generator=g)[: max(1, round(META_VAL_FRACTION * n_chars))]
-        val = torch.isin(y, held_out)
-        pools["train"] = ClassPool(x[~val], y[~val], rotations=True, name="omniglot meta-train (background)")
-        pools["val"] = ClassPool(x[val], y[val], rotations=True, name="omniglot meta-validation (background)")
-        # Normalisation constants of the meta-train images, stored with the model in checkpoints.
-        mean, std = (round(x[~val].mean().item(), 4),), (round(x[~val].std().item(), 4),)
-    if "test" in splits:
-        x, y = load_omniglot(data_dir, background=False, download=download)
-        pools["test"] = ClassPool(x, y, rotations=True, name="omniglot meta-test (evaluation)")
+    # Vinyals et al.'s split spans both folders: training characters come from each, validation
+    # ones from the background folder only, test ones from the evaluation folder only.
+    folders = {True: ("train", "val"), False: ("train", "test")}  # background? -> the sides it feeds
+    xs, ys, sides, offset = [], [], [], 0
+    for background, feeds in folders.items():
+        if not set(feeds) & set(splits):
+            continue
+        x, y, names = load_omniglot_named(data_dir, background=background, download=download)
+        side = [vinyals_side(n) for n in names]
+        xs.append(x)
+        ys.append(y + offset)
+        sides += side
+        offset += len(names)
+    x, y, sides = torch.cat(xs), torch.cat(ys), np.array(sides)
+    pools, mean, std = {}, (0.0,), (1.0,)
+    for split in splits:
+        keep = torch.from_numpy(sides[y.numpy()] == split)
+        if not keep.any():
+            raise UserError(f"no Omniglot characters of the Vinyals {split} split under {str(data_dir)!r}; "
+                            f"is the folder complete? ({split} alphabets: {_vinyals_alphabets(split)})")
+        pools[split] = ClassPool(x[keep], y[keep], rotations=True, name=f"omniglot meta-{split} (Vinyals split)")
+        if split == "train":  # normalisation constants of the meta-train images, stored with the model
+            mean, std = (round(x[keep].mean().item(), 4),), (round(x[keep].std().item(), 4),)
     return MetaData("omniglot", (1, 28, 28), mean, std, pools)
+
+
+def _vinyals_alphabets(split: str) -> str:
+    if split == "val":
+        return ", ".join(VINYALS_VAL_ALPHABETS)
+    if split == "test":
+        return ", ".join(VINYALS_TEST_ALPHABETS) + ", Gurmukhi characters 42-45"
+    return "every other alphabet"
 
 
 def load_meta_data(name: str, data_dir=None, download: bool = False,
@@ -87,7 +130,10 @@ def load_meta_data(name: str, data_dir=None, download: bool = False,
     """Pools of ``name`` on the CPU. Omniglot reads only the subsets ``splits`` need."""
     if name == "omniglot":
         return _omniglot_data(data_dir, download, splits)
-    dataset_info(name)  # unknown names fail with the registry's message
-    data = _digit_data(name, data_dir, download)
+    if name == "mnist5k-rot":
+        data = _rotated_digit_data(data_dir, download)
+    else:
+        dataset_info(name)  # unknown names fail with the registry's message
+        data = _digit_data(name, data_dir, download)
     data.pools = {k: v for k, v in data.pools.items() if k in splits}
     return data

@@ -7,6 +7,8 @@ the uninterrupted run would have drawn, with no RNG state to save.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import UserError
@@ -16,6 +18,7 @@ from .config import MetaConfig, MetaHParams
 from .data import MetaData
 from .evaluate import evaluate_tasks
 from .inner import make_transductive
+from ..training.parallel import SINGLE_PROCESS, DataParallel
 from ..training.precision import autocast, resolve_precision
 
 __all__ = ["MetaLearner", "build_meta_model"]
@@ -29,8 +32,17 @@ def build_meta_model(arch: str, model_kwargs: dict) -> torch.nn.Module:
 
 
 class MetaLearner:
-    def __init__(self, config: MetaConfig, data: MetaData, device: torch.device):
+    """With a ``parallel`` of several workers (metaadv/training/parallel.py) every worker draws the
+    whole meta-batch from the same seeded stream, computes the meta-gradients of its contiguous
+    share of the tasks, and the sum of the workers' sums is all-reduced before the Adam step:
+    first- and second-order alike (DDP has no double backward, and the meta-batch loop frees
+    each task's graph with its own backward pass, which DDP's once-per-step reduction does not
+    fit), so the step is the single-process one up to floating-point summation order.
+    """
+
+    def __init__(self, config: MetaConfig, data: MetaData, device: torch.device, parallel: DataParallel = SINGLE_PROCESS):
         self.config, self.device = config, device
+        self.parallel = parallel
         for split in ("train", "val"):
             data.pools[split].check(config.ways, config.shots, config.queries)
         if "test" in data.pools:
@@ -69,14 +81,19 @@ class MetaLearner:
             group["lr"] = hp.meta_lr
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        ctx, n = self._context(), self.config.meta_batch
+        ctx, n, dp = self._context(), self.config.meta_batch, self.parallel
+        tasks = self._tasks()  # every worker draws all of them: the stream stays the single process's
+        shard = dp.shard(torch.arange(n))
         loss_sum = correct_sum = 0.0
-        for task in self._tasks():
+        passes, bad = 0, None
+        for t in shard.indices[: shard.count].tolist():
             with autocast(self.precision, self.device):
-                out = self.step_fn(self.model, task, hp, ctx)
+                out = self.step_fn(self.model, tasks[t], hp, ctx)
             if not torch.isfinite(out.loss):
-                raise UserError(f"meta-training loss became {out.loss.item()} at outer step {self.global_step}; "
-                                "lower --inner-lr or --meta-lr")
+                if dp.world_size == 1:
+                    self._diverged(out.loss.item())
+                bad = out.loss.item()  # the other workers must still reach the all-reduce below
+                break
             if out.meta_grad is None:
                 (out.loss / n).backward()  # per task, so each task's graph is freed before the next
             else:
@@ -85,13 +102,38 @@ class MetaLearner:
                     p.grad = g if p.grad is None else p.grad + g
             loss_sum += out.loss.item()
             correct_sum += out.correct
+            passes += out.passes
             self.grad_evals += out.passes
+        if dp.world_size > 1:
+            totals = dp.sum(torch.tensor([loss_sum, correct_sum, float(passes), float(bad is not None)],
+                                         dtype=torch.float64))
+            loss_sum, correct_sum, all_passes, n_bad = totals.tolist()
+            if n_bad:
+                self._diverged(math.nan if bad is None else bad)  # another worker's loss when this one's is fine
+            self.grad_evals += int(all_passes) - passes  # every worker's tasks, not only this one's
+            dp.sum_gradients(self.model.parameters())
         self.optimizer.step()
         self.global_step += 1
         return loss_sum / n, correct_sum / n
 
+    @property
+    def over_budget(self) -> bool:
+        budget = self.config.budget_grad_evals
+        return budget > 0 and self.grad_evals >= budget
+
+    def _diverged(self, loss: float) -> None:
+        raise UserError(f"meta-training loss became {loss} at outer step {self.global_step}; "
+                        "lower --inner-lr or --meta-lr")
+
     def train_round(self, hp: MetaHParams) -> dict[str, float]:
-        losses, accs = zip(*(self.outer_step(hp) for _ in range(self.config.steps_per_round)))
+        """``steps_per_round`` outer steps, fewer if the budget runs out first (at least one)."""
+        losses, accs = [], []
+        for _ in range(self.config.steps_per_round):
+            loss, acc = self.outer_step(hp)
+            losses.append(loss)
+            accs.append(acc)
+            if self.over_budget:
+                break
         return {"train/loss": sum(losses) / len(losses), "train/acc": sum(accs) / len(accs)}
 
     def validate(self, hp: MetaHParams) -> dict[str, float]:

@@ -1,13 +1,16 @@
-"""The meta-test of a finished run: 600 (by default) seeded tasks of unseen classes.
+"""The meta-test of a finished run: 600 (by default) seeded tasks of unseen classes, over an eps sweep.
 
 The tasks depend only on the data set, the task shape and ``seed``, so every method's checkpoint
-is measured on exactly the same tasks and the same PGD random starts.
+is measured on exactly the same tasks and the same PGD random starts: per-task results of two
+checkpoints (``per_task``) pair up task by task.
 """
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -15,11 +18,14 @@ from ..errors import UserError
 from ..training.trainer import resolve_device
 from .config import MetaConfig
 from .data import load_meta_data
-from .evaluate import evaluate_tasks
+from .evaluate import SUPPORT_ATTACKS, FewShotResult, evaluate_tasks, few_shot_aa_components, mean_ci95
 from .learner import build_meta_model
 from .run import read_meta_checkpoint
 
-__all__ = ["meta_test"]
+__all__ = ["PER_TASK_COLUMNS", "chance_crossing", "meta_test"]
+
+PER_TASK_COLUMNS = ("method", "train_seed", "dataset", "ways", "shots", "task", "eps", "clean_acc", "robust_acc",
+                    "aa_robust_acc")
 
 
 def _task_stream(pool, n: int, ways: int, shots: int, queries: int, seed: int):
@@ -28,25 +34,77 @@ def _task_stream(pool, n: int, ways: int, shots: int, queries: int, seed: int):
         yield pool.sample(ways, shots, queries, g)
 
 
-def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | None = None, pgd_steps: int = 20,
-              inner_steps: int | None = None, attack_support: bool = False, queries: int | None = None,
-              seed: int = 0, device: str = "auto", data_dir: str | None = None) -> dict:
-    """Few-shot accuracy of ``checkpoint`` on meta-test tasks, clean and under PGD, with 95% CIs.
+def chance_crossing(sweep: list[dict], chance: float) -> dict:
+    """Where robust accuracy stops being above chance with its 95% CI, from the low-eps end.
 
-    ``eps`` (default: the run's), ``inner_steps`` (default: the run's evaluation steps) and
-    ``queries`` (default: the run's) may be overridden; ways and shots are the run's, since the
-    model's head has ``ways`` outputs and the meta-learned initialisation is tuned to ``shots``.
+    ``above_chance_up_to``: the largest eps up to which every swept eps has ``acc - ci > chance``
+    (None if not even the smallest); ``first_not_above_chance``: the next eps (None if none).
     """
-    if tasks < 1 or pgd_steps < 1:
-        raise UserError(f"tasks and pgd_steps must be >= 1, got {tasks} and {pgd_steps}")
-    state = read_meta_checkpoint(checkpoint)
-    config = MetaConfig.from_dict(state["config"])
-    eps = config.eps if eps is None else eps
-    if not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps must be in [0, 1] (pixel units), got {eps}")
-    for name, value in (("inner_steps", inner_steps), ("queries", queries)):
+    up_to, first_not = None, None
+    for row in sweep:
+        if row["robust_acc"] - row["robust_ci95"] > chance:
+            up_to = row["eps"]
+        else:
+            first_not = row["eps"]
+            break
+    return {"chance": chance, "above_chance_up_to": up_to, "first_not_above_chance": first_not}
+
+
+def _check_options(tasks, pgd_steps, pgd_restarts, eps_list, inner_steps, queries, support_attack, autoattack_eps,
+                   aa_tasks, per_task) -> None:
+    if tasks < 1 or pgd_steps < 1 or pgd_restarts < 1:
+        raise UserError(f"tasks, pgd_steps and pgd_restarts must be >= 1, got {tasks}, {pgd_steps} and {pgd_restarts}")
+    for e in eps_list:
+        if not 0.0 <= e <= 1.0:
+            raise UserError(f"eps must be in [0, 1] (pixel units), got {e}")
+    for name, value in (("inner_steps", inner_steps), ("queries", queries), ("aa_tasks", aa_tasks)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+    if support_attack not in SUPPORT_ATTACKS:
+        raise UserError(f"unknown support attack {support_attack!r}; choose one of {', '.join(SUPPORT_ATTACKS)}")
+    if autoattack_eps is not None and autoattack_eps not in eps_list:
+        raise UserError(f"--autoattack-eps {autoattack_eps:g} must be one of the --eps values "
+                        f"({', '.join(f'{e:g}' for e in eps_list)})")
+    if per_task is not None and not Path(per_task).expanduser().parent.is_dir():
+        raise UserError(f"--per-task {str(per_task)!r}: its folder does not exist")
+
+
+def _write_per_task(path, result: FewShotResult, config: MetaConfig, aa_eps: float | None) -> None:
+    with open(Path(path).expanduser(), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(PER_TASK_COLUMNS)
+        for t, clean in enumerate(result.clean):
+            for e in result.eps:
+                aa = result.aa_robust[t] if e == aa_eps and t < len(result.aa_robust) else ""
+                w.writerow([config.method, config.seed, config.dataset, config.ways, config.shots, t, e, clean,
+                            result.robust_by_eps[e][t], aa])
+
+
+def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence[float] | None = None,
+              pgd_steps: int = 20, pgd_restarts: int = 1, inner_steps: int | None = None,
+              attack_support: bool = False, support_attack: str = "none", queries: int | None = None, seed: int = 0,
+              device: str = "auto", data_dir: str | None = None, autoattack_eps: float | None = None,
+              aa_tasks: int = 100, per_task: str | Path | None = None) -> dict:
+    """Few-shot accuracy of ``checkpoint`` on meta-test tasks, clean and under attack, with 95% CIs.
+
+    ``eps`` one value or a sweep (default: the run's eps); ``inner_steps`` (default: the run's
+    evaluation steps) and ``queries`` (default: the run's) may be overridden; ways and shots are
+    the run's, since the model's head has ``ways`` outputs and the meta-learned initialisation is
+    tuned to ``shots``. ``attack_support=True`` is ``support_attack="theta"``. ``per_task``: a CSV
+    path for one row per (task, eps), the input of paired comparisons (``analysis.fewshot``).
+    """
+    if attack_support:
+        if support_attack not in ("none", "theta"):
+            raise UserError(f"--attack-support is --support-attack theta; it conflicts with --support-attack {support_attack}")
+        support_attack = "theta"
+    state = read_meta_checkpoint(checkpoint)
+    config = MetaConfig.from_dict(state["config"])
+    eps_in = config.eps if eps is None else eps
+    eps_list = sorted({float(e) for e in ([eps_in] if isinstance(eps_in, (int, float)) else eps_in)})
+    if not eps_list:
+        raise UserError("--eps needs at least one value")
+    _check_options(tasks, pgd_steps, pgd_restarts, eps_list, inner_steps, queries, support_attack, autoattack_eps,
+                   aa_tasks, per_task)
     steps = inner_steps or config.test_inner_steps
     queries = queries or config.queries
     dev = resolve_device(device)
@@ -61,10 +119,22 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | None = N
     model.to(dev)
     start = time.perf_counter()
     result = evaluate_tasks(model, _task_stream(pool, tasks, config.ways, config.shots, queries, seed), device=dev,
-                            seed=seed, inner_steps=steps, inner_lr=config.inner_lr, eps=eps, pgd_steps=pgd_steps,
-                            norm=config.norm, attack_support=attack_support)
-    return {"checkpoint": str(checkpoint), "method": config.method, "dataset": config.dataset,
-            "ways": config.ways, "shots": config.shots, "queries": queries, "inner_steps": steps,
-            "inner_lr": config.inner_lr, "eps": eps, "norm": config.norm, "pgd_steps": pgd_steps,
-            "attack_support": attack_support, "seed": seed, **result.summary(),
-            "grad_evals": result.passes, "seconds": round(time.perf_counter() - start, 3)}
+                            seed=seed, inner_steps=steps, inner_lr=config.inner_lr, eps=eps_list, pgd_steps=pgd_steps,
+                            pgd_restarts=pgd_restarts, norm=config.norm, support_attack=support_attack,
+                            autoattack_eps=autoattack_eps, aa_tasks=aa_tasks)
+    seconds = round(time.perf_counter() - start, 3)
+    if per_task is not None:
+        _write_per_task(per_task, result, config, autoattack_eps)
+    sweep = result.sweep()
+    out = {"checkpoint": str(checkpoint), "method": config.method, "dataset": config.dataset, "train_seed": config.seed,
+           "ways": config.ways, "shots": config.shots, "queries": queries, "inner_steps": steps,
+           "inner_lr": config.inner_lr, "eps": eps_list[0] if len(eps_list) == 1 else eps_list, "norm": config.norm,
+           "pgd_steps": pgd_steps, "pgd_restarts": pgd_restarts, "support_attack": support_attack,
+           "attack_support": support_attack != "none", "seed": seed, **result.summary(), "sweep": sweep,
+           **chance_crossing(sweep, 1.0 / config.ways), "grad_evals": result.passes, "seconds": seconds}
+    if autoattack_eps is not None:
+        aa, aa_ci = mean_ci95(result.aa_robust)
+        pgd_same = mean_ci95(result.robust_by_eps[autoattack_eps][: len(result.aa_robust)])[0]
+        out.update({"aa_eps": autoattack_eps, "aa_tasks": len(result.aa_robust), "aa_components": few_shot_aa_components(config.ways),
+                    "aa_robust_acc": aa, "aa_robust_ci95": aa_ci, "aa_pgd_robust_acc": pgd_same})
+    return out

@@ -9,6 +9,9 @@ when every image is there. We therefore ask torchvision only to download (``--do
 the extracted folders ourselves, checking what matters to us instead: the folder exists, every
 character has images, and every image decodes.
 
+Meta-learning splits Omniglot as Vinyals et al. 2016 did (:func:`vinyals_side`), across the two
+folders, as few-shot papers report it.
+
 Images are resized to 28x28 with Lanczos filtering and inverted so strokes are 1 and paper 0,
 as in MAML's preprocessing (Finn et al. 2017, arXiv:1703.03400) and like MNIST.
 """
@@ -22,7 +25,8 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["OMNIGLOT_FOLDER", "load_omniglot"]
+__all__ = ["OMNIGLOT_FOLDER", "VINYALS_TEST_ALPHABETS", "VINYALS_VAL_ALPHABETS", "load_omniglot", "load_omniglot_named",
+           "vinyals_side"]
 
 OMNIGLOT_FOLDER = "omniglot-py"
 IMAGE_SIZE = 28
@@ -62,9 +66,16 @@ def _read_image(path: Path) -> np.ndarray:
 def load_omniglot(data_dir: str | Path | None, background: bool, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One Omniglot subset as ``(M, 1, 28, 28)`` floats in [0, 1] (strokes 1) and ``(M,)`` character ids.
 
-    ``background=True`` reads the meta-training characters, ``False`` the evaluation ones.
+    ``background=True`` reads the background characters, ``False`` the evaluation ones.
     Character ids are 0.. in sorted (alphabet, character) order within the subset.
     """
+    x, y, _ = load_omniglot_named(data_dir, background, download)
+    return x, y
+
+
+def load_omniglot_named(data_dir: str | Path | None, background: bool,
+                        download: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """:func:`load_omniglot` and the ``"<alphabet>/<character>"`` name of each character id."""
     if not data_dir:
         raise UserError(f"dataset 'omniglot' needs --data-dir DIR (a folder holding {OMNIGLOT_FOLDER}/, or add --download)")
     root = Path(data_dir).expanduser()
@@ -75,11 +86,37 @@ def load_omniglot(data_dir: str | Path | None, background: bool, download: bool 
         raise UserError(f"Omniglot folder {str(folder)!r} not found; extract images_background.zip and "
                         f"images_evaluation.zip under {str(root / OMNIGLOT_FOLDER)!r} or add --download")
     images, labels = [], []
-    for cid, char in enumerate(_character_folders(folder)):
+    chars = _character_folders(folder)
+    for cid, char in enumerate(chars):
         files = sorted(char.glob("*.png"))
         if not files:
             raise UserError(f"Omniglot character folder {str(char)!r} holds no .png images")
         images += [_read_image(f) for f in files]  # reading files from disk is inherently per file
         labels += [cid] * len(files)
     x = 1.0 - torch.from_numpy(np.stack(images)).float().div_(255.0)
-    return x.unsqueeze(1).contiguous(), torch.tensor(labels, dtype=torch.long)
+    names = [f"{c.parent.name}/{c.name}" for c in chars]
+    return x.unsqueeze(1).contiguous(), torch.tensor(labels, dtype=torch.long), names
+
+
+# The split of Vinyals et al. 2016 ("Matching Networks for One Shot Learning", arXiv:1606.04080),
+# by alphabet, as Snell et al. 2017 (prototypical networks) distribute it: 1,028 training, 172
+# validation and 423 test characters, each also at 90, 180 and 270 degrees. Validation alphabets
+# come from the background set; test alphabets from the evaluation set, with Gurmukhi split
+# between training (characters 1-41) and test (42-45). Every other alphabet is training.
+VINYALS_VAL_ALPHABETS = ("Armenian", "Bengali", "Early_Aramaic", "Hebrew", "Mkhedruli_(Georgian)")
+VINYALS_TEST_ALPHABETS = ("Kannada", "Keble", "Malayalam", "Manipuri", "Mongolian", "Old_Church_Slavonic_(Cyrillic)",
+                          "Oriya", "Sylheti", "Syriac_(Serto)", "Tengwar", "Tibetan", "ULOG")
+VINYALS_GURMUKHI_FIRST_TEST = 42
+
+
+def vinyals_side(name: str) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a character ``"<alphabet>/characterNN"``."""
+    alphabet, character = name.split("/")
+    if alphabet in VINYALS_VAL_ALPHABETS:
+        return "val"
+    if alphabet in VINYALS_TEST_ALPHABETS:
+        return "test"
+    number = "".join(c for c in character if c.isdigit())
+    if alphabet == "Gurmukhi" and number and int(number) >= VINYALS_GURMUKHI_FIRST_TEST:
+        return "test"
+    return "train"

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..training.folder import run_in_folder
+from ..training.parallel import SINGLE_PROCESS, DataParallel
 from ..training.trainer import resolve_device
 from .config import MetaConfig, MetaHParams
 from .data import MetaData, load_meta_data
@@ -24,14 +27,17 @@ __all__ = ["MetaRun", "run_meta"]
 
 
 class MetaRun:
-    def __init__(self, config: MetaConfig, data: MetaData | None = None):
+    """``device`` overrides ``config.device``; ``parallel`` shards each meta-batch's tasks over
+    data-parallel workers (see :class:`~metaadv.meta.learner.MetaLearner`)."""
+
+    def __init__(self, config: MetaConfig, data: MetaData | None = None, *, device: torch.device | None = None,
+                 parallel: DataParallel = SINGLE_PROCESS):
         self.config = config
-        self.device = resolve_device(config.device)
-        # Omniglot's meta-test set is 13,180 files to read: leave it to meta-evaluate. The digit sets
-        # are in memory anyway, so their meta-test pool is checked against the task shape up front.
-        splits = ("train", "val") if config.dataset == "omniglot" else ("train", "val", "test")
-        data = data or load_meta_data(config.dataset, config.data_dir or None, config.download, splits)
-        self.learner = MetaLearner(config, data, self.device)
+        self.device = device if device is not None else resolve_device(config.device)
+        # Every split, so that the meta-test pool is checked against the task shape up front (Omniglot's
+        # Vinyals split draws meta-train characters from both of its folders, so they are read anyway).
+        data = data or load_meta_data(config.dataset, config.data_dir or None, config.download)
+        self.learner = MetaLearner(config, data, self.device, parallel)
         self.rows: list[dict] = []
         self.seconds = 0.0
 
@@ -41,7 +47,7 @@ class MetaRun:
 
     @property
     def done(self) -> bool:
-        return self.round >= self.config.rounds
+        return self.round >= self.config.rounds or self.learner.over_budget
 
     def step(self, hp: MetaHParams | None = None) -> dict:
         """Meta-train and meta-validate one round; return its metrics row."""
@@ -50,7 +56,7 @@ class MetaRun:
         learner = self.learner
         train = learner.train_round(hp)
         val = learner.validate(hp)
-        self.seconds += time.perf_counter() - start
+        self.seconds += learner.parallel.max(time.perf_counter() - start)  # the slowest worker's
         c = self.config
         row = {"round": self.round + 1, "step": learner.global_step, "tasks": learner.global_step * c.meta_batch,
                **train, **val, **hp.as_row(), "hp/meta_batch": c.meta_batch,

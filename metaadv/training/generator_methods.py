@@ -34,11 +34,13 @@ import torch.nn.functional as F
 
 from ..attacks import cross_entropy, frozen_eval, pgd
 from ..attacks._common import input_grad
+from ..attacks.noise import draw
 from ..attacks.projection import per_example, random_start
 from ..models.generator import Discriminator, PerturbationGenerator, RecursiveGenerator
 from .generator_unroll import final_steps, unroll, unroll_passes
 from .hparams import HParams
-from .methods import StepContext, StepOutput, _mixed_loss, register_method
+from .methods import StepContext, StepOutput, _mixed_loss, attacker, register_method
+from .parallel import SINGLE_PROCESS, DataParallel
 
 __all__ = ["GEN_ARCHS", "GEN_STARTS", "AdvGANTraining", "GeneratorTraining", "cw_margin", "grad_sign", "perturbation_norm"]
 
@@ -112,17 +114,23 @@ class GeneratorTraining:
         logits = model(x + delta if x_in is None else x_in)
         return -F.cross_entropy(logits, y), logits, {}
 
-    def after_generator_step(self, x, x_adv, hp: HParams) -> dict:
+    def after_generator_step(self, x, x_adv, hp: HParams, *, parallel: DataParallel = SINGLE_PROCESS,
+                             weight: float = 1.0) -> dict:
         """Hook for AdvGAN's discriminator update; returns extra scalars for the tally."""
         return {}
 
     # -- training ------------------------------------------------------------------------------
-    def train_generator(self, model, x, y, hp: HParams, norm: str, rng: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    def train_generator(self, model, x, y, hp: HParams, norm: str, rng: torch.Generator | None, *,
+                        parallel: DataParallel = SINGLE_PROCESS, weight: float = 1.0) -> tuple[torch.Tensor, int]:
         """``gen_steps`` updates against ``model``, then ``gen_final_steps`` gradient steps; returns
         (x_adv, classifier passes summed over the examples).
 
         x_adv is the last generator step's examples, made just before that step's update: remaking them
         with the updated generator would cost one more generator pass for a change of one Adam step.
+
+        Data-parallel (``parallel`` of several workers, each holding a slice of the batch): the
+        loss is scaled by the slice's ``weight`` and the generator's gradients averaged over
+        workers before each step, so every worker's generator takes the global batch's step.
         """
         if self.gen_opt is not None:
             for group in self.gen_opt.param_groups:
@@ -130,18 +138,23 @@ class GeneratorTraining:
         if self.arch == "noise":
             delta, descent, passes, loss, logits, extra = _random_point(x, hp.eps, norm, rng), None, 0, 0.0, None, {}
         elif self.arch == "recursive":
-            delta, descent, passes, loss, logits, extra = self._train_recursive(model, x, y, hp, norm, rng)
+            delta, descent, passes, loss, logits, extra = self._train_recursive(model, x, y, hp, norm, rng, parallel, weight)
         else:
-            delta, descent, passes, loss, logits, extra = self._train_onestep(model, x, y, hp, norm, rng)
+            delta, descent, passes, loss, logits, extra = self._train_onestep(model, x, y, hp, norm, rng, parallel, weight)
         # gen/* describe the generator's own examples (before the final steps): how strong the learned part is.
-        fooled = (logits.argmax(1) != y).sum().item() if logits is not None else 0
-        self._count(len(y), loss, fooled, perturbation_norm(delta, norm).sum().item(), extra)
+        n = len(y) if weight else 0  # a placeholder slice (metaadv/training/parallel.py) holds no examples
+        fooled = (logits.argmax(1) != y).sum().item() if logits is not None and n else 0
+        self._count(n, loss, fooled, perturbation_norm(delta, norm).sum().item() if n else 0.0, extra,
+                    share=weight / parallel.world_size)
+        self._parallel = parallel
+        # Per example, with no parameter update: the first step's gradient is the slice's rows of the
+        # global batch's (up to the weight's positive scale, which the step's sign or direction drops).
         eps_b = per_example(hp.eps, x)
         delta, final_passes = final_steps(model, x, y, delta, steps=hp.gen_final_steps, eps_b=eps_b,
                                           step_b=eps_b * hp.gen_final_ratio, norm=norm, descent_grad=descent)
         return (x + delta).detach(), passes + len(y) * final_passes
 
-    def _train_onestep(self, model, x, y, hp: HParams, norm: str, rng):
+    def _train_onestep(self, model, x, y, hp: HParams, norm: str, rng, parallel: DataParallel, weight: float):
         sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
         for _ in range(hp.gen_steps):
             with frozen_eval(model), torch.enable_grad():
@@ -150,13 +163,14 @@ class GeneratorTraining:
                 x_in.retain_grad()
                 loss, logits, extra = self.generator_loss(model, x, y, delta, hp, norm, x_in)
                 self.gen_opt.zero_grad(set_to_none=True)
-                loss.backward()  # classifier weights are frozen: only the generator gets gradients
+                (loss if weight == 1.0 else loss * weight).backward()  # classifier frozen: generator gradients only
+                parallel.average_gradients(self.gen.parameters())
                 self.gen_opt.step()
-            extra.update(self.after_generator_step(x, (x + delta).detach(), hp))
+            extra.update(self.after_generator_step(x, (x + delta).detach(), hp, parallel=parallel, weight=weight))
         passes = len(y) * (hp.gen_steps + (1 if sign is not None else 0))
         return delta.detach(), x_in.grad, passes, loss.item(), logits.detach(), extra
 
-    def _train_recursive(self, model, x, y, hp: HParams, norm: str, rng):
+    def _train_recursive(self, model, x, y, hp: HParams, norm: str, rng, parallel: DataParallel, weight: float):
         eps_b = per_example(hp.eps, x)
         copies = 2 if self.diversity > 0 else 1  # the diversity term compares two noise draws per image
         with frozen_eval(model):
@@ -164,7 +178,7 @@ class GeneratorTraining:
             grad0, _, _ = input_grad(model, x + delta0, y, cross_entropy)
         xs, ys, d0, g0, eps_bs = (t.repeat(copies, *([1] * (t.dim() - 1))) for t in (x, y, delta0, grad0, eps_b))
         for _ in range(hp.gen_steps):
-            noise = (torch.randn(xs.shape, generator=rng, device=x.device, dtype=x.dtype) if self.gen.noise else None)
+            noise = draw(torch.randn, xs.shape, rng, x.device, x.dtype, copies=copies) if self.gen.noise else None
             with frozen_eval(model), torch.enable_grad():
                 out = unroll(model, self.gen, xs, ys, delta0=d0, grad0=g0, eps_b=eps_bs, step_b=eps_bs * hp.gen_step_ratio,
                              steps=hp.gen_unroll, norm=norm, discount=self.discount, noise=noise)
@@ -174,8 +188,10 @@ class GeneratorTraining:
                     loss = loss - self.diversity * spread
                     extra["diversity"] = spread.item()
                 self.gen_opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if weight == 1.0 else loss * weight).backward()
+                parallel.average_gradients(self.gen.parameters())
                 # L2L-DA clips the generator's gradient: back-propagation through the unroll can spike.
+                # Clipped once averaged, so every worker clips the global batch's gradient alike.
                 torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 1.0)
                 self.gen_opt.step()
         n = len(y)
@@ -189,11 +205,18 @@ class GeneratorTraining:
             # The batch is already a random draw, so its first gen_fraction is a random subset.
             n_gen = round(hp.gen_fraction * len(y))
             parts = []
+            # Data-parallel with gen_fraction < 1, each worker splits its own slice: the same share
+            # of examples goes to each attacker, not the same examples as in one process. Every
+            # worker gives the generator at least one, so all take part in its gradient all-reduce.
+            if ctx.parallel.world_size > 1 and hp.gen_fraction > 0:
+                n_gen = max(n_gen, 1)
+            frozen = attacker(model, ctx)
             if n_gen:
-                x_gen, attack_passes = self.train_generator(model, x[:n_gen], y[:n_gen], hp, ctx.norm, ctx.generator)
+                x_gen, attack_passes = self.train_generator(frozen, x[:n_gen], y[:n_gen], hp, ctx.norm, ctx.generator,
+                                                            parallel=ctx.parallel, weight=ctx.loss_weight)
                 parts.append(x_gen)
             if n_gen < len(y):
-                parts.append(pgd(model, x[n_gen:], y[n_gen:], eps=hp.eps, step_size=hp.step_size, steps=hp.steps,
+                parts.append(pgd(frozen, x[n_gen:], y[n_gen:], eps=hp.eps, step_size=hp.step_size, steps=hp.steps,
                                  norm=ctx.norm, generator=ctx.generator))
                 attack_passes += (len(y) - n_gen) * hp.steps
             x_adv = torch.cat(parts)
@@ -202,14 +225,17 @@ class GeneratorTraining:
         return StepOutput(loss, logits_adv, passes + attack_passes / len(y))
 
     # -- the row and the checkpoint ------------------------------------------------------------
-    def _count(self, n: int, loss: float, fooled: int, norm_sum: float, extra: dict) -> None:
+    def _count(self, n: int, loss: float, fooled: int, norm_sum: float, extra: dict, share: float = 1.0) -> None:
+        """Tally one batch. Per-batch means (the losses) count with this process's ``share`` of the
+        global batch, so that their sum over data-parallel processes is the global batch's mean."""
         t = self._tally
-        for key, value in {"n": n, "batches": 1, "loss": loss, "fooled": fooled, "norm": norm_sum, **extra}.items():
+        means = {"batches": 1, "loss": loss, **extra}
+        for key, value in {"n": n, "fooled": fooled, "norm": norm_sum, **{k: share * v for k, v in means.items()}}.items():
             t[key] = t.get(key, 0.0) + value
 
     def round_metrics(self) -> dict[str, float]:
         """``gen/*`` for the round just trained (NaN when the generator made no examples); resets."""
-        t, self._tally = self._tally, {}
+        t, self._tally = self._reduce_tally(self._tally), {}
         batches, n = t.pop("batches", 0), t.pop("n", 0)
         nan = math.nan
         row = {"gen/loss": t.pop("loss", nan) / max(batches, 1), "gen/fooling_rate": t.pop("fooled", nan) / max(n, 1),
@@ -218,6 +244,15 @@ class GeneratorTraining:
             del row["gen/loss"], row["gen/fooling_rate"]
         row.update({f"gen/{k}": v / max(batches, 1) for k, v in t.items()})
         return row
+
+    def _reduce_tally(self, tally: dict) -> dict:
+        """The tally summed over data-parallel processes (each holds its slices' part)."""
+        parallel = getattr(self, "_parallel", SINGLE_PROCESS)
+        if parallel.world_size == 1 or not tally:
+            return tally
+        keys = list(tally)  # the same order on every process: the same batches added the same keys
+        totals = parallel.sum(torch.tensor([float(tally[k]) for k in keys], dtype=torch.float64))
+        return dict(zip(keys, totals.tolist()))
 
     def state_dict(self) -> dict:
         if self.gen is None:
@@ -271,14 +306,16 @@ class AdvGANTraining(GeneratorTraining):
         loss = adv + self.alpha * gan + self.beta * hinge
         return loss, logits, {"adv_loss": adv.item(), "gan_loss": gan.item(), "hinge_loss": hinge.item()}
 
-    def after_generator_step(self, x, x_adv, hp: HParams) -> dict:
+    def after_generator_step(self, x, x_adv, hp: HParams, *, parallel: DataParallel = SINGLE_PROCESS,
+                             weight: float = 1.0) -> dict:
         for group in self.disc_opt.param_groups:
             group["lr"] = hp.gen_lr
         d_real, d_fake = self.disc(x), self.disc(x_adv)
         loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         self.disc_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
+        parallel.average_gradients(self.disc.parameters())
         self.disc_opt.step()
         return {"disc_loss": loss.item()}
 

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 
 from ..attacks import fgsm, frozen_eval, kl_to_target, pgd, vat
 from .hparams import HParams
+from .parallel import SINGLE_PROCESS, DataParallel
 
-__all__ = ["METHOD_DEFAULTS", "METHOD_STEPS", "METHODS", "Method", "StepContext", "StepOutput", "build_method", "register_method"]
+__all__ = ["METHOD_DEFAULTS", "METHOD_STEPS", "METHODS", "Method", "StepContext", "StepOutput", "attacker", "build_method",
+           "register_method"]
 
 
 @dataclass
@@ -30,6 +32,18 @@ class StepContext:
     labeled: torch.Tensor | None = None  # VAT semi-supervised: which examples of the batch keep their label
     vat_xi: float = 1e-2
     vat_weight: float = 1.0
+    # Data parallelism (metaadv/training/parallel.py). Attacks run through ``attack_model`` (the
+    # classifier itself) while the loss goes through ``model`` (DDP's wrapper, with several
+    # workers). Methods with a learner of their own (a generator) scale its per-example mean loss
+    # by ``loss_weight`` and average its gradients with ``parallel``, as DDP does the classifier's.
+    attack_model: torch.nn.Module | None = None  # None: the step's model
+    parallel: "DataParallel" = SINGLE_PROCESS
+    loss_weight: float = 1.0
+
+
+def attacker(model, ctx: StepContext):
+    """The module an attack (or a frozen-classifier pass) should run through."""
+    return model if ctx.attack_model is None else ctx.attack_model
 
 
 @dataclass
@@ -61,7 +75,8 @@ def pgd_at_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     attack_passes = 0
     x_adv = x
     if hp.eps > 0:
-        x_adv = pgd(model, x, y, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm, generator=ctx.generator)
+        x_adv = pgd(attacker(model, ctx), x, y, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
+                    generator=ctx.generator)
         attack_passes = hp.steps
     loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
     return StepOutput(loss, logits_adv, attack_passes + passes)
@@ -71,7 +86,8 @@ def fast_at_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     """Wong et al. 2020 ("Fast is better than free"): FGSM from a random start, step ~1.25 eps."""
     x_adv, attack_passes = x, 0
     if hp.eps > 0:
-        x_adv = fgsm(model, x, y, eps=hp.eps, step_size=hp.step_size, norm=ctx.norm, random_init=True, generator=ctx.generator)
+        x_adv = fgsm(attacker(model, ctx), x, y, eps=hp.eps, step_size=hp.step_size, norm=ctx.norm, random_init=True,
+                     generator=ctx.generator)
         attack_passes = 1
     loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
     return StepOutput(loss, logits_adv, attack_passes + passes)
@@ -90,9 +106,10 @@ def trades_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     """
     x_adv, attack_passes = x, 0
     if hp.eps > 0:
-        with frozen_eval(model), torch.no_grad():
-            target = F.softmax(model(x), dim=1)
-        x_adv = pgd(model, x, target, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
+        frozen = attacker(model, ctx)
+        with frozen_eval(frozen), torch.no_grad():
+            target = F.softmax(frozen(x), dim=1)
+        x_adv = pgd(frozen, x, target, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
                     init_std=TRADES_INIT_STD, loss_fn=kl_to_target, generator=ctx.generator)
         attack_passes = hp.steps
     logits_clean = model(x)
@@ -106,7 +123,7 @@ def vat_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     """Miyato et al. 2018: CE on labelled examples + vat_weight * KL(p(x) || p(x + r_vadv)) on all."""
     x_adv, attack_passes = x, 0
     if hp.eps > 0:
-        x_adv = vat(model, x, eps=hp.eps, xi=ctx.vat_xi, iterations=hp.steps, norm=ctx.norm, generator=ctx.generator)
+        x_adv = vat(attacker(model, ctx), x, eps=hp.eps, xi=ctx.vat_xi, iterations=hp.steps, norm=ctx.norm, generator=ctx.generator)
         attack_passes = hp.steps
     logits_clean, logits_adv = model(torch.cat([x, x_adv])).chunk(2)
     labeled = ctx.labeled if ctx.labeled is not None else torch.ones_like(y, dtype=torch.bool)

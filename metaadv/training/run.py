@@ -13,23 +13,31 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data import load_splits
 from ..errors import UserError
 from .controllers import build_controller
 from .folder import run_in_folder
+from .parallel import SINGLE_PROCESS, DataParallel
 from .trainer import Trainer, resolve_device
 
 __all__ = ["TrainingRun", "run_training"]
 
 
 class TrainingRun:
-    def __init__(self, config: TrainConfig, splits=None, controller=None):
+    """``device`` overrides ``config.device`` (a data-parallel worker trains on the device its
+    resources give it); ``parallel`` makes this run one of several data-parallel workers
+    (metaadv/training/parallel.py, metaadv/distributed): every worker builds the same run."""
+
+    def __init__(self, config: TrainConfig, splits=None, controller=None, *, device: torch.device | None = None,
+                 parallel: DataParallel = SINGLE_PROCESS):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = device if device is not None else resolve_device(config.device)
         splits = splits or load_splits(config.dataset, config.data_dir or None, config.download)
-        self.trainer = Trainer(config, splits, self.device)
+        self.trainer = Trainer(config, splits, self.device, parallel)
         self.controller = controller or build_controller(config)
         self.rows: list[dict] = []
         self.seconds = 0.0
@@ -66,10 +74,12 @@ class TrainingRun:
             reward.update(self.trainer.reward_check(self.round, before=False))
         extras = {}
         if guard:
-            # Measured on the weights the round ended with, before the guard may revert them.
+            # Measured on the weights the round ended with, before the guard may revert them. Like
+            # validation, every data-parallel worker measures the same examples on the same weights.
             extras["train/grad_align"] = self.trainer.grad_align(self.round)
             extras.update(self._catastrophic_overfitting_check(train, val, hp, before))
-        self.seconds += time.perf_counter() - start
+        # The slowest worker's time: the round is done when all are (and every worker's row is the same).
+        self.seconds += self.trainer.parallel.max(time.perf_counter() - start)
         t = self.trainer
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
                **hp.as_row(), **reward, "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..models import build_model, model_kwargs
 from .hparams import HParams
 from .methods import StepContext, build_method
+from .parallel import SINGLE_PROCESS, DataParallel
 from .precision import resolve_precision, with_precision
 from .validation import accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator
 
@@ -61,8 +62,11 @@ def _make_optimizer(config, params):
 
 
 class Trainer:
-    def __init__(self, config, splits: Splits, device: torch.device):
+    def __init__(self, config, splits: Splits, device: torch.device, parallel: DataParallel = SINGLE_PROCESS):
         self.config, self.device = config, device
+        # Data parallelism (metaadv/training/parallel.py): one process holds every batch whole,
+        # or this is one of several workers, each training on its slice of every global batch.
+        self.parallel = parallel
         self.arch = config.arch or splits.info.arch
         self.model_kwargs = model_kwargs(splits.info)
         torch.manual_seed(config.seed)
@@ -82,7 +86,10 @@ class Trainer:
         # Attack and training steps see the model through this (bf16 autocast, fp32 logits);
         # validation, checkpoints and evaluation use self.model itself, in fp32.
         self.precision = resolve_precision(config.precision, device)
-        self.step_model = with_precision(self.model, self.precision, device)
+        self.step_model = with_precision(parallel.wrap(self.model), self.precision, device)
+        # Attacks go through the model itself, never through a data-parallel wrapper: they need
+        # input gradients only, and DDP's forward would prepare a gradient all-reduce for them.
+        self.attack_model = self.step_model if parallel.world_size == 1 else with_precision(self.model, self.precision, device)
         self.global_step = 0
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
@@ -109,33 +116,50 @@ class Trainer:
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.global_step)
 
     def train_round(self, hp: HParams) -> dict[str, float]:
-        """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics."""
+        """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics.
+
+        With several data-parallel processes each trains on its slice of every global batch; the
+        loss sum is all-reduced every step (so all processes see a divergence at once), the
+        correct, example and cost counts once a round, and the row counts the global batches.
+        """
         self._set_hparams(hp)
         n_steps = self.config.steps_per_round or self.stream.steps_left_in_epoch()
         self.model.train()
+        dp = self.parallel
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        seen = 0
+        seen = grad_evals = 0
         for i in range(n_steps):
             step_hp = hp.at_fraction((i + 1) / n_steps)
-            idx = self.stream.next_indices()
+            shard = dp.shard(self.stream.next_indices())
+            idx = shard.indices
             x, y = self.train_x[idx], self.train_y[idx]
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
-                              vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight)
-            out = self.method.step(self.step_model, x, y, step_hp, ctx)
-            if not torch.isfinite(out.loss):
-                raise DivergedError(f"training loss became {out.loss.item()} at step {self.global_step}; "
+                              vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight,
+                              attack_model=self.attack_model, parallel=dp, loss_weight=shard.weight)
+            with shard.noise():
+                out = self.method.step(self.step_model, x, y, step_hp, ctx)
+            batch_loss = dp.sum(out.loss.detach() * shard.count)
+            if not torch.isfinite(batch_loss):
+                raise DivergedError(f"training loss became {(batch_loss / shard.total).item()} at step {self.global_step}; "
                                     "lower the learning rate or eps")
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss if shard.weight == 1.0 else out.loss * shard.weight).backward()
             self.optimizer.step()
-            loss_sum += out.loss.detach() * len(y)
-            correct += (out.adv_logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            self.grad_evals += round(out.passes * len(y))  # passes may be a per-example mean (mixed attacks)
+            loss_sum += batch_loss
+            correct += (out.adv_logits.detach()[: shard.count].argmax(1) == y[: shard.count]).sum()
+            seen += shard.count
+            local = round(out.passes * shard.count)  # passes may be a per-example mean (mixed attacks)
+            self.grad_evals += local  # this process's work so far: what a diverged round reports
+            grad_evals += local
             self.global_step += 1
-        return {"train/loss": loss_sum.item() / seen, "train/adv_acc": correct.item() / seen, **self.method.round_metrics()}
+        counts = dp.sum(torch.stack([correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=self.device),
+                                     torch.tensor(float(grad_evals), dtype=torch.float64, device=self.device)]))
+        correct_total, seen_total, grad_evals_total = counts.tolist()
+        self.grad_evals += int(grad_evals_total) - grad_evals  # every process's work, once the round is whole
+        return {"train/loss": loss_sum.item() / seen_total, "train/adv_acc": correct_total / seen_total,
+                **self.method.round_metrics()}
 
     def validate(self) -> dict[str, float]:
         """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""

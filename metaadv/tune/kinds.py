@@ -29,9 +29,12 @@ __all__ = ["KINDS", "RunKind", "get_kind", "build_train_run", "restore_train_run
 
 @dataclass(frozen=True)
 class RunKind:
-    build: Callable[[dict], object]  # trial config (without "kind") -> run object
+    build: Callable[..., object]  # trial config (without "kind") -> run object
     restore: Callable[[object, dict], None]  # (run, checkpoint payload) -> None; the trial config wins
     diverged: tuple[type[BaseException], ...] = (DivergedError,)  # errors that end the trial as "diverged"
+    # True when ``build(values, device=..., parallel=...)`` places the run: on the device the
+    # trial's resources give it, as one of several data-parallel workers (metaadv/distributed).
+    placed: bool = False
 
 
 @functools.lru_cache(maxsize=4)
@@ -40,8 +43,9 @@ def _splits(dataset: str, data_dir: str, download: bool):
     return load_splits(dataset, data_dir or None, download)
 
 
-def build_train_run(values: dict) -> TrainingRun:
-    """A TrainingRun from a trial config: TrainConfig keys plus an optional ``val_eps``.
+def build_train_run(values: dict, **placement) -> TrainingRun:
+    """A TrainingRun from a trial config: TrainConfig keys plus an optional ``val_eps``;
+    ``placement`` (``device``, ``parallel``) goes to :class:`TrainingRun`.
 
     The searched ``eps`` is the *training* radius, scheduled by the controller; validation (and
     so the metric every scheduler compares) stays at ``val_eps``, the experiment's threat model.
@@ -51,7 +55,7 @@ def build_train_run(values: dict) -> TrainingRun:
     train_cfg = TrainConfig.from_dict(values)
     run_cfg = train_cfg if val_eps is None else train_cfg.replace(eps=float(val_eps))
     splits = _splits(run_cfg.dataset, run_cfg.data_dir, run_cfg.download)
-    return TrainingRun(run_cfg, splits=splits, controller=build_controller(train_cfg))
+    return TrainingRun(run_cfg, splits=splits, controller=build_controller(train_cfg), **placement)
 
 
 def restore_train_run(run: TrainingRun, state: dict) -> None:
@@ -65,7 +69,7 @@ def restore_train_run(run: TrainingRun, state: dict) -> None:
 
 
 KINDS: dict[str, RunKind | str] = {
-    "train": RunKind(build_train_run, restore_train_run),
+    "train": RunKind(build_train_run, restore_train_run, placed=True),
     "meta": "metaadv.tune.meta_kind:KIND",  # imported only in trials that use it
 }
 

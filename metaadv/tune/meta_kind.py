@@ -15,7 +15,7 @@ from .kinds import RunKind
 __all__ = ["KIND", "build_meta_run", "restore_meta_run"]
 
 
-def build_meta_run(values: dict) -> MetaRun:
+def build_meta_run(values: dict, **placement) -> MetaRun:
     """A MetaRun from a trial config: MetaConfig keys plus an optional ``val_eps``.
 
     Meta-validation attacks at the run's own ``eps``, so an experiment fixes ``eps`` to its threat
@@ -28,11 +28,11 @@ def build_meta_run(values: dict) -> MetaRun:
         if float(values["eps"]) != float(val_eps):
             raise UserError(f"meta-learning runs validate at their training eps; fix eps to the threat eps {val_eps} "
                             f"(got {values['eps']}) and search other keys")
-    return MetaRun(MetaConfig.from_dict(values))
+    return MetaRun(MetaConfig.from_dict(values), **placement)
 
 
 def restore_meta_run(run: MetaRun, state: dict) -> None:
     run.load_state_dict(state)
 
 
-KIND = RunKind(build_meta_run, restore_meta_run)
+KIND = RunKind(build_meta_run, restore_meta_run, placed=True)

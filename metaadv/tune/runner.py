@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import ray
 from ray import tune
 
+from ..distributed.storage import check_shared_storage
+from ..distributed.workers import WorkerSpec
 from ..errors import UserError
 from .callbacks import LOGGERS, KeepLineageFiles
 from .experiment import SIZES, Experiment
@@ -35,6 +37,9 @@ class RunOptions:
     seeds: tuple[int, ...] | None = None
     # Config values that depend on the seed: key -> {seed: value} (a replay's schedule, a policy file).
     per_seed: dict | None = None
+    # Train-backed trials (metaadv/distributed/tune_trial.py): each trial drives its own
+    # TorchTrainer with these workers; the trial itself then holds only a sliver of a CPU.
+    workers: WorkerSpec | None = None
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -47,6 +52,8 @@ class RunOptions:
             raise UserError("per_seed values need seeds")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.workers is not None and self.gpus_per_trial > 0:
+            raise UserError("with --workers the GPUs go to the workers: give --gpus-per-worker, not --gpus-per-trial")
 
 
 def storage_root(storage: str) -> str:
@@ -151,6 +158,22 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
+def _train_backed(exp: Experiment, opts: RunOptions, path: str, extra_kinds):
+    """The experiment limited to the trials whose workers fit at once, and its Train-backed trainable."""
+    import dataclasses
+
+    from ..distributed.tune_trial import (SEGMENTS_FOLDER, TRIAL_CPUS, make_train_backed_trainable, segment_rounds,
+                                          trial_limit)
+
+    limit = trial_limit(opts.workers, TRIAL_CPUS)
+    size = exp.sizes[opts.size]
+    sizes = {**exp.sizes, opts.size: dataclasses.replace(size, max_concurrent=min(limit, size.max_concurrent or limit))}
+    exp = exp.replace(sizes=sizes)
+    segments = f"{path.rstrip('/')}/{SEGMENTS_FOLDER}" if "://" in path else os.path.join(path, SEGMENTS_FOLDER)
+    trainable = make_train_backed_trainable(exp.metrics, opts.workers, segment_rounds(exp, opts.size), segments, extra_kinds)
+    return exp, tune.with_resources(trainable, {"cpu": TRIAL_CPUS})
+
+
 def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None = None,
                    callbacks=()) -> tune.ResultGrid:
     """Fit a new experiment, or with ``opts.resume`` continue the one stored under its name.
@@ -166,8 +189,13 @@ def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None =
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     started = ensure_ray(opts.address)
     try:
-        trainable = tune.with_resources(make_trainable(exp.metrics, extra_kinds),
-                                        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+        # Before any trial starts: a multi-node cluster must share the storage (a real check, not the path's shape).
+        check_shared_storage(root, flag="--storage")
+        if opts.workers is None:
+            trainable = tune.with_resources(make_trainable(exp.metrics, extra_kinds),
+                                            {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+        else:
+            exp, trainable = _train_backed(exp, opts, path, extra_kinds)
         exists = tune.Tuner.can_restore(path)
         if opts.resume:
             if not exists:

@@ -82,6 +82,11 @@ class StudySize:
     # TrainConfig keys for the policy-controller arms only: the reward check's batch and attack
     # (policy_reward_size, policy_reward_steps), sized so the check is a modest share of a round.
     policy: dict = field(default_factory=dict)
+    # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
+    # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
+    # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge
+    # says how much the cheaper evaluation flattered the model each arm would ship.
+    judge: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,8 @@ class Study:
     def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
         """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
         the policy's reward check (a policy's decisions read it; a frozen policy pays it too); and
-        the per-round validation where it informs a decision (``decision_validation``)."""
+        the per-round validation where it informs a decision (``decision_validation``; for a tuned
+        arm, its search's validation: the rerun's is logging, and the analysis leaves it out)."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         columns = ["cost/grad_evals"]
         if self.arm_config(arm, size).get("controller") == "policy":
@@ -209,7 +215,7 @@ class Study:
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
                                   "policy": dict(s.policy)},
-                "evaluation": dict(s.evaluation),
+                "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),

@@ -51,7 +51,9 @@ def make_trainable(metrics: Sequence[str] = ("val/robust_acc",), extra_kinds: di
 def run_trial(config: dict, front: Sequence[str], extra_kinds=None) -> None:
     kind = get_kind(config.get("kind", "train"), extra_kinds)
     _limit_threads()
-    run = kind.build({k: v for k, v in config.items() if k != "kind"})
+    values = {k: v for k, v in config.items() if k != "kind"}
+    device = _trial_device() if kind.placed else None
+    run = kind.build(values) if device is None else kind.build(values, device=device)
     checkpoint = ray.tune.get_checkpoint()  # set on a retry, a resume, or a PBT exploit (the donor's)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -89,6 +91,19 @@ def _cost_so_far(run) -> dict:
         if isinstance(counted, int):
             cost[key] = counted
     return cost
+
+
+def _trial_device() -> torch.device | None:
+    """The CPU for a trial with no GPU in its resources, else None (the config's device).
+
+    Ray 2.60 no longer hides a node's GPUs from actors that asked for none: ``device: auto``
+    would put every CPU trial of a GPU node on a shared ``cuda:0``. Devices follow resources.
+    """
+    try:
+        gpus = ray.tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    except Exception:  # outside a Tune trial (direct calls in tests)
+        return None
+    return torch.device("cpu") if not gpus else None
 
 
 def _limit_threads() -> None:

@@ -14,7 +14,7 @@ from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
 
-__all__ = ["evaluate_all", "verdict_of", "trust_label"]
+__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label"]
 
 
 def verdict_of(result: dict) -> dict:
@@ -44,22 +44,23 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     return verdict_of(result)
 
 
-def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict], progress: Progress) -> dict:
-    size = study.sizes[opts.size]
-    options = {k: v for k, v in size.evaluation.items()}
-    eps = study.val_eps(opts.size)
+def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options: dict, opts: StudyOptions,
+                  progress: Progress, *, none_left: str, starting, describe) -> dict:
+    """Evaluate each model into ``root / model[key]`` as Ray tasks, skipping those already on disk;
+    returns the verdicts keyed by (arm, model). ``starting(n)`` and ``describe(model, verdict)``
+    word the progress lines; ``none_left`` is said when every model was done before."""
     verdicts, pending = {}, {}
     task = ray.remote(num_cpus=1)(_evaluate)
     for m in models:
-        out = root / m["eval"]
+        out = root / m[key]
         if out.is_file():
             verdicts[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
         else:
             pending[task.remote(m["_checkpoint"], str(out), eps, options)] = m
     if not pending:
-        opts.log(f"[{progress.phase}] every model was evaluated before", flush=True)
+        opts.log(f"[{progress.phase}] {none_left}", flush=True)
         return verdicts
-    opts.log(f"[{progress.phase}] {len(pending)} model(s) (eps {eps:g}, {options})", flush=True)
+    opts.log(f"[{progress.phase}] {starting(len(pending))}", flush=True)
     start, total, done = time.perf_counter(), len(pending), 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -67,7 +68,14 @@ def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict
         v = verdicts[(m["arm"], m["model"])] = ray.get(ready[0])
         done += 1
         elapsed = time.perf_counter() - start
-        opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: robust {v['robust_acc']:.3f}, {trust_label(v)} "
-                 f"| {done}/{total} models, {duration(elapsed)} elapsed, {progress.eta(total - done, done, elapsed)}",
-                 flush=True)
+        opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: {describe(m, v)} | {done}/{total} models, "
+                 f"{duration(elapsed)} elapsed, {progress.eta(total - done, done, elapsed)}", flush=True)
     return verdicts
+
+
+def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict], progress: Progress) -> dict:
+    options = dict(study.sizes[opts.size].evaluation)
+    eps = study.val_eps(opts.size)
+    return evaluate_into(root, models, "eval", eps, options, opts, progress, none_left="every model was evaluated before",
+                         starting=lambda n: f"{n} model(s) (eps {eps:g}, {options})",
+                         describe=lambda m, v: f"robust {v['robust_acc']:.3f}, {trust_label(v)}")

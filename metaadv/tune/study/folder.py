@@ -17,7 +17,7 @@ from ..study_spec import Study
 
 __all__ = ["StudyOptions", "study_folder", "Folder", "write_json", "start_folder", "write_models", "MODELS_COLUMNS"]
 
-MODELS_COLUMNS = ("arm", "model", "seed", "experiment", "trial", "checkpoint", "eval")
+MODELS_COLUMNS = ("arm", "model", "seed", "experiment", "trial", "checkpoint", "eval", "judge")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class StudyOptions:
     resume: bool = False
     cpus_per_trial: float | None = None  # default: the size's
     verbose: int = 0  # Tune's own table (0: only the study's progress lines)
+    workers: object = None  # a metaadv.distributed.WorkerSpec: every arm's trials train with Ray Train workers
     log: object = field(default=print, repr=False)
 
 

@@ -103,5 +103,12 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
                      "no CI at this line" + (f"; {unknown} verdict(s) of unknown trust (no 'trusted' key)" if unknown else ""))
     else:
         lines.append("  no arm leads: every arm has an untrusted verdict or no model")
+    judged = summary.get("judged") or {}
+    if judged:
+        lines.append(f"  each arm's best model judged again ({', '.join(f'{k} {v}' for k, v in s.judge.items())}):")
+        for (arm, model), v in judged.items():
+            first = summary["verdicts"][(arm, model)]["robust_acc"]
+            lines.append(f"    {arm + '/' + model:<26} robust {v['robust_acc']:.3f} (evaluation above: {first:.3f}), "
+                         f"{'UNTRUSTED' if v.get('trusted') is False else 'trusted' if v.get('trusted') else 'trust unknown'}")
     lines.append("  next: metaadv analyze " + summary["folder"] + " --out REPORT_DIR  (CIs, paired contrasts, cost (b))")
     return lines

@@ -14,6 +14,7 @@ from ..study_spec import Study
 from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
 from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
+from .judge import judge_best
 from .progress import PROGRESS, Progress, summary_lines
 from .units import Runner, derived_trials, phase1_units
 
@@ -46,18 +47,25 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         opts.log(f"study {study.name} ({opts.size}) in {root}: {len(study.arms)} arms, {total} trials, then "
                  f"evaluation; cuts: {size.corners or 'none'}", flush=True)
         phases = progress.phases  # seconds per phase, this session
-        progress.begin("1/3 train")
+        n = 4 if size.judge else 3
+        progress.begin(f"1/{n} train")
         results: dict[str, dict[str, list[dict]]] = {}
         for unit in units_1:
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
-        progress.begin("2/3 derive")
+        progress.begin(f"2/{n} derive")
         for unit in phase2_units(study, size, root, results):
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
         models = final_models(study, size, results, folder)
         write_models(root, models)
-        progress.begin("3/3 evaluate")
+        progress.begin(f"3/{n} evaluate")
         verdicts = evaluate_all(study, opts, root, models, progress)
         write_models(root, models)
+        judged = {}
+        if size.judge:
+            progress.begin(f"4/{n} judge")
+            judged = judge_best(study, opts, root, models, verdicts, progress)
+            write_models(root, models)
+            meta["judge"] = dict(size.judge)  # a study begun before its size had a judge gains it here
         progress.begin("")
     finally:
         PROGRESS.pop(str(root), None)
@@ -69,7 +77,8 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
     meta.update({"status": "done", "seconds_last_session": session["seconds"], "phase_seconds_last_session": session["phases"],
                  "finished": finished, "sessions": [*meta.get("sessions", []), session]})  # each completed one
     write_json(root / "study.json", meta)
-    summary = {"folder": str(root), "models": models, "verdicts": verdicts, "seconds": seconds, "phases": dict(phases)}
+    summary = {"folder": str(root), "models": models, "verdicts": verdicts, "judged": judged, "seconds": seconds,
+               "phases": dict(phases)}
     for line in summary_lines(study, opts.size, summary):
         opts.log(line, flush=True)
     return summary

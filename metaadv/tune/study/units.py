@@ -85,7 +85,7 @@ class Runner:
                       f"{unit.trials} trial(s) ({unit.scheduler})", flush=True)
         run_opts = RunOptions(size=self.opts.size, storage=root, address=self.opts.address, name=unit.name,
                               cpus_per_trial=self.cpus, resume=resume, verbose=self.opts.verbose,
-                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None)
+                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers)
         before = self.progress.done
         grid = run_experiment(exp, run_opts, callbacks=[TrialProgress(str(self.folder.root), unit.label)])
         trials = [_trial_summary(r) for r in grid]

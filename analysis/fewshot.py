@@ -1,0 +1,94 @@
+"""Few-shot meta-test results: per-task CSVs of ``metaadv meta-evaluate --per-task`` into paired comparisons.
+
+Every checkpoint is meta-tested on the same seeded tasks, so two methods' results pair up task by
+task (the columns are ``metaadv.meta.metatest.PER_TASK_COLUMNS``: method, train_seed, dataset,
+ways, shots, task, eps, clean_acc, robust_acc, aa_robust_acc). A difference between methods has
+two sources of noise, and each comparison reports both:
+
+- **tasks**: per task, the mean over a method's training seeds, minus the other method's; the mean
+  of those paired differences over the tasks with its t-based 95% CI (``task_*``). It treats the
+  trained models as fixed, so it measures how sure we are about *these* models.
+- **training seeds**: per training seed, the mean over tasks, paired by seed (seed s of both
+  methods shares its initialisation and meta-training task draws), with
+  :func:`analysis.stats.paired_diff` (``seed_*``). With 3 seeds its interval is wide, and it is
+  what says whether the method, not the particular models, differs.
+
+``decided`` is True only when both intervals exclude zero on the same side.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from .stats import mean_ci, paired_diff
+
+__all__ = ["METRICS", "compare", "load_per_task", "method_table", "paired_task_diff"]
+
+METRICS = ("clean_acc", "robust_acc", "aa_robust_acc")
+_KEYS = ("dataset", "ways", "shots")
+
+
+def load_per_task(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The per-task CSVs of several meta-tests as one frame (``aa_robust_acc`` NaN where not run)."""
+    frames = [pd.read_csv(p) for p in paths]
+    if not frames:
+        raise ValueError("no per-task CSV files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _select(frame: pd.DataFrame, eps: float, where: dict) -> pd.DataFrame:
+    sel = frame[(frame["eps"] - eps).abs() < 1e-12]
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    return sel
+
+
+def paired_task_diff(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "robust_acc",
+                     level: float = 0.95, **where) -> dict:
+    """Mean over shared tasks of (seed-mean of ``a``) - (seed-mean of ``b``) at ``eps``, with its t CI.
+
+    ``where`` narrows the frame (``ways=3``, ``dataset="mnist5k-rot"``, ...). Tasks that only one
+    method has, or where ``metric`` is missing (AutoAttack ran on the first tasks only), are left out.
+    """
+    sel = _select(frame, eps, where).dropna(subset=[metric])
+    per_task = sel.pivot_table(index="task", columns="method", values=metric, aggfunc="mean")
+    if not {a, b} <= set(per_task.columns):
+        return {"a": a, "b": b, **mean_ci([], level)}
+    diffs = (per_task[a] - per_task[b]).dropna()
+    return {"a": a, "b": b, **mean_ci(diffs.to_numpy(), level)}
+
+
+def _seed_means(frame: pd.DataFrame, eps: float, metric: str, where: dict) -> pd.DataFrame:
+    sel = _select(frame, eps, where).dropna(subset=[metric])
+    return sel.groupby(["method", "train_seed"], as_index=False)[metric].mean()
+
+
+def compare(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "robust_acc", **where) -> dict:
+    """``a - b`` at ``eps``: the task-level and the seed-level paired difference, and whether both agree."""
+    task = paired_task_diff(frame, a, b, eps=eps, metric=metric, **where)
+    means = _seed_means(frame, eps, metric, where)
+    seed = paired_diff(means, a, b, on="train_seed", value=metric, arm="method")
+    out = {"a": a, "b": b, "eps": eps, "metric": metric, "diff": task["mean"],
+           **{f"task_{k}": task[k] for k in ("lo", "hi", "n")},
+           **{f"seed_{k}": seed[k] for k in ("mean", "lo", "hi", "n", "p")}}
+    above = task["lo"] > 0 and seed["lo"] > 0 and seed["excludes_zero"]
+    below = task["hi"] < 0 and seed["hi"] < 0 and seed["excludes_zero"]
+    out["decided"] = bool(above or below) and not math.isnan(task["lo"])
+    return out
+
+
+def method_table(frame: pd.DataFrame, *, metric: str = "robust_acc") -> pd.DataFrame:
+    """Per (dataset, ways, shots, method, eps): the mean over seeds of the per-seed task mean, its
+    CI over seeds (t), the seeds, and the task-level half-width of the seed-averaged tasks."""
+    rows = []
+    for keys, sel in frame.dropna(subset=[metric]).groupby([*_KEYS, "method", "eps"]):
+        seed_means = sel.groupby("train_seed")[metric].mean()
+        task_means = sel.groupby("task")[metric].mean()
+        s, t = mean_ci(seed_means.to_numpy()), mean_ci(task_means.to_numpy())
+        rows.append({**dict(zip([*_KEYS, "method", "eps"], keys)), "mean": s["mean"], "seed_half": s["half"],
+                     "seeds": s["n"], "task_half": t["half"], "tasks": t["n"]})
+    return pd.DataFrame(rows)

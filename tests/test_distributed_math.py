@@ -1,0 +1,192 @@
+"""Data parallelism's arithmetic: N workers train what one process trains, and a row means the same.
+
+The pure parts (slicing a batch, drawing a slice's noise, the worker flags) are checked in the
+parent. The rest runs two forked workers in a gloo process group (tests/distributed_harness.py),
+each driving the plain round loop with :class:`~metaadv.distributed.ddp.TorchDistributed`, next
+to the same run in one process: after 10 steps in fp32 the parameters agree within 1e-4
+(relative), and the negative control (gradient averaging off) does not.
+
+TRADES and VAT are compared after one step only: their attacks start where the loss gradient is
+rounding noise (TRADES at x + 0.001 N(0, 1), VAT's finite difference), so a 1e-7 change of the
+weights changes their examples; a single process diverges from itself as fast (measured: 10 steps
+from weights perturbed by 1e-7 ended 6e-3 (TRADES) and 1e-3 (VAT) apart, PGD-AT 2e-7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metaadv.attacks.noise import batch_slice, draw
+from metaadv.config import TrainConfig
+from metaadv.distributed.workers import WorkerSpec, check_device_request
+from metaadv.errors import UserError
+from metaadv.meta import MetaConfig
+from metaadv.meta.run import MetaRun
+from metaadv.training.parallel import split
+from metaadv.training.run import TrainingRun
+
+from .distributed_harness import relative_difference, run_group, same_rows
+
+TOL = 1e-4
+WORLD = 2
+PGD = {"method": "pgd-at", "dataset": "digits", "rounds": 2, "steps_per_round": 5, "batch_size": 64, "val_size": 50,
+       "val_pgd_steps": 2, "device": "cpu", "eps": 0.2, "eps_ramp_rounds": 0}
+ADML = {"method": "adml", "first_order": True, "dataset": "digits", "ways": 3, "shots": 1, "queries": 3,
+        "meta_batch": 3, "rounds": 2, "steps_per_round": 5, "inner_steps": 1, "val_tasks": 3, "val_pgd_steps": 2,
+        "device": "cpu"}
+
+# name -> (kind, config, gradient averaging on)
+JOBS = {
+    "pgd-at": ("train", PGD, True),
+    "pgd-at, no averaging": ("train", PGD, False),
+    "meta-generator": ("train", {**PGD, "method": "meta-generator"}, True),
+    "meta-generator, no averaging": ("train", {**PGD, "method": "meta-generator"}, False),
+    "advgan": ("train", {**PGD, "method": "advgan"}, True),
+    # 1259 training digits in batches of 37: slices of 19 and 18, and an epoch's last batch of
+    # one example, which leaves the second worker a placeholder row of weight 0.
+    "fast-at, uneven slices": ("train", {**PGD, "method": "fast-at", "batch_size": 37, "steps_per_round": 0,
+                                         "rounds": 1}, True),
+    "trades, one step": ("train", {**PGD, "method": "trades", "rounds": 1, "steps_per_round": 1}, True),
+    "vat, one step": ("train", {**PGD, "method": "vat", "rounds": 1, "steps_per_round": 1}, True),
+    "adml first-order": ("meta", ADML, True),
+    "adml first-order, no averaging": ("meta", ADML, False),
+    "maml second-order meta-gradient": ("meta-grad", {**ADML, "method": "maml", "first_order": False,
+                                                       "inner_steps": 2}, True),
+}
+
+
+def _run(kind: str, values: dict, parallel=None) -> dict:
+    """Train one job to its end (or, ``meta-grad``, one outer step); what the tests compare."""
+    extra = {} if parallel is None else {"parallel": parallel}
+    if kind == "train":
+        run = TrainingRun(TrainConfig.from_dict(values), device=torch.device("cpu"), **extra)
+        model, gen = run.trainer.model, getattr(run.trainer.method, "gen", None)
+    else:
+        run = MetaRun(MetaConfig.from_dict(values), device=torch.device("cpu"), **extra)
+        model, gen = run.learner.model, None
+    if kind == "meta-grad":
+        run.learner.outer_step(run.config.hparams())
+        return {"grads": {k: p.grad.clone() for k, p in model.named_parameters()}}
+    while not run.done:
+        run.step()
+    return {"model": {k: v.clone() for k, v in model.state_dict().items()}, "rows": run.rows,
+            "gen": None if gen is None else {k: v.clone() for k, v in gen.state_dict().items()}}
+
+
+def _worker(rank: int, jobs: dict) -> dict:
+    from metaadv.distributed.ddp import TorchDistributed
+
+    return {name: _run(kind, values, TorchDistributed(average_gradients=avg)) for name, (kind, values, avg) in jobs.items()}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every job with two workers (each worker's results) and in one process."""
+    torch.set_num_threads(1)
+    workers = run_group(_worker, WORLD, tmp_path_factory.mktemp("group"), JOBS)
+    single = {}
+    for name, (kind, values, _) in JOBS.items():
+        single.setdefault((kind, str(values)), _run(kind, values))
+    return {name: (single[(kind, str(values))], [w[name] for w in workers]) for name, (kind, values, _) in JOBS.items()}
+
+
+# -- the pure parts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("total,world", [(64, 2), (37, 2), (10, 3), (1, 2), (5, 8)])
+def test_slices_cover_the_batch_once_in_order_and_their_weights_make_a_mean(total, world):
+    idx = torch.arange(100, 100 + total)
+    shards = [split(idx, world, r) for r in range(world)]
+    real = [s for s in shards if s.count]
+    assert torch.equal(torch.cat([s.indices for s in real]), idx)  # contiguous, in order, each row once
+    assert [s.offset for s in real] == [sum(t.count for t in real[:i]) for i in range(len(real))]
+    assert max(s.count for s in shards) - min(s.count for s in shards) <= 1
+    # Averaging weight * (the slice's mean loss) over the workers, as DDP averages gradients, gives the batch's mean.
+    losses = torch.rand(total, generator=torch.Generator().manual_seed(total), dtype=torch.float64)
+    averaged = sum(s.weight * losses[s.offset : s.offset + s.count].mean() for s in real) / world
+    assert math.isclose(averaged, losses.mean().item(), rel_tol=1e-12)
+    assert all(len(s.indices) == 1 and s.weight == 0 for s in shards if not s.count)  # placeholders weigh nothing
+
+
+@pytest.mark.parametrize("sampler", [torch.rand, torch.randn])
+def test_a_slice_draws_the_rows_of_the_whole_batchs_noise(sampler):
+    whole = draw(sampler, (10, 1, 4, 4), torch.Generator().manual_seed(3), torch.device("cpu"), torch.float32)
+    with batch_slice(6, 4, 10):
+        part = draw(sampler, (4, 1, 4, 4), torch.Generator().manual_seed(3), torch.device("cpu"), torch.float32)
+        other = draw(sampler, (3, 1, 4, 4), torch.Generator().manual_seed(3), torch.device("cpu"), torch.float32)
+    assert torch.equal(part, whole[6:])
+    assert torch.equal(other, whole[:3])  # a sub-batch of another size draws plainly
+
+
+def test_worker_flags_are_checked():
+    assert not WorkerSpec().uses_ray and WorkerSpec(1, 1.0).uses_ray and WorkerSpec(2).uses_ray
+    for bad in ({"workers": 0}, {"workers": 2, "cpus_per_worker": 0}, {"workers": 2, "gpus_per_worker": -1},
+                {"workers": 2, "gpus_per_worker": 1.5}):
+        with pytest.raises(UserError):
+            WorkerSpec(**bad)
+    with pytest.raises(UserError, match="gpus-per-worker"):
+        check_device_request("cuda", WorkerSpec(2))
+    with pytest.raises(UserError, match="reserves GPUs"):
+        check_device_request("cpu", WorkerSpec(2, 1.0))
+    check_device_request("auto", WorkerSpec(2))
+
+
+# -- two workers against one process -----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd-at", "meta-generator", "advgan", "fast-at, uneven slices", "trades, one step",
+                                  "vat, one step", "adml first-order"])
+def test_two_workers_train_the_single_process_parameters(results, name):
+    single, workers = results[name]
+    for rank, got in enumerate(workers):
+        assert relative_difference(got["model"], single["model"]) < TOL, f"rank {rank}"
+        if single["gen"] is not None:  # the generator is data-parallel too
+            assert relative_difference(got["gen"], single["gen"]) < TOL, f"rank {rank}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd-at", "meta-generator", "adml first-order"])
+def test_without_gradient_averaging_the_comparison_fails(results, name):
+    single, workers = results[f"{name}, no averaging"]
+    assert relative_difference(workers[0]["model"], single["model"]) > 10 * TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pgd-at", "meta-generator", "advgan", "fast-at, uneven slices", "adml first-order"])
+def test_the_distributed_row_means_what_the_single_process_row_means(results, name):
+    single, workers = results[name]
+    for got in workers:  # every worker holds the same rows, so controllers decide the same
+        assert same_rows(got["rows"], single["rows"]), (got["rows"], single["rows"])
+    # The costs add up: every worker's share of the work, once (not once per worker, not one worker's).
+    assert [r["cost/grad_evals"] for r in workers[0]["rows"]] == [r["cost/grad_evals"] for r in single["rows"]]
+    assert all(r["cost/seconds"] > 0 for r in workers[0]["rows"])
+
+
+@pytest.mark.slow
+def test_second_order_maml_meta_gradient_is_the_single_process_one(results):
+    single, workers = results["maml second-order meta-gradient"]
+    for got in workers:
+        assert relative_difference(got["grads"], single["grads"]) < 1e-5
+    # 3 tasks on 2 workers: one worker alone would have a different (partial) gradient.
+    assert any(g.abs().sum() > 0 for g in single["grads"].values())
+
+
+def test_train_backed_trials_fit_once_per_segment_a_scheduler_can_act_on():
+    from metaadv.distributed.tune_trial import segment_rounds
+    from metaadv.tune.experiment import Experiment, Size
+    from metaadv.tune.space import Grid
+
+    size = Size(2, {"dataset": "digits", "rounds": 9})
+
+    def exp(scheduler, **options):
+        return Experiment(name="x", description="x", space={"lr": Grid(1e-3, 1e-2)}, sizes={"smoke": size, "full": size},
+                          scheduler=scheduler, scheduler_options=options)
+
+    assert segment_rounds(exp("pbt", perturbation_interval=3), "smoke") == 3  # PBT exploits at these reports
+    assert segment_rounds(exp("pbt"), "smoke") == 2  # metaadv's PBT default interval
+    assert segment_rounds(exp("asha"), "smoke") == 1  # any round may be a rung
+    assert segment_rounds(exp("fifo"), "smoke") == 9  # nothing acts before the end

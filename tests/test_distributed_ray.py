@@ -1,0 +1,161 @@
+"""Ray Train end to end (CPU, gloo, 2 workers) on one small local Ray shared by this module.
+
+What can fail here is the wiring the arithmetic tests (tests/test_distributed_math.py) do not
+reach: the TorchTrainer and its workers, the checkpoint every round through ``ray.train.report``
+in the format ``metaadv evaluate`` and ``--resume`` read, a crashed worker retried from the newest
+checkpoint (``FailureConfig``), and a killed driver continued from its Ray Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import torch  # noqa: E402
+
+from metaadv.checkpoint import load_model, read_checkpoint  # noqa: E402
+from metaadv.config import TrainConfig  # noqa: E402
+from metaadv.distributed.train import RUN_NAME, run_distributed, train_worker  # noqa: E402
+from metaadv.distributed.workers import WorkerSpec  # noqa: E402
+from metaadv.errors import UserError  # noqa: E402
+from metaadv.training.metrics import read_metrics_csv  # noqa: E402
+from metaadv.training.run import run_training  # noqa: E402
+
+from .distributed_harness import relative_difference, same_rows  # noqa: E402
+from .conftest import local_ray  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TINY = {"method": "pgd-at", "dataset": "digits", "steps_per_round": 5, "batch_size": 64, "val_size": 50,
+        "val_pgd_steps": 2, "device": "cpu", "eps": 0.2, "eps_ramp_rounds": 0}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    if ray.is_initialized():
+        pytest.skip("another Ray is initialised in this process")
+    with local_ray("rd") as address:
+        yield address
+
+
+def _single(config: TrainConfig, folder: Path):
+    return run_training(config, folder)
+
+
+def _crash_once_loop(job: dict) -> None:
+    """train_worker, except that worker 1 dies once, right after reporting round 1."""
+    import metaadv.distributed.train as dt
+
+    marker = Path(job["out"]) / "crashed-once"
+    report = dt._report
+
+    def report_then_crash(run, row, rank, out):
+        report(run, row, rank, out)
+        if rank == 1 and row["round"] == 1 and not marker.exists():
+            marker.write_text("x")
+            os._exit(1)
+
+    dt._report = report_then_crash
+    train_worker(job)
+
+
+def test_two_ray_train_workers_give_the_single_process_run_even_after_a_worker_crash(ray_address, tmp_path):
+    config = TrainConfig.from_dict({**TINY, "rounds": 2})
+    single = _single(config, tmp_path / "single")
+    state = run_distributed("train", config, tmp_path / "dist", WorkerSpec(2), quiet=True, loop=_crash_once_loop)
+    assert (tmp_path / "dist" / "crashed-once").exists(), "the injected crash did not happen"
+    # Parameters within 1e-4 of the single process after 10 steps (the crash cost a retry, not a step).
+    got = read_checkpoint(tmp_path / "dist", kind="train")["trainer"]["model"]
+    assert relative_difference(got, single.trainer.model.state_dict()) < 1e-4
+    assert [r["round"] for r in state["rows"]] == [1, 2]
+    # The folder is a plain run folder: the same rows and files, evaluate reads it, Train kept checkpoints.
+    assert same_rows(read_metrics_csv(tmp_path / "dist" / "metrics.csv"), read_metrics_csv(tmp_path / "single" / "metrics.csv"))
+    assert isinstance(load_model(tmp_path / "dist"), torch.nn.Module)
+    assert list((tmp_path / "dist" / RUN_NAME).glob("checkpoint_*/checkpoint.pt"))
+
+
+def test_a_killed_driver_resumes_from_its_ray_train_checkpoint(ray_address, tmp_path):
+    values = {**TINY, "rounds": 16, "steps_per_round": 2}
+    out = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+    cmd = [sys.executable, "-m", "metaadv.cli", "train", "--out", str(out), "--workers", "2", "--address", ray_address,
+           "--quiet", *flags]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / RUN_NAME).glob("checkpoint_*/checkpoint.pt"))) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(3)  # let Ray end the dead driver's workers before the folder is looked at
+    before = len(read_metrics_csv(out / "metrics.csv"))
+    assert 2 <= before < 16, f"{before} rounds were done when the driver was killed"
+    # Only Ray Train's checkpoints remain to continue from.
+    (out / "checkpoint.pt").unlink()
+    config = TrainConfig.from_dict({**values})
+    state = run_distributed("train", config, out, WorkerSpec(2), resume=True, quiet=True)
+    assert [r["round"] for r in state["rows"]] == list(range(1, 17))
+    single = _single(config, tmp_path / "single")
+    assert relative_difference(state["trainer"]["model"], single.trainer.model.state_dict()) < 1e-4
+
+
+def test_a_cluster_too_small_for_the_workers_is_refused_before_anything_is_written(ray_address, tmp_path):
+    config = TrainConfig.from_dict({**TINY, "rounds": 1})
+    with pytest.raises(UserError, match="needs 3 CPU, but the Ray cluster has 2"):
+        run_distributed("train", config, tmp_path / "run", WorkerSpec(3))
+    assert not (tmp_path / "run").exists()
+
+
+def test_pbt_with_train_backed_trials_exploits_real_weights(ray_address, tmp_path):
+    import json
+
+    from metaadv.tune.experiment import Experiment, Size
+    from metaadv.tune.runner import RunOptions, run_experiment
+    from metaadv.tune.space import Grid
+
+    # Two trials far apart in lr, judged on train/loss (no ties); synchronous PBT at every round,
+    # so after round 1 the worse trial must clone the better one and go on with a mutated lr.
+    size = Size(2, {**TINY, "rounds": 2, "steps_per_round": 2})
+    exp = Experiment(name="pbt_train", description="pbt_train", sizes={"smoke": size, "full": size}, scheduler="pbt",
+                     space={"lr": Grid(1e-5, 3e-3)}, metric="train/loss", mode="min",
+                     scheduler_options={"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                        "resample_probability": 0.0, "synch": True})
+    workers = WorkerSpec(2, cpus_per_worker=0.45)  # two trials at once on 2 CPUs, each 2 workers + its sliver
+    grid = run_experiment(exp, RunOptions(size="smoke", storage=str(tmp_path), verbose=0, workers=workers))
+    assert not grid.errors
+    root = Path(grid.experiment_path)
+    lines = [json.loads(x) for x in (root / "pbt_global.txt").read_text().splitlines() if x.strip()]
+    assert lines, "no exploit happened"
+    new_config = lines[0][5]
+    states = [read_checkpoint(r.checkpoint.path) for r in grid]
+    assert all(len(s["rows"]) == 2 for s in states)
+    # Both trials' histories now start with the donor's round 1 (the exploited trial's weights,
+    # optimizer and rows were cloned; trained from its own start at lr 1e-5 it would differ),
+    # and one of them went on at the mutated lr.
+    assert states[0]["rows"][0]["train/loss"] == states[1]["rows"][0]["train/loss"]
+    assert new_config["lr"] in {s["rows"][1]["hp/lr"] for s in states}
+    assert not list((root / "train-segments").glob("*/checkpoint_*")), "segment runs were not cleaned up"
+
+
+def test_a_diverged_distributed_run_stops_with_one_line(ray_address, tmp_path):
+    # SGD at lr 1e6: the loss is NaN at step 2 (as in one process), on both workers at once (it is all-reduced).
+    config = TrainConfig.from_dict({**TINY, "rounds": 2, "lr": 1e6, "optimizer": "sgd", "method": "standard"})
+    with pytest.raises(UserError, match="training loss became nan at step 2"):
+        run_distributed("train", config, tmp_path / "run", WorkerSpec(2), quiet=True)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no round finished
