@@ -50,6 +50,10 @@ class TrainConfig:
     gen_lr: float = 1e-3
     gen_steps: int = 1
     gen_fraction: float = 1.0
+    gen_unroll: int = 3
+    gen_step_ratio: float = 0.5
+    gen_final_steps: int = 1
+    gen_final_ratio: float = 0.5
     # The fixed schedule: eps ramps linearly to `eps` over the first rounds; lr follows a shape.
     controller: str = "schedule"
     schedule: str = ""  # --controller replay: CSV of round + hp/* columns (metaadv/training/replay.py)
@@ -65,11 +69,21 @@ class TrainConfig:
     vat_weight: float = 1.0
     unlabeled_fraction: float = 0.0  # VAT: hide this fraction of training labels (semi-supervised)
     labels: int = 0  # VAT: keep exactly this many training labels, class-balanced, hide the rest (0 = all)
-    co_threshold: float = 0.2  # fast-at: a drop of val robust accuracy this large = catastrophic overfitting
-    co_gap: float = 0.5  # fast-at: train adv (FGSM) accuracy this far above val robust accuracy = the same
+    # The catastrophic-overfitting guard (on by default for fast-at and the generator methods, see METHOD_DEFAULTS):
+    # revert to the round with the best val robust accuracy and stop; the row gains train/grad_align.
+    co_guard: bool = False
+    co_threshold: float = 0.2  # a drop of val robust accuracy this large = catastrophic overfitting
+    co_gap: float = 0.5  # train adv accuracy this far above val robust accuracy (at the target eps) = the same
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
-    gen_width: int = 16  # channels of the generator's hidden convolutions
-    gen_grad_input: bool = True  # the generator also reads sign(grad_x loss): one classifier pass per example
+    gen_arch: str = "recursive"  # recursive (L2L-DA), onestep (an ATN; advgan's), or noise (the uniform-noise control)
+    gen_width: int = 16  # channels of the generator's hidden convolutions (8 for meta-generator and meta-adv, see METHOD_DEFAULTS)
+    gen_grad_input: bool = True  # onestep: the generator also reads sign(grad_x loss), one classifier pass per example
+    gen_noise: bool = False  # recursive: the generator also reads a Gaussian noise map (L2L-DA's z)
+    gen_diversity: float = 0.0  # recursive with noise: weight of L2L-DA's diversity term (two noise draws per image)
+    # recursive: loss weight of unroll step t is discount ** (K - t); 1 = L2L-DA's sum, 0 = the last step only (the
+    # default: K - 1 classifier passes fewer per example, and as strong an attacker in tests/test_recursive_generator.py)
+    gen_step_discount: float = 0.0
+    gen_start: str = "zero"  # recursive: delta_0, zero (L2L-DA) or random (a uniform point of the ball)
     advgan_alpha: float = 1.0  # AdvGAN weight of the GAN loss
     advgan_beta: float = 1.0  # AdvGAN weight of the perturbation-norm hinge
     advgan_hinge: float = 0.5  # hinge bound c, as a fraction of the largest L2 norm the eps-ball allows
@@ -204,8 +218,27 @@ def _check_eps(c: TrainConfig) -> None:
 
 
 def _check_generator_and_policy(c: TrainConfig) -> None:
+    from .training.generator_methods import GEN_ARCHS, GEN_STARTS
     from .training.policy import policy_grids
 
+    _choice("gen_arch", c.gen_arch, GEN_ARCHS)
+    _choice("gen_start", c.gen_start, GEN_STARTS)
+    if c.method == "advgan" and c.gen_arch != "onestep":
+        raise UserError(f"advgan's generator reads x alone (Xiao et al. 2018): --gen-arch {c.gen_arch} needs "
+                        "--method meta-generator or meta-adv")
+    if c.gen_arch == "recursive" and not c.gen_grad_input:
+        raise UserError("--gen-arch recursive reads a fresh input gradient every step; --no-gen-grad-input is for --gen-arch onestep")
+    if c.gen_start != "zero" and c.gen_arch != "recursive":
+        raise UserError(f"--gen-start picks the recursive generator's first point; --gen-arch {c.gen_arch} has none")
+    if c.gen_noise and c.gen_arch != "recursive":
+        raise UserError(f"--gen-noise feeds the recursive generator a noise map; --gen-arch {c.gen_arch} reads none")
+    if c.gen_diversity < 0:
+        raise UserError(f"gen_diversity must be >= 0, got {c.gen_diversity}")
+    if c.gen_diversity > 0 and not c.gen_noise:
+        raise UserError("--gen-diversity compares two noise draws of the same image; it needs --gen-noise")
+    if not 0.0 <= c.gen_step_discount <= 1.0:
+        raise UserError(f"gen_step_discount must be in [0, 1] (1 = the loss summed over the unroll, 0 = its last step), "
+                        f"got {c.gen_step_discount}")
     for name in ("gen_width", "policy_hidden", "policy_reward_size", "policy_reward_steps", "policy_horizon"):
         if getattr(c, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")

@@ -88,14 +88,17 @@ def test_the_noise_comparison_rejects_an_untrained_generator(digits_model, digit
 
 def test_generator_training_leaves_the_classifier_untouched(digits_model, digits_splits):
     before = {k: v.clone() for k, v in digits_model.state_dict().items()}
-    method = GeneratorTraining(1, width=8)
-    x_adv, passes = method.train_generator(digits_model, digits_splits.train_x[:32], digits_splits.train_y[:32],
-                                           HParams(eps=0.2, gen_steps=2), "linf", torch.Generator().manual_seed(0))
-    assert passes == 32 * (2 + 1)  # two generator steps and the gradient-sign input
-    assert all(p.grad is None and p.requires_grad for p in digits_model.parameters())
-    assert not digits_model.training
-    assert all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
-    assert not x_adv.requires_grad
+    for arch, expected in (("onestep", 2 + 1 + 1), ("recursive", 1 + 2 * (2 + 1) + 1), ("noise", 2)):
+        method = GeneratorTraining(1, arch=arch, width=8)
+        x_adv, passes = method.train_generator(digits_model, digits_splits.train_x[:32], digits_splits.train_y[:32],
+                                               HParams(eps=0.2, gen_steps=2, gen_final_steps=2), "linf",
+                                               torch.Generator().manual_seed(0))
+        # onestep: two generator steps, the gradient-sign input, the second final step (the first is free)
+        assert passes == 32 * expected
+        assert all(p.grad is None and p.requires_grad for p in digits_model.parameters())
+        assert not digits_model.training
+        assert all(torch.equal(before[k], v) for k, v in digits_model.state_dict().items())
+        assert not x_adv.requires_grad
 
 
 def _window_means(method, model, x, y, steps, hp, key):
@@ -128,9 +131,11 @@ def test_advgan_losses_move_the_right_way(digits_model, digits_splits):
 
 
 def test_step_cost_counts_every_classifier_pass(digits_splits):
-    config = TrainConfig.from_dict({"dataset": "digits", "method": "meta-generator", "batch_size": 32, "steps_per_round": 2})
+    config = TrainConfig.from_dict({"dataset": "digits", "method": "meta-generator", "gen_arch": "onestep", "batch_size": 32,
+                                    "steps_per_round": 2})
     trainer = Trainer(config, digits_splits, torch.device("cpu"))
-    # Half the batch by the generator (gradient sign + 2 generator steps), half by PGD-3; one update.
+    # Half the batch by the generator (gradient sign + 2 generator steps; the final step reuses the last generator
+    # step's gradient), half by PGD-3; one update. tests/test_recursive_generator.py counts the other variants.
     trainer.train_round(HParams(eps=0.2, steps=3, gen_steps=2, gen_fraction=0.5))
     assert trainer.grad_evals == 2 * (16 * (1 + 2) + 16 * 3 + 32 * 1)
     ctx = StepContext(norm="linf", generator=torch.Generator().manual_seed(0))

@@ -32,20 +32,27 @@ def test_meta_adv_defaults_to_the_policy_and_fills_every_column(digits_splits):
     rows = [run.step() for _ in range(2)]
     for row in rows:
         assert {"policy/reward", "policy/baseline", "policy/entropy", "gen/loss", "gen/fooling_rate",
-                "gen/perturbation_norm", "hp/gen_lr", "hp/gen_fraction", "hp/gen_steps"} <= set(row)
+                "gen/perturbation_norm", "hp/gen_lr", "hp/gen_fraction", "hp/gen_steps", "hp/gen_unroll",
+                "hp/gen_step_ratio", "hp/gen_final_steps", "hp/gen_final_ratio", "train/grad_align",
+                "train/co_detected"} <= set(row)
         # hp/* is what the policy chose: eps from its grid of fractions of the target eps
         assert round(row["hp/eps"] / config.eps, 6) in config.policy_eps
         assert any(row["hp/lr"] == pytest.approx(config.lr * m) for m in config.policy_lr_mult)
         assert 0 < row["gen/perturbation_norm"] <= row["hp/eps"] + 1e-6
-    # generator examples only: gradient sign + 1 generator step + the update (2 passes with a clean term)
+    # generator examples only, the recursive generator unrolled K = 3 steps: the first gradient read, K - 1 more
+    # reads and the last step's loss term, the final step (free: it reuses that term's gradient), the update (2
+    # passes with a clean term)
     update = 1 if rows[0]["hp/adv_mix"] == 1 else 2
-    assert rows[0]["cost/grad_evals"] == 3 * 32 * (1 + 1 + update)
+    assert rows[0]["cost/grad_evals"] == 3 * 32 * (1 + 2 + 1 + 0 + update)
     assert rows[1]["policy/baseline"] == pytest.approx(rows[0]["policy/reward"])
 
 
 @pytest.mark.parametrize("changes", [
     {"method": "meta-adv"},
     {"method": "advgan", "optimizer": "sgd", "lr": 0.05},
+    # the recursive generator's noise draws and random start come back the same too
+    {"method": "meta-generator", "gen_noise": True, "gen_diversity": 0.1, "gen_start": "random", "gen_final_steps": 2},
+    {"method": "meta-generator", "gen_arch": "noise"},
     {"method": "pgd-at", "controller": "policy", "rounds": 4},
     # interrupted with choices still waiting for their n-step return
     {"method": "pgd-at", "controller": "policy", "rounds": 5, "policy_return": "discounted", "policy_horizon": 3,

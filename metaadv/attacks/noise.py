@@ -48,11 +48,17 @@ def batch_slice(offset: int, size: int, total: int) -> Iterator[None]:
 
 
 def draw(sampler: Callable[..., torch.Tensor], shape: tuple[int, ...], generator: torch.Generator | None,
-         device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+         device: torch.device, dtype: torch.dtype, *, copies: int = 1) -> torch.Tensor:
     """``sampler(shape, generator=..., device=..., dtype=...)`` (``torch.rand`` or ``torch.randn``),
-    or, for a slice of a larger batch, the slice's rows of the larger batch's draw."""
+    or, for a slice of a larger batch, the slice's rows of the larger batch's draw.
+
+    ``copies``: the batch is that many stacked repeats of the slice (``x.repeat(copies, ...)``, as the
+    recursive generator's diversity term makes): each repeat gets its rows of the larger batch's repeat.
+    """
     s = _CURRENT.get()
-    if s is None or s.size == s.total or shape[0] != s.size:
+    if s is None or s.size == s.total or shape[0] != copies * s.size:
         return sampler(shape, generator=generator, device=device, dtype=dtype)
-    full = sampler((s.total, *shape[1:]), generator=generator, device=device, dtype=dtype)
-    return full[s.offset : s.offset + s.size]
+    full = sampler((copies * s.total, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    if copies == 1:
+        return full[s.offset : s.offset + s.size]
+    return torch.cat([full[c * s.total + s.offset : c * s.total + s.offset + s.size] for c in range(copies)])

@@ -47,8 +47,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--vat-weight", type=float, default=S, help="VAT loss weight alpha (default 1)")
     m.add_argument("--unlabeled-fraction", type=float, default=S, help="VAT: hide this fraction of labels (default 0)")
     m.add_argument("--labels", type=int, default=S, help="VAT: keep exactly N training labels, class-balanced (default 0 = all)")
-    m.add_argument("--co-threshold", type=float, default=S, help="fast-at: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")
-    m.add_argument("--co-gap", type=float, default=S, help="fast-at: FGSM train accuracy minus val robust accuracy that counts as catastrophic overfitting, once eps is at its target (default 0.5)")
+    m.add_argument("--co-guard", action=argparse.BooleanOptionalAction, default=S,
+                   help="catastrophic-overfitting guard: on a collapse of val PGD accuracy revert to the best round and stop; "
+                        "adds train/grad_align to the row (default on for fast-at, meta-generator, advgan, meta-adv)")
+    m.add_argument("--co-threshold", type=float, default=S, help="--co-guard: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")
+    m.add_argument("--co-gap", type=float, default=S, help="--co-guard: train adversarial accuracy minus val robust accuracy that counts as catastrophic overfitting, once eps is at its target (default 0.5)")
     add_generator_and_policy_flags(p)
     v = p.add_argument_group("validation, data and device")
     v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
@@ -69,9 +72,25 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gen-lr", type=float, default=S, help=f"generator Adam step, per round (default {d.gen_lr})")
     g.add_argument("--gen-steps", type=int, default=S, help=f"generator updates per classifier update (default {d.gen_steps})")
     g.add_argument("--gen-fraction", type=float, default=S, help="fraction of each batch attacked by the generator, the rest by PGD (default 1)")
+    g.add_argument("--gen-arch", default=S, help="recursive (L2L-DA: K steps, each reading a fresh gradient; default), "
+                   "onestep (one pass; advgan's), or noise (no generator: a uniform point of the ball, the control)")
+    g.add_argument("--gen-unroll", type=int, default=S, help=f"recursive: K, unrolled generator steps (default {d.gen_unroll})")
+    g.add_argument("--gen-step-ratio", type=float, default=S, help=f"recursive: largest move per step / eps (default {d.gen_step_ratio})")
+    g.add_argument("--gen-final-step", dest="gen_final_steps", action="store_const", const=1, default=S,
+                   help="one signed-gradient step after the generator (the default)")
+    g.add_argument("--no-gen-final-step", dest="gen_final_steps", action="store_const", const=0, default=S,
+                   help="train on the generator's output as it is")
+    g.add_argument("--gen-final-steps", type=int, default=S, metavar="N", help=f"signed-gradient steps after the generator (default {d.gen_final_steps})")
+    g.add_argument("--gen-final-ratio", type=float, default=S, help=f"their step size / eps (default {d.gen_final_ratio})")
     g.add_argument("--gen-width", type=int, default=S, help=f"generator hidden channels (default {d.gen_width})")
     g.add_argument("--gen-grad-input", action=argparse.BooleanOptionalAction, default=S,
-                   help="the generator also reads sign(grad_x loss), one classifier pass per example (default on; advgan off)")
+                   help="onestep: the generator also reads sign(grad_x loss), one classifier pass per example (default on; advgan off)")
+    g.add_argument("--gen-noise", action=argparse.BooleanOptionalAction, default=S,
+                   help="recursive: the generator also reads a Gaussian noise map (default off)")
+    g.add_argument("--gen-diversity", type=float, default=S, help="recursive with --gen-noise: weight of L2L-DA's diversity term (default 0)")
+    g.add_argument("--gen-start", default=S, help="recursive: delta_0, zero (L2L-DA's; default) or random (a uniform point of the ball)")
+    g.add_argument("--gen-step-discount", type=float, default=S,
+                   help="recursive: weight of unroll step t's loss is discount^(K-t); 1 = summed (default), 0 = last step only")
     g.add_argument("--advgan-alpha", type=float, default=S, help=f"AdvGAN weight of the GAN loss (default {d.advgan_alpha})")
     g.add_argument("--advgan-beta", type=float, default=S, help=f"AdvGAN weight of the norm hinge (default {d.advgan_beta})")
     g.add_argument("--advgan-hinge", type=float, default=S, help="AdvGAN hinge bound c as a fraction of the eps-ball's largest L2 norm (default 0.5)")

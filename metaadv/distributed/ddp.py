@@ -89,8 +89,10 @@ class TorchDistributed:
         for p, seen in zip(params, present.tolist()):
             n = p.numel()
             if seen:
-                g = grads[start : start + n].view_as(p)
-                p.grad = g * scale if scale != 1.0 else g.clone()
+                g = grads[start : start + n].view(p.shape)
+                # In the parameter's memory layout (the generators are channels_last), as autograd
+                # would make it: a gradient accumulated into it later keeps to the layout contract.
+                p.grad = torch.empty_like(p).copy_(g * scale if scale != 1.0 else g)
             start += n
 
     def _device(self) -> torch.device:

@@ -31,6 +31,10 @@ class HParams:
     gen_lr: float = 1e-3  # Adam step of the generator
     gen_steps: int = 1  # generator updates per classifier update
     gen_fraction: float = 1.0  # fraction of each batch attacked by the generator; the rest by PGD
+    gen_unroll: int = 3  # K, steps of the recursive generator (--gen-arch recursive), each reading a fresh gradient
+    gen_step_ratio: float = 0.5  # the recursive generator's largest move per step, as a multiple of eps
+    gen_final_steps: int = 1  # signed-gradient steps after the generator (0 = train on its output as it is)
+    gen_final_ratio: float = 0.5  # their step size, as a multiple of eps
 
     def __post_init__(self):
         # Only the lower bound here: the upper one is 1 for L-inf but sqrt(C*H*W) for L2, which
@@ -57,8 +61,16 @@ class HParams:
             raise UserError(f"gen_steps must be an integer >= 1, got {self.gen_steps}")
         if not 0.0 <= self.gen_fraction <= 1.0:
             raise UserError(f"gen_fraction must be in [0, 1], got {self.gen_fraction}")
-        object.__setattr__(self, "steps", int(self.steps))
-        object.__setattr__(self, "gen_steps", int(self.gen_steps))
+        if int(self.gen_unroll) != self.gen_unroll or self.gen_unroll < 1:
+            raise UserError(f"gen_unroll must be an integer >= 1, got {self.gen_unroll}")
+        if int(self.gen_final_steps) != self.gen_final_steps or self.gen_final_steps < 0:
+            raise UserError(f"gen_final_steps must be an integer >= 0 (0 = no gradient step after the generator), "
+                            f"got {self.gen_final_steps}")
+        for name in ("gen_step_ratio", "gen_final_ratio"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0 (a multiple of eps), got {getattr(self, name)}")
+        for name in ("steps", "gen_steps", "gen_unroll", "gen_final_steps"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     def at_fraction(self, fraction: float) -> "HParams":
         """The values in force ``fraction`` (0..1] of the way through the round."""

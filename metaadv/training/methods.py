@@ -176,7 +176,8 @@ METHODS: list[str] = list(_FACTORIES)  # the registry's names, in registration o
 METHOD_DEFAULTS: dict[str, dict] = {
     "standard": {"eps_ramp_rounds": 0},
     "pgd-at": {"steps": 10, "step_ratio": 0.25},
-    "fast-at": {"steps": 1, "step_ratio": 1.25},  # Wong et al. 2020: FGSM, random start, alpha = 1.25 eps
+    # Wong et al. 2020: FGSM, random start, alpha = 1.25 eps, with their early stop on a PGD check (co_guard).
+    "fast-at": {"steps": 1, "step_ratio": 1.25, "co_guard": True},
     "trades": {"steps": 10, "step_ratio": 0.25, "trades_beta": 6.0},
     "vat": {"steps": 1},  # one power iteration, as in Miyato et al.
 }

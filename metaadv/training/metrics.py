@@ -15,7 +15,7 @@ Stable column names (see README "The metrics row"):
   ``policy/reward``, ``policy/cost``, ``policy/gap``, ``policy/entropy``, and ``policy/return``,
   ``policy/return_round``, ``policy/baseline`` of the return completed that round (see
   metaadv/training/policy.py).
-- method extras, e.g. ``train/co_detected`` (fast-at).
+- method extras, e.g. ``train/co_detected`` and ``train/grad_align`` (``co_guard`` runs), ``gen/*``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class TrainingRun:
         self.seconds = 0.0
         self.stopped_reason = ""  # set when the run ends before config.rounds (e.g. catastrophic overfitting)
         self._best_robust = -1.0
-        # fast-at's guard: the weights of the round with the best val/robust_acc so far (and its
+        # The co_guard's state: the weights of the round with the best val/robust_acc so far (and its
         # number), what a catastrophic-overfitting stop reverts to. Kept in the checkpoint.
         self._best_weights: dict | None = None
         self._best_round = 0
@@ -66,14 +66,18 @@ class TrainingRun:
         # fresh batch, before and after the round, paid for in cost/reward_grad_evals.
         check = getattr(self.controller, "wants_reward_check", False)
         reward = self.trainer.reward_check(self.round, before=True) if check else {}
-        before = copy.deepcopy(self.trainer.model.state_dict()) if self.config.method == "fast-at" else None
+        guard = self.config.co_guard
+        before = copy.deepcopy(self.trainer.model.state_dict()) if guard else None
         train = self.trainer.train_round(hp)
         val = self.trainer.validate()
         if check:
             reward.update(self.trainer.reward_check(self.round, before=False))
         extras = {}
-        if before is not None:
-            extras = self._catastrophic_overfitting_check(train, val, hp, before)
+        if guard:
+            # Measured on the weights the round ended with, before the guard may revert them. Like
+            # validation, every data-parallel worker measures the same examples on the same weights.
+            extras["train/grad_align"] = self.trainer.grad_align(self.round)
+            extras.update(self._catastrophic_overfitting_check(train, val, hp, before))
         # The slowest worker's time: the round is done when all are (and every worker's row is the same).
         self.seconds += self.trainer.parallel.max(time.perf_counter() - start)
         t = self.trainer
@@ -87,20 +91,22 @@ class TrainingRun:
         return row
 
     def _catastrophic_overfitting_check(self, train: dict, val: dict, hp, before: dict) -> dict:
-        """Wong et al. 2020's guard for FGSM training: if PGD accuracy collapses, go back to the round
-        with the best validation PGD accuracy (as their early stopping does) and stop.
+        """Wong et al. 2020's guard for FGSM training (``co_guard``; fast-at and the generator methods by
+        default): if PGD accuracy collapses, go back to the round with the best validation PGD
+        accuracy (as their early stopping does) and stop.
 
         Two signs count: validation PGD accuracy falling more than ``co_threshold`` below its best,
-        and, once eps is at its target, accuracy on the (FGSM) training examples exceeding validation
-        PGD accuracy by more than ``co_gap``: a model that beats its single-step attack and nothing
-        else, which is also how a run that never became robust shows it (no best to fall from).
+        and, once eps is at its target, accuracy on the training examples (FGSM's, the generator's)
+        exceeding validation PGD accuracy by more than ``co_gap``: a model that beats its own attack
+        and nothing else, which is also how a run that never became robust shows it (no best to
+        fall from).
         """
         c, robust = self.config, val["val/robust_acc"]
         reason = ""
         if self._best_robust >= 0 and robust < self._best_robust - c.co_threshold:
             reason = f"val robust accuracy fell from {self._best_robust:.3f} to {robust:.3f}"
         elif hp.eps >= c.eps and train["train/adv_acc"] - robust > c.co_gap:
-            reason = (f"accuracy on FGSM training examples {train['train/adv_acc']:.3f} exceeds val PGD accuracy "
+            reason = (f"accuracy on its training examples {train['train/adv_acc']:.3f} exceeds val PGD accuracy "
                       f"{robust:.3f} by more than --co-gap {c.co_gap}")
         if reason:
             if self._best_weights is not None:

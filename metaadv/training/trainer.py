@@ -15,9 +15,11 @@ from .hparams import HParams
 from .methods import StepContext, build_method
 from .parallel import SINGLE_PROCESS, DataParallel
 from .precision import resolve_precision, with_precision
-from .validation import accuracy, pgd_accuracy, reward_check, round_generator
+from .validation import accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator
 
-__all__ = ["DivergedError", "Trainer", "balanced_labels", "resolve_device"]
+__all__ = ["DivergedError", "GRAD_ALIGN_SIZE", "Trainer", "balanced_labels", "resolve_device"]
+
+GRAD_ALIGN_SIZE = 100  # training examples of the per-round gradient-alignment check (the first ones, fixed)
 
 
 class DivergedError(RuntimeError):
@@ -167,6 +169,19 @@ class Trainer:
         if c.eps > 0:
             self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
         return {"val/clean_acc": clean, "val/robust_acc": robust, "val/eps": c.eps}
+
+    def grad_align(self, round_index: int) -> float:
+        """``train/grad_align``: :func:`~metaadv.training.validation.grad_alignment` at the target eps on the
+        first ``GRAD_ALIGN_SIZE`` training examples, random points seeded by (seed, round) so a resumed run
+        measures what the uninterrupted one did. Its two passes per example count in ``cost/eval_grad_evals``
+        (monitoring, like validation)."""
+        c = self.config
+        if c.eps == 0:
+            return 1.0  # no ball: both points are x itself
+        x, y = self.train_x[:GRAD_ALIGN_SIZE], self.train_y[:GRAD_ALIGN_SIZE]
+        value = grad_alignment(self.model, x, y, eps=c.eps, norm=c.norm, generator=round_generator(c.seed, round_index, 3, self.device))
+        self.eval_grad_evals += 2 * len(y)
+        return value
 
     def reward_check(self, round_index: int, *, before: bool) -> dict[str, float]:
         """The policy's measurement of round ``round_index`` (0-based) on that round's fresh batch.

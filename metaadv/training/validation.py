@@ -3,16 +3,19 @@
 ``pgd_accuracy`` on a fixed subset is the logged ``val/*`` check: seeded, so the same weights
 always give the same numbers; run at the threat model's target eps (not the ramped training eps),
 so rounds are comparable along a run and across runs. ``reward_check`` is the REINFORCE policy's
-own measurement on a fresh batch each round (see metaadv/training/policy.py).
+own measurement on a fresh batch each round (see metaadv/training/policy.py). ``grad_alignment``
+is the catastrophic-overfitting guard's early warning (``train/grad_align``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..attacks import fgsm, pgd
+from ..attacks import cross_entropy, fgsm, frozen_eval, pgd
+from ..attacks._common import input_grad
+from ..attacks.projection import per_example, random_start
 
-__all__ = ["accuracy", "pgd_accuracy", "reward_check", "round_generator"]
+__all__ = ["accuracy", "grad_alignment", "pgd_accuracy", "reward_check", "round_generator"]
 
 VAL_SEED = 1234
 
@@ -76,3 +79,20 @@ def reward_check(model, x, y, *, eps: float, steps: int, norm: str, start: torch
         else:
             out["fgsm_acc"] = out["clean_acc"]
     return out, grad_evals
+
+
+def grad_alignment(model, x, y, *, eps: float, norm: str, generator: torch.Generator) -> float:
+    """Mean over examples of the cosine between the input gradients of the cross-entropy at two
+    independent random points of the eps-ball around each ``x (B, C, H, W)``, in [-1, 1].
+
+    GradAlign's measure (Andriushchenko & Flammarion 2020, arXiv:2007.02617): a locally linear
+    model has aligned gradients (near 1); catastrophic overfitting of single-step training shows
+    as the alignment collapsing towards 0, often before PGD accuracy does. Two input-gradient
+    passes per example; the model is evaluated in eval mode and left untouched.
+    """
+    eps_b = per_example(eps, x)
+    with frozen_eval(model):
+        g1, _, _ = input_grad(model, x + random_start(x, eps_b, norm, generator), y, cross_entropy)
+        g2, _, _ = input_grad(model, x + random_start(x, eps_b, norm, generator), y, cross_entropy)
+    cos = torch.nn.functional.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12)
+    return cos.mean().item()
