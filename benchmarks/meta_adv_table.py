@@ -19,7 +19,10 @@ Rows (``--rows``, default all but ``pgd-policy``):
 - ``advgan``: AdvGAN as a defence (G(x) alone, final step on, as for every generator method);
 - ``noise``: the control, the generator replaced by a uniform point of the ball, then the final
   step, at the same budget of classifier passes (so it trains for more rounds: it is cheaper);
-- ``pgd-policy``: PGD-AT driven by the policy (the old table's second row).
+- ``pgd-policy``: PGD-AT driven by the policy (the old table's second row);
+- ``pgd4-fixed``: PGD-4 AT with steps of 0.5 eps, the hand-made attack at the recursive generator +
+  final step's own price (5 classifier passes per example, so the same rounds, and the same step
+  size): what learning the steps adds over signed-gradient ones.
 
 Fixed schedules ramp eps over the first 30% of the rounds the budget buys (the rounds follow from
 each row's classifier passes per example, :func:`passes_per_example`); the policy picks eps itself.
@@ -56,6 +59,8 @@ ROWS = {
     "advgan": ("AdvGAN (G(x)) + final step", ["--method", "advgan"]),
     "noise": ("control: uniform noise + final step", ["--method", "meta-generator", "--gen-arch", "noise", "--gen-final-steps", "1"]),
     "pgd-policy": ("PGD-AT, driven by the policy", ["--method", "pgd-at", "--steps", "10", "--controller", "policy"]),
+    "pgd4-fixed": ("PGD-AT (PGD-4, steps of 0.5 eps), fixed schedule", ["--method", "pgd-at", "--steps", "4",
+                                                                         "--step-ratio", "0.5"]),
 }
 DEFAULT_ROWS = [name for name in ROWS if name != "pgd-policy"]
 GENERATOR_ROWS = {"recursive", "recursive-final", "meta-adv", "advgan"}  # with a generator to report as a transfer attack
@@ -68,7 +73,7 @@ STEPS_PER_ROUND, BATCH = 3, 100
 
 def passes_per_example(name: str) -> int:
     """Classifier passes per trained example of a row at its defaults (metaadv/training/generator_unroll.py)."""
-    return {"pgd-fixed": 11, "pgd-policy": 11,
+    return {"pgd-fixed": 11, "pgd-policy": 11, "pgd4-fixed": 5,
             "recursive": 1 + 2 + 1 + 1,  # first read, K - 1 reads, the last step's loss term, the update
             "recursive-final": 1 + 2 + 1 + 0 + 1,  # the first final step reuses that loss term's gradient
             "meta-adv": 1 + 2 + 1 + 0 + 1,
