@@ -32,6 +32,16 @@ def bounded_perturbation(raw: torch.Tensor, x: torch.Tensor, eps: float | torch.
     return project(delta, x, eps_b, norm)
 
 
+def encoder_decoder(c_in: int, width: int, c_out: int) -> tuple[nn.Module, nn.Module]:
+    """The generators' body: two 3x3 convolutions (the second at stride 2: a 7-pixel receptive
+    field at half resolution), then one 3x3 convolution back to ``c_out`` channels after upsampling."""
+    encode = nn.Sequential(
+        nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+    )
+    return encode, nn.Conv2d(width, c_out, 3, padding=1)
+
+
 class PerturbationGenerator(nn.Module):
     """A small fully convolutional generator: ``(B, C, H, W)`` -> raw perturbation ``(B, C, H, W)``.
 
@@ -47,12 +57,7 @@ class PerturbationGenerator(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 16, grad_input: bool = True):
         super().__init__()
         self.in_channels, self.width, self.grad_input = in_channels, width, grad_input
-        c_in = in_channels * (2 if grad_input else 1)
-        self.encode = nn.Sequential(
-            nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-        )
-        self.decode = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.encode, self.decode = encoder_decoder(in_channels * (2 if grad_input else 1), width, in_channels)
         # tanh(2) = 0.96: the initial L-inf output is almost eps * sign, i.e. FGSM.
         self.gain = nn.Parameter(torch.tensor(2.0 if grad_input else 0.0), requires_grad=grad_input)
         # NHWC convolutions: about 2x faster forward+backward on CPU for so few channels.
@@ -99,12 +104,7 @@ class RecursiveGenerator(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 16, noise: bool = False):
         super().__init__()
         self.in_channels, self.width, self.noise = in_channels, width, noise
-        c_in = in_channels * (4 if noise else 3)
-        self.encode = nn.Sequential(
-            nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-        )
-        self.decode = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.encode, self.decode = encoder_decoder(in_channels * (4 if noise else 3), width, in_channels)
         self.gain = nn.Parameter(torch.tensor(2.0))
         self.to(memory_format=torch.channels_last)
 
