@@ -113,8 +113,20 @@ def test_support_attacks_never_read_as_more_robust_and_count_their_passes(traine
     assert res["none"].clean == res["unrolled"].clean  # clean accuracy: clean support, clean queries
     n_s, n_q, task = 3, 9, test_tasks[0]
     scores = evaluate_task(model, task, support_attack="unrolled", pgd_restarts=2, **kw)
-    # adapt (clean) + unrolled PGD (4 x (1 adapt + 1 query pass)) + adapt (attacked) + PGD-4 x 2 restarts on both models
-    assert scores.passes == n_s + 4 * (n_s + n_q) + n_s + 2 * (4 * 2 * n_q)
+    # adapt (clean) + unrolled PGD (4 x (1 adapt + 1 query pass)) + adapt (attacked) + PGD-4 x 2 restarts
+    # on each model, against the queries still unbroken (between 0 and n_q per model)
+    attacked, rest = divmod(scores.passes - (n_s + 4 * (n_s + n_q) + n_s), 4 * 2)
+    assert rest == 0 and 0 <= attacked <= 2 * n_q
+
+
+def test_the_eps_sweep_attacks_only_the_queries_a_smaller_eps_left_unbroken(trained, test_tasks):
+    _, model = trained
+    eps, n_s, n_q = (0.02, 0.1, 0.3), 3, 9
+    for task in test_tasks[:4]:
+        s = evaluate_task(model, task, inner_steps=1, inner_lr=0.3, eps=eps, pgd_steps=4, pgd_restarts=2)
+        unbroken_before = [s.clean, s.robust[0.02], s.robust[0.1]]  # fractions of the n_q queries
+        assert s.passes == n_s + round(4 * 2 * n_q * sum(unbroken_before))
+        assert s.robust[0.3] <= s.robust[0.1] <= s.robust[0.02] <= s.clean
 
 
 def test_meta_evaluate_cli_sweep_per_task_csv_and_bad_input(trained, tmp_path, capsys):
