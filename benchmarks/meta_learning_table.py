@@ -135,8 +135,9 @@ def train_pieces(plan: Plan, out: Path) -> list:
 
 
 def test_pieces(plan: Plan, out: Path) -> list:
+    """The meta-tests still to run: every eps sweep (the headline numbers) before any unrolled attack."""
     (out / "tests").mkdir(parents=True, exist_ok=True)
-    pieces = []
+    sweeps, unrolled_pieces = [], []
     for ways in plan.ways:
         for method in METHODS:
             for seed in plan.seeds:
@@ -148,13 +149,13 @@ def test_pieces(plan: Plan, out: Path) -> list:
                     cmd = _cli(*common, "--tasks", str(plan.tasks), "--eps", *map(str, plan.eps), "--autoattack-eps",
                                str(plan.aa_eps), "--aa-tasks", str(plan.aa_tasks), "--per-task",
                                str(sweep.with_suffix(".csv")))
-                    pieces.append((cmd, out / "logs" / f"sweep_{name}.log", sweep))
+                    sweeps.append((cmd, out / "logs" / f"sweep_{name}.log", sweep))
                 unrolled = out / "tests" / f"unrolled_{name}.json"
                 if not unrolled.exists():
                     cmd = _cli(*common, "--tasks", str(plan.support_tasks), "--eps", str(plan.aa_eps),
                                "--support-attack", "unrolled", "--per-task", str(unrolled.with_suffix(".csv")))
-                    pieces.append((cmd, out / "logs" / f"unrolled_{name}.log", unrolled))
-    return pieces
+                    unrolled_pieces.append((cmd, out / "logs" / f"unrolled_{name}.log", unrolled))
+    return sweeps + unrolled_pieces
 
 
 def run_pieces(pieces: list, jobs: int) -> None:
