@@ -24,11 +24,13 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
-def _cell(row) -> str:
+def _cell(row, seeds: int) -> str:
+    """``mean +- seed CI [+- task CI]``; says so when fewer than the plan's ``seeds`` went in."""
     if row is None:
         return "n/a"
     seed = "" if math.isnan(row["seed_half"]) else f" +- {_pct(row['seed_half'])}"
-    return f"{_pct(row['mean'])}{seed} [+- {_pct(row['task_half'])}]"
+    few = f" ({int(row['seeds'])} of {seeds} seeds)" if row["seeds"] < seeds else ""
+    return f"{_pct(row['mean'])}{seed} [+- {_pct(row['task_half'])}]{few}"
 
 
 def _lookup(table: pd.DataFrame, ways: int, method: str, eps: float):
@@ -59,18 +61,19 @@ def _chance_reach(table: pd.DataFrame, ways: int, method: str, eps_list, half: s
 
 def _method_rows(plan, ways, methods, tables, costs) -> list[str]:
     robust, clean, aa, pgd_on_aa, unrolled = tables
+    n = len(plan.seeds)
     head = ["method", "grad evals", "outer steps", "clean %"] + [f"robust % eps {e:g}" for e in plan.eps]
-    head += [f"PGD+AA % eps {plan.aa_eps:g} ({plan.aa_tasks} tasks)", f"unrolled support % eps {plan.aa_eps:g}",
+    head += [f"PGD+AA % eps {plan.aa_eps:g} ({plan.aa_tasks} tasks)", f"unrolled support % eps {plan.aa_eps:g} ({plan.support_tasks} tasks)",
              "above chance up to eps (task CI / seed CI)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:
         cost = costs.loc[(ways, m)] if (ways, m) in costs.index else None
         cells = [m, "n/a" if cost is None else f"{cost['grad_evals']:,.0f}",
-                 "n/a" if cost is None else f"{cost['steps']:,.0f}", _cell(_lookup(clean, ways, m, plan.eps[0]))]
-        cells += [_cell(_lookup(robust, ways, m, e)) for e in plan.eps]
+                 "n/a" if cost is None else f"{cost['steps']:,.0f}", _cell(_lookup(clean, ways, m, plan.eps[0]), n)]
+        cells += [_cell(_lookup(robust, ways, m, e), n) for e in plan.eps]
         pgd_same = _lookup(pgd_on_aa, ways, m, plan.aa_eps)  # PGD alone on the tasks AutoAttack ran on
-        cells += [f"{_cell(_lookup(aa, ways, m, plan.aa_eps))} (PGD alone {_pct(None if pgd_same is None else pgd_same['mean'])})",
-                  _cell(_lookup(unrolled, ways, m, plan.aa_eps))]
+        cells += [f"{_cell(_lookup(aa, ways, m, plan.aa_eps), n)} (PGD alone {_pct(None if pgd_same is None else pgd_same['mean'])})",
+                  _cell(_lookup(unrolled, ways, m, plan.aa_eps), n)]
         cells.append(f"{_chance_reach(robust, ways, m, plan.eps, 'task_half')} / "
                      f"{_chance_reach(robust, ways, m, plan.eps, 'seed_half')}")
         lines.append("| " + " | ".join(cells) + " |")

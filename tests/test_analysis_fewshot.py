@@ -57,3 +57,19 @@ def test_missing_metric_and_method_table():
     table = method_table(_frame()[lambda f: f["ways"] == 3])
     row = table[(table["method"] == "aq") & (table["eps"] == 0.1)].iloc[0]
     assert row["mean"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3) and row["seeds"] == 3 and row["tasks"] == 4
+
+
+def test_the_reports_cells_say_when_a_seed_is_missing():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_learning_report.py"
+    spec = importlib.util.spec_from_file_location("meta_learning_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    frame = _frame(a={0: A[0], 1: A[1]})  # aq lost seed 2
+    table = method_table(frame[frame["ways"] == 3])
+    row = {m: table[(table["method"] == m) & (table["eps"] == 0.1)].iloc[0] for m in ("aq", "maml")}
+    assert report._cell(row["aq"], 3).endswith("(2 of 3 seeds)")
+    assert "seeds" not in report._cell(row["maml"], 3)
+    assert report._cell(row["aq"], 3).startswith(f"{100 * (3 / 4 + 2 / 4) / 2:.1f} +- ")
