@@ -63,7 +63,8 @@ def _method_rows(plan, ways, methods, tables, costs) -> list[str]:
     robust, clean, aa, pgd_on_aa, unrolled = tables
     n = len(plan.seeds)
     head = ["method", "grad evals", "outer steps", "clean %"] + [f"robust % eps {e:g}" for e in plan.eps]
-    head += [f"PGD+AA % eps {plan.aa_eps:g} ({plan.aa_tasks} tasks)", f"unrolled support % eps {plan.aa_eps:g} ({plan.support_tasks} tasks)",
+    head += [f"PGD+AA % eps {plan.aa_eps:g} ({plan.aa_tasks} tasks)",
+             f"unrolled support % eps {plan.aa_eps:g} ({plan.support_tasks} tasks)",
              "above chance up to eps (task CI / seed CI)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods:

@@ -147,7 +147,7 @@ def evaluate_task(model, task: Task, *, inner_steps: int, inner_lr: float, eps: 
         raise ValueError(f"unknown support attack {support_attack!r}; choose one of {', '.join(SUPPORT_ATTACKS)}")
     eps_list = sorted({float(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)})
     theta = {k: p.detach() for k, p in meta_parameters(model).items()}
-    n_s, n_q = len(task.ys), len(task.yq)
+    n_s = len(task.ys)
     kw = dict(steps=inner_steps, lr=inner_lr)
     clean_learner = FunctionalModel(model, adapt(model, theta, task.xs, task.ys, **kw)).eval()
     passes = inner_steps * n_s
