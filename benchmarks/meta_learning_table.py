@@ -68,7 +68,8 @@ SIZES = {
                   eps=(0.05, 0.1, 0.2, 0.3), pgd_steps=3, restarts=2, aa_eps=0.1, aa_tasks=3, support_tasks=6),
     # Fits about 90 minutes of a 2-core CPU with --jobs 2: half of full's budget (AQ, the dearest
     # per step, still gets about as many outer steps as the stale table's MAML), a quarter of its
-    # validation, 100 shared test tasks (AutoAttack on all of them), the unrolled support attack on the first 50.
+    # validation, 100 shared test tasks (AutoAttack on all of them), the unrolled support attack
+    # on the first 50.
     "medium": Plan(ways=(3, 5), seeds=(0, 1, 2), budget={3: 75_000, 5: 125_000}, steps_per_round=50, val_tasks=10,
                    tasks=100, eps=(0.05, 0.1, 0.2, 0.3), pgd_steps=20, restarts=3, aa_eps=0.1, aa_tasks=100,
                    support_tasks=50),
