@@ -82,7 +82,9 @@ def _method_rows(plan, ways, methods, tables, costs) -> list[str]:
 
 
 def _comparisons(plan, frame, unrolled_frame, methods) -> pd.DataFrame:
-    pairs = [(m, "maml") for m in methods if m != "maml"] + [("aq", "adml")]
+    # every arm against MAML; AQ against ADML, and the PGD control against both (if it ran)
+    extra = [("aq", "adml"), ("aq", "adml_pgd"), ("adml_pgd", "adml")]
+    pairs = [(m, "maml") for m in methods if m != "maml"] + [(a, b) for a, b in extra if {a, b} <= set(methods)]
     rows = []
     for ways in plan.ways:
         for a, b in pairs:

@@ -4,7 +4,8 @@
     OMP_NUM_THREADS=1 python benchmarks/meta_learning_table.py --size medium --out runs/meta_table_medium --jobs 2
     OMP_NUM_THREADS=1 python benchmarks/meta_learning_table.py --size smoke --out /tmp/meta_table_smoke
 
-MAML, first-order MAML, Reptile, ADML and Adversarial Querying (AQ), 3-way and 5-way 1-shot, each
+MAML, first-order MAML, Reptile, ADML, Adversarial Querying (AQ) and ADML trained with AQ's PGD
+(``adml_pgd``, a control), 3-way and 5-way 1-shot, each
 meta-trained with 3 seeds to the same ``cost/grad_evals`` budget (``--budget-grad-evals``: a run
 stops mid-round when it is spent), then meta-tested with ``metaadv meta-evaluate`` on the same
 seeded tasks (600 at full size):
@@ -36,12 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("maml", "fomaml", "reptile", "adml", "aq")
-# Per-method settings beside the shared ones. fomaml: the old table's first-order MAML failed at
-# inner lr 0.1 (near chance) and learned at 0.03. ADML: FGSM as Yin et al.; AQ: PGD-7 queries as
-# Goldblum et al. Both train at the threat eps 0.2.
-METHOD_FLAGS = {"maml": [], "fomaml": ["--inner-lr", "0.03"], "reptile": [], "adml": ["--attack", "fgsm"],
-                "aq": ["--attack", "pgd", "--attack-steps", "7", "--step-ratio", "0.25"]}
+# arm -> (``metaadv meta --method``, its settings beside the shared ones). fomaml: the old table's
+# first-order MAML failed at inner lr 0.1 (near chance) and learned at 0.03. ADML: FGSM as Yin et
+# al.; AQ: PGD-7 queries as Goldblum et al. Both train at the threat eps 0.2. adml_pgd is the
+# control that separates AQ's outer objective from its stronger attack: ADML trained with AQ's PGD-7.
+PGD7 = ["--attack", "pgd", "--attack-steps", "7", "--step-ratio", "0.25"]
+ARMS = {"maml": ("maml", []), "fomaml": ("fomaml", ["--inner-lr", "0.03"]), "reptile": ("reptile", []),
+        "adml": ("adml", ["--attack", "fgsm"]), "aq": ("aq", PGD7), "adml_pgd": ("adml", PGD7)}
+METHODS = tuple(ARMS)
 SHARED = ["--dataset", "mnist5k-rot", "--shots", "1", "--queries", "5", "--meta-batch", "4", "--inner-steps", "3",
           "--meta-lr", "0.001", "--eps", "0.2", "--device", "cpu", "--quiet"]
 
@@ -123,10 +126,11 @@ def train_pieces(plan: Plan, out: Path) -> list:
             for seed in plan.seeds:
                 run = _run_dir(out, ways, method, seed)
                 # rounds only caps: the budget ends every run
-                cmd = _cli("meta", "--out", str(run), "--method", method, "--ways", str(ways), "--seed", str(seed),
+                algorithm, flags = ARMS[method]
+                cmd = _cli("meta", "--out", str(run), "--method", algorithm, "--ways", str(ways), "--seed", str(seed),
                            "--budget-grad-evals", str(plan.budget[ways]), "--rounds", "100000",
                            "--steps-per-round", str(plan.steps_per_round), "--val-tasks", str(plan.val_tasks),
-                           *SHARED, *METHOD_FLAGS[method])
+                           *SHARED, *flags)
                 if _spent(run) >= plan.budget[ways]:
                     continue  # finished
                 if (run / "checkpoint.pt").exists():
@@ -144,7 +148,7 @@ def test_pieces(plan: Plan, out: Path) -> list:
             for seed in plan.seeds:
                 run, name = _run_dir(out, ways, method, seed), f"{ways}way_{method}_s{seed}"
                 common = ["meta-evaluate", str(run), "--pgd-steps", str(plan.pgd_steps), "--pgd-restarts",
-                          str(plan.restarts), "--device", "cpu", "--json"]
+                          str(plan.restarts), "--label", method, "--device", "cpu", "--json"]
                 sweep = out / "tests" / f"sweep_{name}.json"
                 if not sweep.exists():
                     cmd = _cli(*common, "--tasks", str(plan.tasks), "--eps", *map(str, plan.eps), "--autoattack-eps",

@@ -145,7 +145,13 @@ def test_meta_evaluate_cli_sweep_per_task_csv_and_bad_input(trained, tmp_path, c
     assert frame.groupby("eps")["robust_acc"].mean()[0.1] == pytest.approx(r["robust_acc"])
     assert main(argv) == 0
     assert "robust accuracy" in capsys.readouterr().out
-    for bad, message in ((["--autoattack-eps", "0.3"], "must be one of the --eps values"),
+    # --label renames the checkpoint's rows, so two variants of one method pair up as two arms
+    assert main([*argv, "--json", "--per-task", str(csv_path), "--label", "maml_b"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["method"] == "maml" and r["label"] == "maml_b" and (pd.read_csv(csv_path)["method"] == "maml_b").all()
+    for bad, message in ((["--label", "a,b"], "--label must be a non-empty name"),
+                         (["--label", " "], "--label must be a non-empty name"),
+                         (["--autoattack-eps", "0.3"], "must be one of the --eps values"),
                          (["--attack-support", "--support-attack", "unrolled"], "conflicts"),
                          (["--per-task", str(tmp_path / "no" / "t.csv")], "its folder does not exist"),
                          (["--pgd-restarts", "0"], "pgd_restarts must be >= 1")):

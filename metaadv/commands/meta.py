@@ -78,6 +78,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "targets) against the adapted model, on the first --aa-tasks tasks")
     e.add_argument("--aa-tasks", type=int, default=100, help="tasks AutoAttack runs on (default 100)")
     e.add_argument("--per-task", default=None, metavar="CSV", help="write one row per (task, eps) to this CSV")
+    e.add_argument("--label", default=None, metavar="NAME",
+                   help="name of this checkpoint in the --per-task rows and the JSON (default: its method), "
+                        "to tell two variants of one method apart")
     e.add_argument("--seed", type=int, default=0, help="seed of the meta-test tasks and PGD starts (default 0)")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
     e.add_argument("--data-dir", default=None, help="override the run's data folder")
@@ -121,7 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                   pgd_restarts=args.pgd_restarts, inner_steps=args.inner_steps, attack_support=args.attack_support,
                   support_attack=args.support_attack, queries=args.queries, seed=args.seed, device=args.device,
                   data_dir=args.data_dir, autoattack_eps=args.autoattack_eps, aa_tasks=args.aa_tasks,
-                  per_task=args.per_task)
+                  per_task=args.per_task, label=args.label)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -135,7 +138,8 @@ def report_lines(r: dict) -> list[str]:
     support = {"none": "clean support", "theta": "support attacked against theta",
                "unrolled": "support attacked through the inner loop"}[r["support_attack"]]
     restarts = f" x{r['pgd_restarts']} restarts" if r["pgd_restarts"] > 1 else ""
-    lines = [f"meta-test {r['method']} on {r['dataset']}: {r['ways']}-way {r['shots']}-shot, {r['queries']} queries/class, "
+    name = r["method"] if r["label"] == r["method"] else f"{r['label']} ({r['method']})"
+    lines = [f"meta-test {name} on {r['dataset']}: {r['ways']}-way {r['shots']}-shot, {r['queries']} queries/class, "
              f"{r['tasks']} tasks, {r['inner_steps']} inner steps, PGD-{r['pgd_steps']}{restarts} ({r['norm']}, {support})",
              f"clean  accuracy {100 * r['clean_acc']:.2f} +- {100 * r['clean_ci95']:.2f} %"]
     for row in r["sweep"]:

@@ -69,14 +69,14 @@ def _check_options(tasks, pgd_steps, pgd_restarts, eps_list, inner_steps, querie
         raise UserError(f"--per-task {str(per_task)!r}: its folder does not exist")
 
 
-def _write_per_task(path, result: FewShotResult, config: MetaConfig, aa_eps: float | None) -> None:
+def _write_per_task(path, result: FewShotResult, config: MetaConfig, aa_eps: float | None, label: str) -> None:
     with open(Path(path).expanduser(), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(PER_TASK_COLUMNS)
         for t, clean in enumerate(result.clean):
             for e in result.eps:
                 aa = result.aa_robust[t] if e == aa_eps and t < len(result.aa_robust) else ""
-                w.writerow([config.method, config.seed, config.dataset, config.ways, config.shots, t, e, clean,
+                w.writerow([label, config.seed, config.dataset, config.ways, config.shots, t, e, clean,
                             result.robust_by_eps[e][t], aa])
 
 
@@ -84,7 +84,7 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
               pgd_steps: int = 20, pgd_restarts: int = 1, inner_steps: int | None = None,
               attack_support: bool = False, support_attack: str = "none", queries: int | None = None, seed: int = 0,
               device: str = "auto", data_dir: str | None = None, autoattack_eps: float | None = None,
-              aa_tasks: int = 100, per_task: str | Path | None = None) -> dict:
+              aa_tasks: int = 100, per_task: str | Path | None = None, label: str | None = None) -> dict:
     """Few-shot accuracy of ``checkpoint`` on meta-test tasks, clean and under attack, with 95% CIs.
 
     ``eps`` one value or a sweep (default: the run's eps); ``inner_steps`` (default: the run's
@@ -92,13 +92,18 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
     the run's, since the model's head has ``ways`` outputs and the meta-learned initialisation is
     tuned to ``shots``. ``attack_support=True`` is ``support_attack="theta"``. ``per_task``: a CSV
     path for one row per (task, eps), the input of paired comparisons (``analysis.fewshot``).
+    ``label`` names the checkpoint in those rows (their ``method`` column) and in the result
+    (default: its method), to tell two variants of one method apart, e.g. ADML with FGSM and PGD.
     """
     if attack_support:
         if support_attack not in ("none", "theta"):
             raise UserError(f"--attack-support is --support-attack theta; it conflicts with --support-attack {support_attack}")
         support_attack = "theta"
+    if label is not None and (not label.strip() or "," in label or "\n" in label):
+        raise UserError(f"--label must be a non-empty name without commas or line breaks, got {label!r}")
     state = read_meta_checkpoint(checkpoint)
     config = MetaConfig.from_dict(state["config"])
+    label = config.method if label is None else label.strip()
     eps_in = config.eps if eps is None else eps
     eps_list = sorted({float(e) for e in ([eps_in] if isinstance(eps_in, (int, float)) else eps_in)})
     if not eps_list:
@@ -124,9 +129,10 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
                             autoattack_eps=autoattack_eps, aa_tasks=aa_tasks)
     seconds = round(time.perf_counter() - start, 3)
     if per_task is not None:
-        _write_per_task(per_task, result, config, autoattack_eps)
+        _write_per_task(per_task, result, config, autoattack_eps, label)
     sweep = result.sweep()
-    out = {"checkpoint": str(checkpoint), "method": config.method, "dataset": config.dataset, "train_seed": config.seed,
+    out = {"checkpoint": str(checkpoint), "method": config.method, "label": label, "dataset": config.dataset,
+           "train_seed": config.seed,
            "ways": config.ways, "shots": config.shots, "queries": queries, "inner_steps": steps,
            "inner_lr": config.inner_lr, "eps": eps_list[0] if len(eps_list) == 1 else eps_list, "norm": config.norm,
            "pgd_steps": pgd_steps, "pgd_restarts": pgd_restarts, "support_attack": support_attack,
