@@ -7,20 +7,66 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from .errors import UserError
 from .models import build_model
 
-__all__ = ["FORMAT", "VERSION", "check_kind", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model"]
+__all__ = ["FORMAT", "VERSION", "check_kind", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model",
+           "staging_folder"]
 
 FORMAT = "metaadv-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+STAGING_PREFIX = "metaadv-ckpt-"
+STAGING_STALE_S = 600.0  # a dead process's staging folder is removed once it is this old
+
+
+@contextmanager
+def staging_folder() -> Iterator[Path]:
+    """A temporary folder for the checkpoint handed to ``ray.tune.report`` / ``ray.train.report``.
+
+    Ray stops a paused, exploited or early-stopped trial while it waits inside ``report``, so a
+    plain ``TemporaryDirectory`` there is never removed: one checkpoint left behind per stopped
+    trial, gigabytes over a long PBT run. The folder's name carries this process's id, and each
+    new one first removes the folders of processes that are gone. The age condition keeps a
+    process whose id this one cannot see (another PID namespace sharing the folder) safe.
+    """
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{STAGING_PREFIX}*-*"):
+        pid = old.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and _age(old) > STAGING_STALE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:

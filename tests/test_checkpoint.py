@@ -76,3 +76,32 @@ def test_weights_of_another_architecture_are_refused(run_dir, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         metaadv.load_model(tmp_path / "nowhere")
+
+
+def test_staging_folders_of_killed_processes_are_removed_by_the_next_one(tmp_path, monkeypatch):
+    """Ray stops a trial inside ``report``; the staging folder it held must not outlive it for good."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from metaadv import checkpoint
+
+    monkeypatch.setattr(checkpoint.tempfile, "tempdir", str(tmp_path))
+    code = ("import os\nfrom metaadv.checkpoint import staging_folder\n"
+            "with staging_folder() as f:\n    (f / 'checkpoint.pt').write_text('x')\n    print(f, flush=True)\n"
+            "    os._exit(0)  # killed mid-report: no cleanup runs\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    killed = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+              .stdout.strip() for _ in range(2)]
+    assert all(os.path.isdir(f) for f in killed)
+    old = time.time() - 2 * checkpoint.STAGING_STALE_S
+    os.utime(killed[0], (old, old))  # the other is recent: a process this one cannot see may still use it
+    alive = tmp_path / f"{checkpoint.STAGING_PREFIX}{os.getppid()}-live"
+    alive.mkdir()
+    os.utime(alive, (old, old))
+    with checkpoint.staging_folder() as folder:
+        assert folder.parent == tmp_path and folder.name.startswith(f"{checkpoint.STAGING_PREFIX}{os.getpid()}-")
+        assert not os.path.exists(killed[0]) and os.path.isdir(killed[1]) and alive.is_dir()
+        (folder / "checkpoint.pt").write_text("x")
+    assert not folder.exists()

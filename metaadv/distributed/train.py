@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, staging_folder
 from ..errors import UserError
 from ..training.folder import check_fresh_folder, check_out_folder, save_round, start_folder, stored_config
 from ..training.parallel import SINGLE_PROCESS
@@ -224,7 +223,7 @@ def report_status(metrics: dict, rank: int, state_file: Path | None = None) -> N
     if rank != 0:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="metaadv-status-") as folder:
+    with staging_folder() as folder:
         if state_file is not None:
             shutil.copy2(state_file, Path(folder) / CHECKPOINT_NAME)
         (Path(folder) / "status.txt").write_text(f"{metrics.get('status', '')}: {metrics.get('error', '')}\n")
@@ -262,6 +261,6 @@ def _report(run, row: dict, rank: int, out: Path) -> None:
         ray.train.report(row)
         return
     save_round(run, out)
-    with tempfile.TemporaryDirectory(prefix="metaadv-ckpt-") as folder:
+    with staging_folder() as folder:
         shutil.copy2(out / CHECKPOINT_NAME, Path(folder) / CHECKPOINT_NAME)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))

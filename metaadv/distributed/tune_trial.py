@@ -17,14 +17,13 @@ trials at once as the cluster can give workers to.
 from __future__ import annotations
 
 import math
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint, staging_folder
 from ..errors import UserError
 from ..training.parallel import SINGLE_PROCESS
 from .workers import WorkerSpec, worker_device
@@ -113,7 +112,7 @@ def run_train_backed_trial(config: dict, front, spec: WorkerSpec, rounds_per_fit
         rows = state["rows"][done_before:]
         for row in rows[:-1]:
             ray.tune.report(_front(row, front))
-        with tempfile.TemporaryDirectory(prefix="metaadv-ckpt-") as folder:
+        with staging_folder() as folder:
             save_checkpoint(state, Path(folder) / CHECKPOINT_NAME)
             ray.tune.report(_front(rows[-1], front), checkpoint=ray.tune.Checkpoint.from_directory(folder))
         if end.get("run/done", True):
@@ -175,6 +174,6 @@ def segment_worker(job: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
-        with tempfile.TemporaryDirectory(prefix="metaadv-ckpt-") as folder:
+        with staging_folder() as folder:
             save_checkpoint(run.state_dict(), Path(folder) / CHECKPOINT_NAME)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

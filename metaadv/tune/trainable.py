@@ -17,14 +17,13 @@ the trial as failed, and best-result lookups skip it; metaadv's PBT and PB2 rank
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import ray.tune
 import torch
 
-from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint, staging_folder
 from .kinds import RunKind, get_kind
 
 __all__ = ["make_trainable", "run_trial", "front_columns"]
@@ -64,7 +63,7 @@ def run_trial(config: dict, front: Sequence[str], extra_kinds=None) -> None:
         except kind.diverged as exc:
             ray.tune.report(_diverged_row(run, exc, front))
             return
-        with tempfile.TemporaryDirectory(prefix="metaadv-ckpt-") as folder:
+        with staging_folder() as folder:
             save_checkpoint(run.state_dict(), Path(folder) / CHECKPOINT_NAME)
             # Tune copies the folder into the trial's storage before report returns.
             ray.tune.report(_front(row, front), checkpoint=ray.tune.Checkpoint.from_directory(folder))
