@@ -69,7 +69,7 @@ SIZES = {
     # Proves the pipeline end to end in minutes; its numbers mean nothing.
     "smoke": Plan(ways=(3, 5), seeds=(0, 1, 2), budget={3: 3000, 5: 5000}, steps_per_round=5, val_tasks=2, tasks=12,
                   eps=(0.05, 0.1, 0.2, 0.3), pgd_steps=3, restarts=2, aa_eps=0.1, aa_tasks=3, support_tasks=6),
-    # Fits about 90 minutes of a 2-core CPU with --jobs 2: half of full's budget (AQ, the dearest
+    # About 2.5 hours of a 2-core CPU with --jobs 2 (measured, six arms): half of full's budget (AQ, the dearest
     # per step, still gets about as many outer steps as the stale table's MAML), a quarter of its
     # validation, 100 shared test tasks (AutoAttack on all of them), the unrolled support attack
     # on the first 50.
