@@ -73,3 +73,30 @@ def test_the_reports_cells_say_when_a_seed_is_missing():
     assert report._cell(row["aq"], 3).endswith("(2 of 3 seeds)")
     assert "seeds" not in report._cell(row["maml"], 3)
     assert report._cell(row["aq"], 3).startswith(f"{100 * (3 / 4 + 2 / 4) / 2:.1f} +- ")
+
+
+def test_the_tables_arms_train_their_algorithm_and_are_tested_under_their_own_name(tmp_path):
+    """adml_pgd is ADML with PGD-7: trained as ``--method adml``, meta-tested as ``--label adml_pgd``."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_learning_table.py"
+    spec = importlib.util.spec_from_file_location("meta_learning_table", path)
+    table = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = table  # its dataclass looks itself up there
+    try:
+        spec.loader.exec_module(table)
+    finally:
+        del sys.modules[spec.name]
+    plan = table.SIZES["smoke"]
+    train = {Path(cmd[cmd.index("--out") + 1]).parts[-3:]: cmd for cmd, _, _ in table.train_pieces(plan, tmp_path)}
+    assert len(train) == len(table.ARMS) * len(plan.seeds) * len(plan.ways)
+    pgd = train[("5way", "adml_pgd", "seed0")]
+    assert pgd[pgd.index("--method") + 1] == "adml" and pgd[pgd.index("--attack") + 1] == "pgd"
+    fgsm = train[("5way", "adml", "seed0")]
+    assert fgsm[fgsm.index("--attack") + 1] == "fgsm"
+    tests = [cmd for cmd, _, _ in table.test_pieces(plan, tmp_path)]
+    labels = {cmd[cmd.index("--label") + 1] for cmd in tests}
+    assert labels == set(table.ARMS) and sys.executable == tests[0][0]
+    assert len(tests) == 2 * len(table.ARMS) * len(plan.seeds) * len(plan.ways)  # a sweep and an unrolled each
