@@ -142,11 +142,12 @@ def write_report(plan, size: str, out: Path, methods) -> None:
         lines += [f"## {ways}-way 1-shot (chance {100 / ways:.1f}%)", ""]
         lines += _method_rows(plan, ways, methods, tables, costs) + [""]
     lines += ["## Verdicts (PGD sweep, clean support)", ""] + _verdicts(plan, frame, tables[0], methods) + [""]
-    lines += ["## Paired differences a - b (points)", "", "| ways | attack | a - b | eps | diff | task CI | seed CI | decided |",
+    lines += ["## Paired differences a - b (points)", "",
+              "| ways | attack | a - b | eps | diff | task CI | seed CI (seeds paired) | decided |",
               "|---|---|---|---|---|---|---|---|"]
     for _, c in comparisons.iterrows():
         diff = "n/a" if math.isnan(c["diff"]) else f"{100 * c['diff']:+.1f}"
         lines.append(f"| {c['ways']} | {c['attack']} | {c['a']} - {c['b']} | {c['eps']:g} | {diff} | "
-                     f"{_interval(c['task_lo'], c['task_hi'])} | {_interval(c['seed_lo'], c['seed_hi'])} | "
+                     f"{_interval(c['task_lo'], c['task_hi'])} | {_interval(c['seed_lo'], c['seed_hi'])} ({int(c['seed_n'])}) | "
                      f"{'yes' if c['decided'] else 'no'} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")

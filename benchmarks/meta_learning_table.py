@@ -19,12 +19,14 @@ seeded tasks (600 at full size):
    ``OUT/per_task.csv`` and ``OUT/comparisons.csv``, with :mod:`analysis.fewshot`.
 
 Every piece is skipped when its output exists, so an interrupted run continues where it stopped
-(``--stage`` runs one stage only). Pieces run ``--jobs`` at a time, one process each.
+(``--stage`` runs one stage only), and a finished table grows: ``--seeds 0 1 2 3 4 --arms aq adml``
+adds two seeds to two arms. Pieces run ``--jobs`` at a time, one process each.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -119,10 +121,10 @@ def _spent(run: Path) -> int:
     return int(float(rows[-1]["cost/grad_evals"])) if rows else 0
 
 
-def train_pieces(plan: Plan, out: Path) -> list:
+def train_pieces(plan: Plan, out: Path, arms=METHODS) -> list:
     pieces = []
     for ways in plan.ways:
-        for method in METHODS:
+        for method in arms:
             for seed in plan.seeds:
                 run = _run_dir(out, ways, method, seed)
                 # rounds only caps: the budget ends every run
@@ -139,12 +141,12 @@ def train_pieces(plan: Plan, out: Path) -> list:
     return pieces
 
 
-def test_pieces(plan: Plan, out: Path) -> list:
+def test_pieces(plan: Plan, out: Path, arms=METHODS) -> list:
     """The meta-tests still to run: every eps sweep (the headline numbers) before any unrolled attack."""
     (out / "tests").mkdir(parents=True, exist_ok=True)
     sweeps, unrolled_pieces = [], []
     for ways in plan.ways:
-        for method in METHODS:
+        for method in arms:
             for seed in plan.seeds:
                 run, name = _run_dir(out, ways, method, seed), f"{ways}way_{method}_s{seed}"
                 common = ["meta-evaluate", str(run), "--pgd-steps", str(plan.pgd_steps), "--pgd-restarts",
@@ -176,16 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for runs, meta-tests, logs and the report")
     p.add_argument("--jobs", type=int, default=1, help="pieces run at a time (one process each)")
     p.add_argument("--stage", choices=("all", "train", "test", "report"), default="all")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="training seeds (default: the size's 0 1 2); the report's cells say which arms have fewer")
+    p.add_argument("--arms", nargs="+", choices=METHODS, default=list(METHODS), metavar="ARM",
+                   help=f"arms to train and meta-test (default all: {' '.join(METHODS)}); the report covers every arm")
     args = p.parse_args(argv)
     plan, out = SIZES[args.size], Path(args.out)
+    if args.seeds is not None:
+        plan = dataclasses.replace(plan, seeds=tuple(sorted(set(args.seeds))))
+    arms = tuple(args.arms)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps({"size": args.size, **plan.__dict__}, indent=2, default=str) + "\n")
+    (out / "plan.json").write_text(json.dumps({"size": args.size, **plan.__dict__, "arms": arms}, indent=2,
+                                              default=str) + "\n")
     if args.stage in ("all", "train"):
-        pieces = train_pieces(plan, out)
+        pieces = train_pieces(plan, out, arms)
         print(f"train: {len(pieces)} runs to run or finish", flush=True)
         run_pieces(pieces, args.jobs)
     if args.stage in ("all", "test"):
-        pieces = test_pieces(plan, out)
+        pieces = test_pieces(plan, out, arms)
         print(f"test: {len(pieces)} meta-tests to run", flush=True)
         run_pieces(pieces, args.jobs)
     if args.stage in ("all", "report"):

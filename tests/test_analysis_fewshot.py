@@ -100,3 +100,5 @@ def test_the_tables_arms_train_their_algorithm_and_are_tested_under_their_own_na
     labels = {cmd[cmd.index("--label") + 1] for cmd in tests}
     assert labels == set(table.ARMS) and sys.executable == tests[0][0]
     assert len(tests) == 2 * len(table.ARMS) * len(plan.seeds) * len(plan.ways)  # a sweep and an unrolled each
+    only_aq = table.train_pieces(plan, tmp_path, ("aq",))  # --arms aq: a table grows one arm at a time
+    assert len(only_aq) == len(plan.seeds) * len(plan.ways) and all("aq" in cmd for cmd, _, _ in only_aq)
