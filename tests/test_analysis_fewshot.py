@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analysis.fewshot import compare, method_table, paired_task_diff
+
+
+def _benchmark(name: str):
+    """A module of benchmarks/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass in it looks its module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
 
 # robust_acc[method][train_seed] per task 0..3, at eps 0.1
 A = {0: [1, 1, 0, 1], 1: [1, 0, 0, 1], 2: [1, 1, 1, 1]}
@@ -60,13 +75,7 @@ def test_missing_metric_and_method_table():
 
 
 def test_the_reports_cells_say_when_a_seed_is_missing():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_learning_report.py"
-    spec = importlib.util.spec_from_file_location("meta_learning_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _benchmark("meta_learning_report")
     frame = _frame(a={0: A[0], 1: A[1]})  # aq lost seed 2
     table = method_table(frame[frame["ways"] == 3])
     row = {m: table[(table["method"] == m) & (table["eps"] == 0.1)].iloc[0] for m in ("aq", "maml")}
@@ -77,18 +86,7 @@ def test_the_reports_cells_say_when_a_seed_is_missing():
 
 def test_the_tables_arms_train_their_algorithm_and_are_tested_under_their_own_name(tmp_path):
     """adml_pgd is ADML with PGD-7: trained as ``--method adml``, meta-tested as ``--label adml_pgd``."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_learning_table.py"
-    spec = importlib.util.spec_from_file_location("meta_learning_table", path)
-    table = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = table  # its dataclass looks itself up there
-    try:
-        spec.loader.exec_module(table)
-    finally:
-        del sys.modules[spec.name]
+    table = _benchmark("meta_learning_table")
     plan = table.SIZES["smoke"]
     train = {Path(cmd[cmd.index("--out") + 1]).parts[-3:]: cmd for cmd, _, _ in table.train_pieces(plan, tmp_path)}
     assert len(train) == len(table.ARMS) * len(plan.seeds) * len(plan.ways)
