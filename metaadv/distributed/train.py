@@ -225,8 +225,8 @@ def report_status(metrics: dict, rank: int, state_file: Path | None = None) -> N
         return
     with staging_folder() as folder:
         if state_file is not None:
-            shutil.copy2(state_file, Path(folder) / CHECKPOINT_NAME)
-        (Path(folder) / "status.txt").write_text(f"{metrics.get('status', '')}: {metrics.get('error', '')}\n")
+            shutil.copy2(state_file, folder / CHECKPOINT_NAME)
+        (folder / "status.txt").write_text(f"{metrics.get('status', '')}: {metrics.get('error', '')}\n")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -262,5 +262,5 @@ def _report(run, row: dict, rank: int, out: Path) -> None:
         return
     save_round(run, out)
     with staging_folder() as folder:
-        shutil.copy2(out / CHECKPOINT_NAME, Path(folder) / CHECKPOINT_NAME)
+        shutil.copy2(out / CHECKPOINT_NAME, folder / CHECKPOINT_NAME)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -113,7 +113,7 @@ def run_train_backed_trial(config: dict, front, spec: WorkerSpec, rounds_per_fit
         for row in rows[:-1]:
             ray.tune.report(_front(row, front))
         with staging_folder() as folder:
-            save_checkpoint(state, Path(folder) / CHECKPOINT_NAME)
+            save_checkpoint(state, folder / CHECKPOINT_NAME)
             ray.tune.report(_front(rows[-1], front), checkpoint=ray.tune.Checkpoint.from_directory(folder))
         if end.get("run/done", True):
             return
@@ -175,5 +175,5 @@ def segment_worker(job: dict) -> None:
             ray.train.report(metrics)
             continue
         with staging_folder() as folder:
-            save_checkpoint(run.state_dict(), Path(folder) / CHECKPOINT_NAME)
+            save_checkpoint(run.state_dict(), folder / CHECKPOINT_NAME)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -64,7 +64,7 @@ def run_trial(config: dict, front: Sequence[str], extra_kinds=None) -> None:
             ray.tune.report(_diverged_row(run, exc, front))
             return
         with staging_folder() as folder:
-            save_checkpoint(run.state_dict(), Path(folder) / CHECKPOINT_NAME)
+            save_checkpoint(run.state_dict(), folder / CHECKPOINT_NAME)
             # Tune copies the folder into the trial's storage before report returns.
             ray.tune.report(_front(row, front), checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
