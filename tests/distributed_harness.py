@@ -8,6 +8,7 @@ tests/test_distributed_ray.py; what this checks is the arithmetic every worker d
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import traceback
@@ -62,3 +63,31 @@ def same_rows(got: list[dict], want: list[dict]) -> bool:
 
     return len(got) == len(want) and all(
         list(g) == list(w) and all(same(g[k], w[k]) for k in w if k != "cost/seconds") for g, w in zip(got, want))
+
+
+@contextlib.contextmanager
+def float64():
+    """Build and train in float64: new tensors and modules (the default dtype) and the embedded
+    data sets. Adversarial training is chaotic (sign steps, clamps: a last-bit difference can become
+    a different perturbation), so weight-for-weight agreement after several steps only holds
+    independently of the CPU's rounding in float64, where that rounding sits near 1e-16."""
+    from metaadv.data import registry
+
+    loaders = {name: getattr(registry, name) for name in ("load_sklearn_digits", "load_mnist5k")}
+
+    def in_float64(load):
+        def wrapped():
+            x, y = load()
+            return x.double(), y
+        return wrapped
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    for name, load in loaders.items():
+        setattr(registry, name, in_float64(load))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(default)
+        for name, load in loaders.items():
+            setattr(registry, name, load)

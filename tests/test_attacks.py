@@ -11,6 +11,8 @@ from metaadv.training.precision import AutocastForward
 
 from .attack_suite import AttackSuite
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 
 class TestAttackSuite(AttackSuite):
     """Every case in ``attack_suite.ATTACK_CASES``."""

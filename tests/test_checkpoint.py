@@ -9,6 +9,8 @@ from metaadv.config import TrainConfig
 from metaadv.errors import UserError
 from metaadv.training.run import run_training
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -16,6 +16,8 @@ from metaadv.meta import MetaConfig
 from metaadv.meta.algorithms import adml_step, aq_step, maml_step, reptile_step
 from metaadv.models import DigitsNet
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 
 
 def _task(ways=3, shots=2, queries=3, size=8, seed=0, dtype=torch.float32) -> Task:

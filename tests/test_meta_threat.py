@@ -14,6 +14,8 @@ from metaadv.meta import MetaConfig, Task, adapt, evaluate_task, evaluate_tasks,
 from metaadv.meta.metatest import chance_crossing
 from metaadv.meta.support_attacks import attack_support, unrolled_objective
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 TINY = dict(dataset="digits", ways=3, shots=1, queries=3, meta_batch=2, rounds=1, steps_per_round=20, inner_steps=1,
             inner_lr=0.3, meta_lr=3e-3, val_tasks=1, val_pgd_steps=1, device="cpu")
 

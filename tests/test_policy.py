@@ -10,6 +10,8 @@ from metaadv.models.policy import PolicyNet, discounted_returns, log_prob_and_en
 from metaadv.training.hparams import HParams
 from metaadv.training.policy import PolicyController, apply_choices, load_policy_file, save_policy_file
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 NO_GRIDS = {f"policy_{d}": [] for d in ("eps", "step_ratio", "steps", "lr_mult", "weight_decay", "adv_mix")}
 
 

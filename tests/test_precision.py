@@ -38,6 +38,36 @@ def test_explicit_precisions_are_kept_whatever_the_hardware(monkeypatch):
     assert resolve_precision("fp32", CPU) == "fp32"
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_an_explicit_bf16_request_says_in_one_line_when_it_is_emulated(monkeypatch, native):
+    _force_native(monkeypatch, avx512_bf16=native, amx=False)
+    line = precision.emulated_bf16_warning("bf16", CPU)
+    assert (line is None) == native
+    if not native:
+        assert "\n" not in line and "emulated" in line and "slower than fp32" in line
+    assert precision.emulated_bf16_warning("fp32", CPU) is None
+    assert precision.emulated_bf16_warning("auto", CPU) is None  # auto picks fp32 there: nothing to warn of
+
+
+def test_train_and_study_warn_of_emulated_bf16_before_they_start(monkeypatch, capsys, tmp_path):
+    import metaadv.tune.study as study_engine
+    from metaadv.cli import main
+
+    _force_native(monkeypatch, avx512_bf16=False, amx=False)
+
+    def no_study(*args, **kwargs):  # the warning must come before any trial starts
+        assert "emulated" in capsys.readouterr().err
+        raise SystemExit(0)
+
+    monkeypatch.setattr(study_engine, "run_study", no_study)
+    with pytest.raises(SystemExit):
+        main(["study", "learned_vs_searched", "--size", "tiny", "--precision", "bf16", "--out", str(tmp_path / "s")])
+    assert main(["train", "--dataset", "digits", "--rounds", "1", "--steps-per-round", "1", "--val-size", "20",
+                 "--device", "cpu", "--precision", "bf16", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "bf16" in ln]
+    assert len(err) == 1 and "emulated" in err[0]
+
+
 def test_unknown_precision_is_a_one_line_config_error():
     with pytest.raises(UserError, match="unknown precision 'fp16'"):
         TrainConfig.from_dict({"precision": "fp16"})

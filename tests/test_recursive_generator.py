@@ -13,6 +13,8 @@ from metaadv.training.generator_unroll import unroll
 from metaadv.training.hparams import HParams
 from metaadv.training.trainer import Trainer
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 
 def _unrolled(model, gen, x, y, eps, steps, norm="linf", fresh=True, discount=1.0, noise=None, ratio=0.5):
     eps_b = per_example(eps, x)

@@ -16,6 +16,8 @@ from metaadv.training.run import TrainingRun, run_training
 
 from .resume_helpers import interrupted_and_full, without_seconds
 
+pytestmark = pytest.mark.margins  # numeric tolerances: swept under other CPU kernels
+
 TINY = {"dataset": "digits", "rounds": 3, "steps_per_round": 4, "batch_size": 32, "val_size": 64, "val_pgd_steps": 3, "steps": 3}
 
 
