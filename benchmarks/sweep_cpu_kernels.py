@@ -13,10 +13,17 @@ would take 2 x 3 x 2 x 2 suite runs):
     isa-avx2       ONEDNN_MAX_CPU_ISA=AVX2
     isa-avx512     ONEDNN_MAX_CPU_ISA=AVX512_CORE (a no-op on a CPU without AVX-512)
     aten-avx2      ATEN_CPU_CAPABILITY=avx2
+    avx2           ATEN_CPU_CAPABILITY=avx2 with ONEDNN_MAX_CPU_ISA=AVX2: both kernel families of an
+                   AVX2-only CPU, as close to one as software gets on an AVX-512 machine (either
+                   alone is not: ATen's kernels and oneDNN's differ separately)
     threads-2      METAADV_TEST_THREADS=2 (tests/conftest.py sets torch's thread count)
 
 and, only when named with --configs: isa-sse41 (ONEDNN_MAX_CPU_ISA=SSE41) and aten-default
-(ATEN_CPU_CAPABILITY=default, no vector kernels).
+(ATEN_CPU_CAPABILITY=default, no vector kernels in ATen: the tests with numeric margins should
+pass there too; `--configs aten-default -m margins` runs just those, see tests/conftest.py).
+
+The CPU's own flags come first in the output (lscpu's avx2 / avx512* / amx* / fma), since the
+settings can only cap kernels below what the CPU has.
 
     .venv/bin/python benchmarks/sweep_cpu_kernels.py                      # the whole suite, 5 settings
     .venv/bin/python benchmarks/sweep_cpu_kernels.py -m "not slow"        # extra arguments go to pytest
@@ -38,6 +45,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from metaadv.training.precision import cpu_vector_flags  # noqa: E402
+
 KERNEL_VARS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "METAADV_TEST_THREADS")
 
 CONFIGS = {
@@ -45,6 +56,7 @@ CONFIGS = {
     "isa-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "isa-avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "threads-2": {"METAADV_TEST_THREADS": "2"},
 }
 EXTRA_CONFIGS = {
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"sweep: {len(names)} settings, pytest {' '.join(pytest_args) or '(whole suite)'}; logs in {log_dir}",
           flush=True)
+    print(f"cpu flags: {cpu_vector_flags()}", flush=True)
 
     failed = []
     for name in names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Callable
 
 from ..config import read_config_file
@@ -61,3 +62,19 @@ def worker_spec(args: argparse.Namespace):
         if value is not None:
             raise UserError(f"{flag} applies to Ray Train runs; add --workers N (N > 1) or --gpus-per-worker")
     return None
+
+
+def warn_if_bf16_is_emulated(precision: str, device: str) -> None:
+    """Say at start, in one line on stderr, that an explicit bf16 request will be emulated here.
+
+    A device that cannot be resolved here (a GPU that only the Ray workers have) is not judged.
+    """
+    from ..training.precision import emulated_bf16_warning
+    from ..training.trainer import resolve_device
+
+    try:
+        line = emulated_bf16_warning(precision, resolve_device(device))
+    except UserError:
+        return
+    if line:
+        print(f"metaadv: {line}", file=sys.stderr, flush=True)

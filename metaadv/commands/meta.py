@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ._run_config import S, add_worker_flags, run_config, worker_spec
+from ._run_config import S, add_worker_flags, run_config, warn_if_bf16_is_emulated, worker_spec
 
 _HELP = {
     "method": "maml, fomaml, reptile, adml or aq", "dataset": "mnist5k, mnist5k-rot, digits or omniglot",
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed.train import read_stored_state
 
         config = run_config(args, MetaConfig, lambda path: read_stored_state(Path(path).parent, "meta"))
+    warn_if_bf16_is_emulated(config.precision, config.device)
     if spec is None:
         on_row = None if args.quiet else (lambda row, r: print(progress_line(row, config.rounds), flush=True))
         run_meta(config, args.out, resume=args.resume, on_row=on_row)

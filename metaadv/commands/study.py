@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..errors import UserError
+from ._run_config import warn_if_bf16_is_emulated
 
 DESCRIPTION = __doc__.split("\n", 1)[1].strip()
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     workers = trial_workers(args)
     study = study.replace(base={**study.base, "precision": args.precision})
+    warn_if_bf16_is_emulated(args.precision, study.sizes[args.size].config.get("device", study.base.get("device", "auto")))
     from ..tune.study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,

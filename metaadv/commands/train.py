@@ -9,7 +9,7 @@ from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig
 from ..data import DATASETS
 from ..attacks import NORMS
 from ..errors import UserError
-from ._run_config import S, add_worker_flags, run_config, worker_spec
+from ._run_config import S, add_worker_flags, run_config, warn_if_bf16_is_emulated, worker_spec
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
         config = run_config(args, TrainConfig, lambda path: read_stored_state(Path(path).parent, "train"))
     _check_save_policy(args.save_policy, config)
+    warn_if_bf16_is_emulated(config.precision, config.device)
     rounds = config.rounds
     if spec is None:
         from ..training.run import run_training

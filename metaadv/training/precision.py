@@ -19,9 +19,13 @@ import contextlib
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "AutocastForward", "autocast", "native_bf16", "resolve_precision", "with_precision"]
+__all__ = ["PRECISIONS", "AutocastForward", "autocast", "cpu_vector_flags", "emulated_bf16_warning", "native_bf16",
+           "resolve_precision", "with_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# A PGD-10 AT round under bf16 autocast against fp32, on a 2-core AMD EPYC with AVX2 and FMA but no
+# AVX-512 or AMX (two 20-step rounds each, one process; issue 19): emulated bf16 is no saving.
+EMULATED_BF16_SLOWDOWN = 10.6
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -31,6 +35,27 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return False
+
+
+def cpu_vector_flags() -> str:
+    """The CPU's vector flags that decide its kernels (avx2, fma, avx512*, amx*), as lscpu lists them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return "unknown"
+    flags = [f for f in line.split(":", 1)[-1].split() if f in ("avx2", "fma") or f.startswith(("avx512", "amx"))]
+    return " ".join(flags) or "no avx2"
+
+
+def emulated_bf16_warning(precision: str, device: torch.device) -> str | None:
+    """One line to print at the start of a run that asked for bf16 where it is emulated; else None."""
+    if precision != "bf16" or native_bf16(device):
+        return None
+    where = f"this CPU ({cpu_vector_flags()})" if device.type == "cpu" else f"device {device}"
+    return (f"warning: --precision bf16 on {where} is emulated, not native (no AVX512-BF16 or AMX): expect it "
+            f"to be slower than fp32 (a PGD-10 AT round took {EMULATED_BF16_SLOWDOWN}x as long on an AVX2 CPU); "
+            "--precision auto picks fp32 here")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
