@@ -91,7 +91,7 @@ def load_results(*paths) -> pd.DataFrame:
                 continue
             seen.add(folder.resolve())
             if kind == "study":
-                studies[folder] = True
+                _one_folder_per_study(folder, studies)
             frames.append({"study": _load_study, "experiment": _load_experiment, "run": _load_run}[kind](folder))
     frames = [f for f in frames if not f.empty]
     if not frames:
@@ -99,6 +99,17 @@ def load_results(*paths) -> pd.DataFrame:
             return pd.DataFrame(columns=[*ID_COLUMNS, "source", "report", "final_model", "decision_validation"])
         raise UserError("no result rows found in " + ", ".join(map(str, paths)))
     return _order(pd.concat(frames, ignore_index=True))
+
+
+def _one_folder_per_study(folder: Path, studies: dict) -> None:
+    """Refuse a second folder holding a study of the same name (a copy, or another size of it):
+    rows are keyed by study and arm, so the two would merge into one arm each (cost (b) doubled,
+    every contrast's seeds paired across folders)."""
+    name = json.loads((folder / "study.json").read_text()).get("study", folder.name)
+    if name in studies:
+        raise UserError(f"{str(studies[name])!r} and {str(folder)!r} both hold study {name!r}; their arms would merge: "
+                        "analyze one folder of a study at a time")
+    studies[name] = folder
 
 
 def _order(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""analysis on studies a user meets while they run: partial reports, study status, empty CSVs."""
+"""analysis on studies a user meets while they run: partial reports, study status, two copies of one
+study, empty CSVs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from analysis.load import load_judged
 from analysis.report import analyze
 from analysis.status import read_csv, study_status
 from metaadv.cli import main
+from metaadv.errors import UserError
 from tests.analysis_study import build_study
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -126,6 +128,18 @@ def test_the_planned_counts_are_the_engines(tmp_path):
         planned = sum(_planned(spec, arm, exp) for arm in spec["arms"].values() for exp in arm["experiments"])
         s = study.sizes[size]
         assert planned == sum(u.trials for u in phase1_units(study, s)) + derived_trials(study, s), size
+
+
+def test_two_folders_holding_one_study_are_refused_in_one_line(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    code, out, err = _analyze(capsys, done, copy, "--out", tmp_path / "report")
+    assert code == 2 and not (tmp_path / "report").exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "both hold study 'learned_vs_searched'" in lines[0]
+    with pytest.raises(UserError, match="both hold study"):
+        load_results(done, tmp_path)  # found under a parent folder too
+    assert _analyze(capsys, done, done.parent, "--out", tmp_path / "again")[0] == 0  # the same folder twice: read once
 
 
 def test_empty_and_lone_newline_csvs_read_as_no_rows(done, tmp_path):
