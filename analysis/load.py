@@ -325,5 +325,15 @@ def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.
                 if key not in frame:
                     frame[key] = pd.Series([None] * len(frame), dtype=object)
                 frame.loc[hit, key] = value
-    return frame
+    return numeric_columns(frame, [c for c in frame if c.startswith("eval/")])
 
+
+def numeric_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """``columns`` of ``frame`` as numbers where every value is a number or missing (the ``eval/*``
+    columns are filled model by model into object columns); booleans (``eval/trusted``) and text
+    (``eval/norm``, ``eval/path``) stay as they are."""
+    for c in columns:
+        values = frame[c].dropna()
+        if frame[c].dtype == object and not values.map(lambda v: isinstance(v, (bool, str))).any():
+            frame[c] = pd.to_numeric(frame[c])
+    return frame

@@ -1,5 +1,5 @@
 """analysis on studies a user meets while they run: partial reports, study status, two copies of one
-study, empty CSVs."""
+study, empty CSVs, and the per-model / per-round frames of ``analysis.load_study``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import load_results
+from analysis import StudyFrames, load_results, load_study
 from analysis.load import load_judged
 from analysis.report import analyze
 from analysis.status import read_csv, study_status
 from metaadv.cli import main
 from metaadv.errors import UserError
-from tests.analysis_study import build_study
+from tests.analysis_study import ROBUST, build_study
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -158,3 +159,66 @@ def test_the_reports_judged_csv_is_a_header_when_no_model_was_judged(done, tmp_p
     assert _analyze(capsys, folder, "--out", tmp_path / "report")[0] == 0
     judged = pd.read_csv(tmp_path / "report" / "judged.csv")  # a lone newline made pandas raise EmptyDataError
     assert judged.empty and {"arm", "model", "judge/robust_acc"} <= set(judged.columns)
+
+
+def _uneven_study(root):
+    """Arm ``a``: model a-s0 reports 1 round, verdict 0.2; a-s1 reports 4 rounds, verdict 0.6."""
+    study = root / "uneven"
+    models = []
+    for seed, (rounds, robust) in enumerate([(1, 0.2), (4, 0.6)]):
+        trial = study / "arms" / "a" / "a" / f"metaadv_trial_t{seed}"
+        trial.mkdir(parents=True)
+        (trial / "params.json").write_text(json.dumps({"kind": "train", "method": "pgd-at", "seed": seed}))
+        pd.DataFrame({"round": range(1, rounds + 1), "val/robust_acc": 0.1, "hp/eps": 0.3, "trial_id": f"t{seed}",
+                      "cost/grad_evals": [100 * r for r in range(1, rounds + 1)]}).to_csv(trial / "progress.csv", index=False)
+        path = study / "eval" / "a" / f"a-s{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"robust_acc": robust, "clean_acc": 0.9, "n": 10, "eps": 0.3, "trusted": True,
+                                    "per_attack": {"pgd": robust}}))
+        models.append({"arm": "a", "model": f"a-s{seed}", "seed": seed, "experiment": "a", "trial": f"t{seed}",
+                       "checkpoint": "x", "eval": f"eval/a/a-s{seed}.json", "judge": ""})
+    pd.DataFrame(models).to_csv(study / "models.csv", index=False)
+    (study / "study.json").write_text(json.dumps({"study": "uneven", "status": "done",
+                                                  "arms": {"a": {"kind": "single", "experiments": ["a"]}}}))
+    return study
+
+
+def test_load_study_gives_one_row_per_model_so_an_arm_mean_is_not_row_weighted(tmp_path):
+    frames = load_study(_uneven_study(tmp_path))
+    assert isinstance(frames, StudyFrames)
+    models, rounds = frames.models, frames.rounds
+    assert models["model"].tolist() == ["a-s0", "a-s1"] and models["rounds"].tolist() == [1, 4]
+    assert models.groupby("arm")["eval/robust_acc"].mean()["a"] == pytest.approx(0.4)  # (0.2 + 0.6) / 2
+    # The tidy frame repeats the verdict on every round row: the same groupby weights a-s1 four times.
+    tidy = load_results(tmp_path / "uneven")
+    assert tidy.groupby("arm")["eval/robust_acc"].mean()["a"] == pytest.approx((0.2 + 4 * 0.6) / 5)
+    assert not [c for c in rounds if c.startswith("eval/")] and len(rounds) == 5
+    assert models["cost_a"].tolist() == [100, 400]
+
+
+def test_load_study_columns_are_numbers_not_objects(done):
+    frames = load_study(done)
+    models, rounds = frames.models, frames.rounds
+    assert len(models) == 10 and models.set_index("model").loc["learned-s1", "eval/robust_acc"] == 0.53
+    for col in ("eval/robust_acc", "eval/clean_acc", "eval/n", "eval/eps", "eval/per_attack/pgd", "judge/robust_acc",
+                "cost_a", "seed"):
+        assert pd.api.types.is_numeric_dtype(models[col]), col
+    assert pd.api.types.is_bool_dtype(models["eval/trusted"]) and not models.set_index("model").loc["tuned-s2", "eval/trusted"]
+    assert models.set_index("model").loc["learned-s2", "judge/robust_acc"] == 0.51
+    means = models.groupby("arm")["eval/robust_acc"].mean()
+    assert means["fixed"] == pytest.approx(np.mean(ROBUST["fixed"])) and means["learned"] == pytest.approx(np.mean(ROBUST["learned"]))
+    numeric = [c for c in rounds if c.split("/")[0] in ("val", "train", "hp", "cost") or c in ("round", "seed")]
+    assert numeric and all(pd.api.types.is_numeric_dtype(rounds[c]) for c in numeric)
+    # the tidy frame's verdicts are numbers too (they were object columns, filled model by model)
+    assert pd.api.types.is_float_dtype(load_results(done)["eval/robust_acc"])
+
+
+def test_load_study_on_a_study_in_progress_and_on_a_folder_that_is_none(done, tmp_path):
+    folder = _running(done, tmp_path, keep=("study.json",))
+    frames = load_study(folder)
+    assert frames.models.empty and frames.rounds.empty
+    assert {"arm", "model", "seed", "cost_a"} <= set(frames.models) and {"arm", "round"} <= set(frames.rounds)
+    m = frames.models  # the README's example runs before any verdict exists
+    assert m[m["eval/trusted"].fillna(True).astype(bool)].groupby("arm")["eval/robust_acc"].mean().empty
+    with pytest.raises(UserError, match="not a study folder"):
+        load_study(tmp_path / "nothing")
