@@ -47,6 +47,7 @@ from metaadv.errors import UserError
 
 from .cost import add_round_costs
 from .lineage import assign_segments, read_exploits, tag_index
+from .status import read_csv
 
 __all__ = ["load_results", "read_eval", "discover", "load_judged"]
 
@@ -54,6 +55,8 @@ __all__ = ["load_results", "read_eval", "discover", "load_judged"]
 TUNE_FIELDS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "trial_id", "date",
                "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
                "iterations_since_restore", "experiment_tag", "episodes_total", "timesteps_total"}
+JUDGED_COLUMNS = ["study", "arm", "model", "seed", "eval/robust_acc", "eval/clean_acc", "eval/trusted",
+                  "judge/robust_acc", "judge/clean_acc", "judge/trusted", "judge/aa_version"]
 ID_COLUMNS = ["study", "arm", "experiment", "trial", "model", "seed", "method", "controller", "kind", "round"]
 
 
@@ -74,7 +77,7 @@ def load_results(*paths) -> pd.DataFrame:
     """One tidy frame from any mix of run, experiment and study folders (see the module doc)."""
     if not paths:
         raise UserError("give at least one results folder")
-    frames, seen = [], set()
+    frames, seen, studies = [], set(), {}
     for raw in paths:
         # A ray.tune.ResultGrid (what Tuner.fit returns in a notebook) stands for its experiment folder.
         path = Path(getattr(raw, "experiment_path", raw))
@@ -87,11 +90,26 @@ def load_results(*paths) -> pd.DataFrame:
             if folder.resolve() in seen:  # the same folder named twice (or inside a study also given)
                 continue
             seen.add(folder.resolve())
+            if kind == "study":
+                _one_folder_per_study(folder, studies)
             frames.append({"study": _load_study, "experiment": _load_experiment, "run": _load_run}[kind](folder))
-    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
-    if frame.empty:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        if studies:  # a study that has reported nothing yet: no rows, not an error (see analysis.status)
+            return pd.DataFrame(columns=[*ID_COLUMNS, "source", "report", "final_model", "decision_validation"])
         raise UserError("no result rows found in " + ", ".join(map(str, paths)))
-    return _order(frame)
+    return _order(pd.concat(frames, ignore_index=True))
+
+
+def _one_folder_per_study(folder: Path, studies: dict) -> None:
+    """Refuse a second folder holding a study of the same name (a copy, or another size of it):
+    rows are keyed by study and arm, so the two would merge into one arm each (cost (b) doubled,
+    every contrast's seeds paired across folders)."""
+    name = json.loads((folder / "study.json").read_text()).get("study", folder.name)
+    if name in studies:
+        raise UserError(f"{str(studies[name])!r} and {str(folder)!r} both hold study {name!r}; their arms would merge: "
+                        "analyze one folder of a study at a time")
+    studies[name] = folder
 
 
 def _order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +131,7 @@ def _identity(config: dict, **values) -> dict:
 
 def _load_run(folder: Path) -> pd.DataFrame:
     config = json.loads((folder / "config.json").read_text())
-    rows = pd.read_csv(folder / "metrics.csv")
+    rows = read_csv(folder / "metrics.csv")
     ident = _identity(config, experiment=folder.parent.name, trial=folder.name, model=folder.name, source=str(folder))
     ident["arm"] = f"{ident['method']}/{ident['controller']}"
     rows = rows.assign(**ident, report=range(len(rows)), final_model=True,
@@ -140,7 +158,7 @@ def _trials(folder: Path) -> list[tuple[str, Path, dict, pd.DataFrame]]:
         return out
     for params in sorted(folder.glob("*/params.json")):
         progress = params.parent / "progress.csv"
-        rows = pd.read_csv(progress) if progress.is_file() and progress.stat().st_size else pd.DataFrame()
+        rows = read_csv(progress) if progress.is_file() else pd.DataFrame()
         tid = str(rows["trial_id"].iloc[0]) if "trial_id" in rows and len(rows) else params.parent.name.split("_", 2)[-1]
         out.append((tid, params.parent, json.loads(params.read_text()), rows))
     return out
@@ -264,7 +282,9 @@ def _load_study(folder: Path) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True).assign(study=spec.get("study", folder.name), final_model=False)
     models = folder / "models.csv"
     if models.is_file():
-        frame = _join_models(frame, pd.read_csv(models, dtype={"trial": str, "experiment": str}), folder)
+        table = read_csv(models, dtype={"trial": str, "experiment": str})
+        if len(table):
+            frame = _join_models(frame, table, folder)
     return frame
 
 
@@ -281,7 +301,7 @@ def load_judged(*paths) -> pd.DataFrame:
             if kind != "study" or not models.is_file():
                 continue
             name = json.loads((folder / "study.json").read_text()).get("study", folder.name)
-            table = pd.read_csv(models, dtype={"trial": str, "experiment": str, "judge": str})
+            table = read_csv(models, dtype={"trial": str, "experiment": str, "judge": str})
             for _, m in table.iterrows():
                 judge = m.get("judge")
                 if not isinstance(judge, str) or not (folder / judge).is_file():
@@ -289,7 +309,8 @@ def load_judged(*paths) -> pd.DataFrame:
                 first = read_eval(folder / m["eval"]) if (folder / m["eval"]).is_file() else {}
                 again = {"judge/" + k[len("eval/"):]: v for k, v in read_eval(folder / judge).items()}
                 rows.append({"study": name, "arm": m["arm"], "model": m["model"], "seed": m["seed"], **first, **again})
-    return pd.DataFrame(rows)
+    # No judged model: still the columns, so the report's judged.csv is a header, not a lone newline.
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=JUDGED_COLUMNS)
 
 
 def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -304,4 +325,15 @@ def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.
                 if key not in frame:
                     frame[key] = pd.Series([None] * len(frame), dtype=object)
                 frame.loc[hit, key] = value
+    return numeric_columns(frame, [c for c in frame if c.startswith("eval/")])
+
+
+def numeric_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """``columns`` of ``frame`` as numbers where every value is a number or missing (the ``eval/*``
+    columns are filled model by model into object columns); booleans (``eval/trusted``) and text
+    (``eval/norm``, ``eval/path``) stay as they are."""
+    for c in columns:
+        values = frame[c].dropna()
+        if frame[c].dtype == object and not values.map(lambda v: isinstance(v, (bool, str))).any():
+            frame[c] = pd.to_numeric(frame[c])
     return frame

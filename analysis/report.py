@@ -19,9 +19,10 @@ from metaadv.errors import UserError
 
 from . import plots
 from .load import discover, load_judged, load_results
+from .status import STATUS_COLUMNS, is_partial, status_lines, study_status
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
-__all__ = ["analyze", "write_report", "verdict_sentences", "study_specs"]
+__all__ = ["analyze", "write_report", "verdict_sentences", "study_specs", "partial_studies"]
 
 
 def study_specs(paths) -> list[dict]:
@@ -30,17 +31,31 @@ def study_specs(paths) -> list[dict]:
             if kind == "study"]
 
 
+def study_folders(paths) -> list[Path]:
+    """Every study folder at or under ``paths``."""
+    return [folder for p in paths for kind, folder in discover(Path(p)) if kind == "study"]
+
+
+def partial_studies(paths) -> list[Path]:
+    """The study folders at or under ``paths`` that have not finished (:func:`analysis.status.is_partial`)."""
+    return [folder for folder in study_folders(paths) if is_partial(folder)]
+
+
 def analyze(*paths) -> dict[str, pd.DataFrame]:
     """Every table of the report, as frames: ``results`` (the tidy rows), ``models``, ``arms``,
-    ``contrasts``, ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``."""
+    ``contrasts``, ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``, ``judged``, and
+    ``status`` (per study arm, what is done and what is left: :func:`analysis.status.study_status`).
+    A study still running gives what it has so far (no rows, or no final model yet: empty tables)."""
     frame = load_results(*paths)
     declared = [c for spec in study_specs(paths) for c in spec.get("contrasts", [])]
     finals = final_models(frame)
     arms = arm_summary(frame, finals)
+    statuses = [study_status(folder) for folder in study_folders(paths)]
     return {"results": frame, "models": finals, "arms": arms,
             "contrasts": contrasts(finals, declared or None), "robust_vs_cost": robust_vs_cost(frame, finals),
             "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame),
-            "judged": load_judged(*paths)}
+            "judged": load_judged(*paths),
+            "status": pd.concat(statuses, ignore_index=True) if statuses else pd.DataFrame(columns=STATUS_COLUMNS)}
 
 
 def _pct(x) -> str:
@@ -103,13 +118,31 @@ def _judged_lines(judged: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _progress_lines(paths) -> list[str]:
+    """A study not finished: what is done and what is left, per arm (the same lines as
+    ``metaadv study --status``)."""
+    partial = partial_studies(paths)
+    if not partial:
+        return []
+    lines = ["## Partial report: a study has not finished", "",
+             "Every table below covers only what is done: models not trained or not evaluated yet are missing "
+             "(a model without its verdict is read by its last validation), and a contrast has only the seeds both "
+             "arms have so far. Run `metaadv analyze` again when the study is done.", ""]
+    for folder in partial:
+        lines += ["```", *status_lines(folder), "```", ""]
+    return lines
+
+
 def _markdown(t: dict, specs: list[dict], paths) -> str:
     arms, models = t["arms"], t["models"]
+    lines = ["# metaadv analysis", "", "Inputs: " + ", ".join(f"`{p}`" for p in paths), ""] + _progress_lines(paths)
+    if models.empty:
+        return "\n".join(lines + ["No final model yet (a study lists its models in models.csv after training): no main "
+                                   "table, contrasts or plots.", "", "Tables: " + ", ".join(f"`{n}.csv`" for n in t), ""])
     source = "/".join(sorted(set(models["metric_source"])))
     what = {"eval": "the `metaadv evaluate` verdict (per-example worst case over PGD restarts and AutoAttack)",
             "val": "the last training-time validation (`val/robust_acc`): **not** an evaluate verdict",
             "eval/val": "the evaluate verdict where a model has one, else the last training-time validation"}[source]
-    lines = ["# metaadv analysis", "", "Inputs: " + ", ".join(f"`{p}`" for p in paths), ""]
     for spec in specs:
         ev = spec.get("evaluation", {})
         lines += [f"Study **{spec.get('study')}** (size {spec.get('size')}, commit {spec.get('commit')}): budget "
@@ -178,11 +211,12 @@ def write_report(paths, out: str | Path) -> Path:
     try:
         for name, table in tables.items():
             table.to_csv(tmp / f"{name}.csv", index=False)
-        colors = plots.arm_colors(tables["arms"]["arm"])
-        plots.plot_robust_vs_cost(tables["robust_vs_cost"], tables["arms"], tmp / "robust_vs_cost.png", colors)
-        plots.plot_schedules(tables["schedules"], tmp / "schedules.png", colors)
-        plots.plot_pareto(tables["models"], tables["pareto"], tmp / "pareto.png", colors)
-        plots.plot_per_seed(tables["models"], tables["arms"], tmp / "per_seed.png")
+        if len(tables["models"]):  # a study in progress may have no final model to plot yet
+            colors = plots.arm_colors(tables["arms"]["arm"])
+            plots.plot_robust_vs_cost(tables["robust_vs_cost"], tables["arms"], tmp / "robust_vs_cost.png", colors)
+            plots.plot_schedules(tables["schedules"], tmp / "schedules.png", colors)
+            plots.plot_pareto(tables["models"], tables["pareto"], tmp / "pareto.png", colors)
+            plots.plot_per_seed(tables["models"], tables["arms"], tmp / "per_seed.png")
         (tmp / "report.md").write_text(_markdown(tables, study_specs(paths), paths))
         if out.exists():
             shutil.rmtree(out)

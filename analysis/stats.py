@@ -36,7 +36,8 @@ def paired_diff(frame: pd.DataFrame, a: str, b: str, on: str = "seed", value: st
     of 0, from at least ``MIN_PAIRS`` pairs whose differences vary: two seeds that happen to differ
     by the same amount (common on a coarse test set) give a zero-width interval, not evidence.
     ``p`` is the two-sided paired t-test p-value (NaN below two pairs)."""
-    wide = frame[frame[arm].isin([a, b])].pivot_table(index=on, columns=arm, values=value, aggfunc="mean")
+    both = frame[frame[arm].isin([a, b])]
+    wide = both.pivot_table(index=on, columns=arm, values=value, aggfunc="mean") if len(both) else pd.DataFrame()
     pairs = wide.dropna(subset=[c for c in (a, b) if c in wide]) if {a, b} <= set(wide.columns) else wide.iloc[0:0]
     diffs = (pairs[a] - pairs[b]).to_numpy(dtype=float) if len(pairs) else np.array([])
     ci = mean_ci(diffs, level)

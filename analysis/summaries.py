@@ -23,6 +23,11 @@ __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto
 
 # A training run's schedule; a meta-learning run's inner and outer learning rates where present.
 SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
+# The tables' columns, also when a study in progress has no final model (or no trusted one) yet.
+FINAL_COLUMNS = ["arm", "model", "experiment", "trial", "seed", "method", "controller", "robust_acc", "clean_acc",
+                 "metric_source", "trusted", "cost_a", "cost_a_validation"]
+ARM_COLUMNS = ["arm", "n_models", "n_untrusted", "robust_mean", "robust_lo", "robust_hi", "clean_mean", "clean_lo",
+               "clean_hi", "cost_a", "cost_b", "cost_b_total", "metric_source"]
 
 
 def _untrusted(value) -> bool:
@@ -34,6 +39,8 @@ def final_models(frame: pd.DataFrame) -> pd.DataFrame:
     robust_acc, clean_acc, metric_source ("eval" | "val"), trusted (True/False/NaN), cost_a,
     cost_a_validation``."""
     final = frame[frame["final_model"].astype(bool)].sort_values("report", kind="stable")
+    if final.empty:
+        return pd.DataFrame(columns=FINAL_COLUMNS)
     last = final.groupby(["arm", "model"], sort=False).tail(1).reset_index(drop=True)
     has_eval = last["eval/robust_acc"].notna() if "eval/robust_acc" in last else pd.Series(False, index=last.index)
     out = last[["arm", "model", "experiment", "trial", "seed", "method", "controller"]].copy()
@@ -46,7 +53,7 @@ def final_models(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trusted(finals: pd.DataFrame) -> pd.DataFrame:
-    return finals[~finals["trusted"].map(_untrusted)]
+    return finals[~finals["trusted"].map(_untrusted).astype(bool)]  # bool even when empty: a mask, not columns
 
 
 def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -54,6 +61,8 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
     clean_hi`` (trusted models, 95% t-CI over seeds), ``cost_a`` (mean per-model budget),
     ``cost_b`` / ``cost_b_total`` (see :mod:`analysis.cost`), ``metric_source``."""
     finals = final_models(frame) if finals is None else finals
+    if finals.empty:
+        return pd.DataFrame(columns=ARM_COLUMNS)
     costs = arm_cost(frame).set_index("arm")
     rows = []
     for arm, group in finals.groupby("arm", sort=False):
@@ -65,7 +74,7 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
                      "cost_a": group["cost_a"].mean(), "cost_b": costs.loc[arm, "cost_b"],
                      "cost_b_total": costs.loc[arm, "cost_b_total"],
                      "metric_source": "/".join(sorted(set(group["metric_source"])))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
 def contrasts(finals: pd.DataFrame, declared=None) -> pd.DataFrame:
@@ -120,6 +129,8 @@ def pareto_front(finals: pd.DataFrame) -> pd.DataFrame:
     """Trusted final models no other beats on both clean and robust accuracy (higher is better),
     sorted by robust accuracy."""
     good = _trusted(finals).dropna(subset=["clean_acc", "robust_acc"])
+    if good.empty:
+        return good.reset_index(drop=True)
     pts = good[["clean_acc", "robust_acc"]].to_numpy(dtype=float)
     keep = [not any((o >= p).all() and (o > p).any() for o in pts) for p in pts]
     return good[keep].sort_values("robust_acc", ascending=False).reset_index(drop=True)

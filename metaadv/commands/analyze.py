@@ -34,8 +34,12 @@ def run(args: argparse.Namespace) -> int:
     for d in args.dirs:
         if not Path(d).is_dir():
             raise UserError(f"{d!r} is not a folder; give study, experiment or run folders")
-    from analysis.report import write_report  # pandas, matplotlib, Ray's reader: only once the input is known good
+    from analysis.report import partial_studies, write_report  # pandas, matplotlib, Ray's reader: only once the input is known good
+    from analysis.status import status_lines
 
     out = write_report(args.dirs, args.out)
-    print(f"report: {out / 'report.md'}  (tables *.csv, plots *.png in {out})")
+    for folder in partial_studies(args.dirs):  # a study still running: say so, and what is left (report.md has it per arm)
+        print(f"partial report: {status_lines(folder)[0]}")
+    plots = ", plots *.png" if any(out.glob("*.png")) else ""
+    print(f"report: {out / 'report.md'}  (tables *.csv{plots} in {out})")
     return 0

@@ -30,6 +30,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="ADDR", help="join this Ray cluster ('auto', host:port, ray://...) instead of starting one")
     p.add_argument("--cpus-per-trial", type=float, default=None, metavar="X", help="CPUs per trial (default: the size's, 1)")
     p.add_argument("--resume", action="store_true", help="continue the study in --out, skipping what finished")
+    p.add_argument("--status", action="store_true", help="print what the study in --out (default studies/NAME-SIZE) has "
+                   "done and what is left, per arm (trials trained, models evaluated, of those planned), and exit; "
+                   "safe while the study runs")
     p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
                    "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
             study = load_study(name)
             print(f"{name:<24} {study.description} (sizes: {', '.join(study.sizes)})")
         return 0
+    if args.status:
+        return _status(args)
     if not args.study:
         raise UserError("name a study (metaadv study --list shows them)")
     study = load_study(args.study)
@@ -72,4 +77,23 @@ def run(args: argparse.Namespace) -> int:
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,
                                   verbose=1 if args.tune_output else 0, workers=workers))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """``--status``: read the study folder only (no Ray), so it can run beside the study."""
+    import json
+    from pathlib import Path
+
+    if not args.study and not args.out:
+        raise UserError("--status needs the study's folder: --out DIR (or NAME and --size for studies/NAME-SIZE)")
+    folder = Path(args.out or Path("studies") / f"{args.study}-{args.size}").expanduser()
+    if not (folder / "study.json").is_file():
+        raise UserError(f"no study in {str(folder)!r} (no study.json); give the folder the study writes to with --out")
+    name = json.loads((folder / "study.json").read_text()).get("study")
+    if args.study and name != args.study:
+        raise UserError(f"{str(folder)!r} holds study {name!r}, not {args.study!r}")
+    from analysis.status import status_lines
+
+    print("\n".join(status_lines(folder)))
     return 0
