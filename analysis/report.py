@@ -73,20 +73,21 @@ def _num(x) -> str:
 
 
 def verdict_sentences(table: pd.DataFrame) -> list[str]:
-    """Plain sentences: each contrast whose 95% CI excludes zero (who won, by how many points of
-    trusted robust accuracy), or that none does."""
-    wins = table[table["excludes_zero"].astype(bool)] if len(table) else table
+    """Plain sentences: each contrast that is decided (its 95% CI excludes zero and its t-test
+    p-value, Holm-adjusted across the contrasts, is below 0.05: who won, by how many points of
+    trusted robust accuracy), or that none is."""
+    wins = table[table["decided"].astype(bool)] if len(table) else table
     if wins.empty:
         tested = table[table["n"] >= 2] if len(table) else table
-        return ["No contrast's 95% CI excludes zero" + (f" ({len(tested)} tested with >= 2 shared seeds)"
-                                                          if len(table) else " (no contrast could be formed)")
+        return ["No contrast is decided (95% CI excluding zero and Holm-adjusted p < 0.05)"
+                + (f" ({len(tested)} tested with >= 2 shared seeds)" if len(table) else " (no contrast could be formed)")
                 + ": no arm is shown to beat another at this number of seeds."]
     out = []
     for _, c in wins.iterrows():
         winner, loser = (c["a"], c["b"]) if c["mean"] > 0 else (c["b"], c["a"])
         out.append(f"**{winner}** beat **{loser}** by {abs(100 * c['mean']):.1f} points of robust accuracy "
                    f"(95% CI {100 * min(abs(c['lo']), abs(c['hi'])):.1f} to {100 * max(abs(c['lo']), abs(c['hi'])):.1f}, "
-                   f"{int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
+                   f"Holm p {c['p_holm']:.3g}, {int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
     return out
 
 
@@ -162,13 +163,16 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
     c = t["contrasts"]
     lines += ["", "## Contrasts", "", ("Declared in study.json" if specs else "Every pair of arms (none declared)")
               + ": paired differences a - b of trusted robust accuracy (points) over the seeds both arms have; "
-              "accuracy at each arm's own budget, so read them with the cost columns above.", "",
-              "| a - b | question | mean | 95% CI | seeds | p |", "|---|---|---|---|---|---|"]
+              "accuracy at each arm's own budget, so read them with the cost columns above. p: the paired "
+              "t-test, and beside it the exact sign-flip test; each Holm-adjusted across these contrasts "
+              "(decided: CI excludes zero and Holm p < 0.05).", "",
+              "| a - b | question | mean | 95% CI | seeds | p (Holm) | sign-flip p (Holm) |",
+              "|---|---|---|---|---|---|---|"]
     for _, r in c.iterrows():
         ci = "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
         mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
-        p = "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}"
-        lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} |")
+        p, flip = (("n/a" if pd.isna(r[k]) else f"{r[k]:.3g} ({r[k + '_holm']:.3g})") for k in ("p", "p_flip"))
+        lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} | {flip} |")
     lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
     bad = models[models["trusted"].map(lambda v: str(v) == "False")]
     if len(bad):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .cost import arm_cost, model_cost
 from .lineage import lineage_rows
-from .stats import mean_ci, paired_diff
+from .stats import ALPHA, holm, mean_ci, paired_diff
 
 __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto_front", "hp_importance",
            "schedules", "SCHEDULE_HPS"]
@@ -80,13 +80,21 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
 def contrasts(finals: pd.DataFrame, declared=None) -> pd.DataFrame:
     """Paired differences of trusted robust accuracy over shared seeds: one row per
     ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms when none
-    is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, excludes_zero, seeds``."""
+    is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, p_holm, p_flip, p_flip_holm,
+    excludes_zero, decided, seeds``: ``p`` the paired t-test's, ``p_flip`` the exact sign-flip test's,
+    each Holm-adjusted across the rows; ``decided``: excludes zero and Holm-adjusted ``p`` < ALPHA."""
     arms = list(dict.fromkeys(finals["arm"]))
     pairs = [tuple(c) + (("",) if len(c) == 2 else ()) for c in declared] if declared else \
         [(a, b, "") for a, b in itertools.combinations(arms, 2)]
     good = _trusted(finals)
     rows = [{**paired_diff(good, a, b), "question": q} for a, b, q in pairs]
-    cols = ["a", "b", "question", "mean", "lo", "hi", "half", "sd", "n", "p", "excludes_zero", "seeds"]
+    for key in ("p", "p_flip"):
+        for row, adjusted in zip(rows, holm([r[key] for r in rows])):
+            row[f"{key}_holm"] = adjusted
+    for row in rows:
+        row["decided"] = bool(row["excludes_zero"] and row["p_holm"] < ALPHA)
+    cols = ["a", "b", "question", "mean", "lo", "hi", "half", "sd", "n", "p", "p_holm", "p_flip", "p_flip_holm",
+            "excludes_zero", "decided", "seeds"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -114,8 +114,8 @@ def test_declared_contrasts_and_the_plain_verdict(tables):
     assert c.loc[("searched", "learned"), "n"] == 1 and not c.loc[("searched", "learned"), "excludes_zero"]
     sentences = verdict_sentences(tables["contrasts"])
     assert len(sentences) == 1 and "**learned** beat **fixed** by 10.7 points" in sentences[0]
-    none = verdict_sentences(tables["contrasts"].assign(excludes_zero=False))
-    assert none[0].startswith("No contrast's 95% CI excludes zero")
+    none = verdict_sentences(tables["contrasts"].assign(decided=False))
+    assert none[0].startswith("No contrast is decided")
 
 
 def test_pareto_front_and_robust_vs_cost_follow_the_lineage(tables):
@@ -233,3 +233,68 @@ def test_run_folders_load_with_their_own_arm_and_costs(tmp_path):
     finals = final_models(frame)
     assert finals["metric_source"].tolist() == ["val", "val"] and finals["robust_acc"].tolist() == [0.3, 0.4]
     assert len(pareto_front(finals)) == 1 and hp_importance(frame).empty
+
+
+# -- the shared statistics (analysis/stats.py) -------------------------------------------------
+
+
+def test_holm_adjustment_against_a_hand_computation():
+    from analysis.stats import holm
+
+    # sorted: 0.01 (x3), 0.02 (x2) -> max(0.03, 0.04) = 0.04, 0.04 (x1) -> 0.04; NaN is not counted.
+    assert holm([0.04, 0.01, math.nan, 0.02]) == pytest.approx([0.04, 0.03, math.nan, 0.04], nan_ok=True)
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1, and monotone
+    assert holm([]) == []
+
+
+def test_sign_flip_test_is_exact_and_never_zero_for_equal_differences():
+    from analysis.stats import sign_flip_p
+
+    # 5 equal positive differences: only the all-positive and all-negative patterns are as extreme.
+    assert sign_flip_p([0.02] * 5) == pytest.approx(2 / 32)
+    # [1, 2, 3]: |sum| >= 6 only for +++ and ---; |sum| >= 4 for 4 of 8 patterns (sums 6, 2, 0, 4, ...).
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    assert sign_flip_p([1.0, -1.0]) == 1.0 and math.isnan(sign_flip_p([]))
+
+
+def test_paired_diff_refuses_two_models_of_one_seed_and_uses_scipys_interval():
+    from scipy import stats as sps
+
+    from analysis.stats import paired_diff
+
+    frame = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [1, 2, 3] * 2,
+                          "robust_acc": [0.5, 0.6, 0.9, 0.4, 0.4, 0.5]})
+    d = paired_diff(frame, "a", "b")
+    ci = sps.ttest_1samp([0.1, 0.2, 0.4], 0.0).confidence_interval(0.95)
+    assert (d["lo"], d["hi"]) == pytest.approx((ci.low, ci.high)) and d["p_flip"] == pytest.approx(2 / 8)
+    assert d["p"] == pytest.approx(sps.ttest_1samp([0.1, 0.2, 0.4], 0.0).pvalue)
+    twice = pd.concat([frame, frame.iloc[[0]].assign(robust_acc=0.1)])
+    with pytest.raises(ValueError, match="arm 'a' has 2 rows for seed 1"):
+        paired_diff(twice, "a", "b")
+
+
+def test_a_contrast_is_decided_only_after_holm():
+    from analysis.report import verdict_sentences
+    from analysis.summaries import contrasts
+
+    # x - y over 4 seeds: +0.10, +0.13, +0.10, +0.13 (t p = 0.00092, the smallest of the three;
+    # x - z: p = 0.86, y - z: p = 0.026).
+    z = {1: 0.35, 2: 0.28, 3: 0.25, 4: 0.36}
+    rows = []
+    for seed in (1, 2, 3, 4):
+        rows += [{"arm": "x", "seed": seed, "robust_acc": 0.3 + 0.03 * (seed % 2 == 0), "trusted": True},
+                 {"arm": "y", "seed": seed, "robust_acc": 0.2, "trusted": True},
+                 {"arm": "z", "seed": seed, "robust_acc": z[seed], "trusted": True}]
+    finals = pd.DataFrame(rows).assign(clean_acc=0.9)
+    declared = [["x", "y", "q1"], ["x", "z", "q2"], ["y", "z", "q3"]]
+    table = contrasts(finals, declared)
+    p = table.loc[0, "p"]
+    assert p == pytest.approx(0.000923, rel=1e-3)
+    assert table.loc[0, "p_holm"] == pytest.approx(3 * p)  # the smallest of 3 p-values, times 3
+    assert table.loc[2, "p_holm"] == pytest.approx(max(3 * p, 2 * table.loc[2, "p"]))  # the second, times 2
+    assert table.loc[0, "p_flip"] == pytest.approx(2 / 16) and table.loc[0, "p_flip_holm"] >= 2 / 16
+    assert bool(table.loc[0, "decided"]) and "**x** beat **y**" in verdict_sentences(table)[0]
+    # The same contrast among many: Holm lifts it over 0.05 and nothing is decided any more.
+    many = contrasts(finals, declared * 20)
+    assert many.loc[0, "p_holm"] > 0.05 and not many["decided"].any()
+    assert verdict_sentences(many)[0].startswith("No contrast is decided")
