@@ -48,9 +48,9 @@ class _Kind:
 
 KINDS = {
     "train": _Kind("metaadv.training.run:TrainingRun", "metaadv.config:TrainConfig",
-                   "metaadv.commands.train:progress_line", "metaadv.training.trainer:DivergedError"),
+                   "metaadv.training.run:progress_line", "metaadv.training.trainer:DivergedError"),
     "meta": _Kind("metaadv.meta.run:MetaRun", "metaadv.meta.config:MetaConfig",
-                  "metaadv.commands.meta:progress_line", "metaadv.errors:UserError"),
+                  "metaadv.meta.run:progress_line", "metaadv.errors:UserError"),
 }
 
 
