@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._lineage import lineage_rows
+
 __all__ = ["add_round_costs", "model_cost", "arm_cost"]
 
 COUNTERS = (("cost/grad_evals", "cost/round_grad_evals", "cost/inherited_grad_evals"),
@@ -39,8 +41,6 @@ def _segment_keys(frame: pd.DataFrame) -> list[str]:
 
 def add_round_costs(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the per-round and inherited cost columns (see the module doc) to one loaded source."""
-    from .lineage import lineage_rows
-
     frame = frame.copy()
     counters = [c for c in COUNTERS if c[0] in frame]
     for _, _, inherited in counters:

@@ -46,7 +46,7 @@ import pandas as pd
 from metaadv.errors import UserError
 
 from .cost import add_round_costs
-from .lineage import assign_segments, read_exploits, tag_index
+from ._lineage import assign_segments, read_exploits, tag_index
 from .status import read_csv
 
 __all__ = ["load_results", "read_eval", "discover", "load_judged"]

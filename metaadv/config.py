@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._config_values import check_finite, coerce, config_keys
+from ._eps_bounds import eps_bound, eps_error  # noqa: F401  (eps_bound: public here too)
 from .attacks import NORMS
 from .data import DATASETS
 from .errors import UserError
@@ -183,29 +183,6 @@ class TrainConfig:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"bad config value: {exc}") from None
-
-
-def eps_bound(norm: str, dataset: str) -> float:
-    """The largest meaningful eps: 1 for L-inf; for L2 the norm of an all-white image, sqrt(C*H*W).
-
-    A bound of 1 for L2 would forbid MNIST's usual L2 radii (1.5-2.0; VAT used 2.0).
-    """
-    if norm == "linf":
-        return 1.0
-    c, h, w = DATASETS[dataset].shape
-    return math.sqrt(c * h * w)
-
-
-def eps_error(c: TrainConfig, eps: float) -> str:
-    """Why ``eps`` is out of bounds for ``c``'s norm and data set, or "" when it is in."""
-    bound = eps_bound(c.norm, c.dataset)
-    if eps <= bound:
-        return ""
-    if c.norm == "linf":
-        return f"eps must be in [0, 1] for --norm linf (pixel units: 0.3, or 8/255 = 0.0314), got {eps:g}"
-    d = math.prod(DATASETS[c.dataset].shape)
-    return (f"eps must be in [0, {bound:.4g}] for --norm l2 on {c.dataset} (sqrt(C*H*W) = sqrt({d}), "
-            f"the L2 norm of an all-white image), got {eps:g}")
 
 
 def _check_eps(c: TrainConfig) -> None:

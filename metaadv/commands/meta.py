@@ -89,15 +89,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def progress_line(row: dict, rounds: int) -> str:
-    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  acc {row['train/acc']:.3f}  "
-            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
-            f"grad_evals {row['cost/grad_evals']}  {row['cost/seconds']:.1f}s")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..meta import MetaConfig, run_meta
-    from ..meta.run import read_meta_checkpoint
+    from ..meta.run import progress_line, read_meta_checkpoint
 
     spec = worker_spec(args)
     if spec is None:

@@ -128,12 +128,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def progress_line(row: dict, rounds: int) -> str:
-    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  adv_acc {row['train/adv_acc']:.3f}  "
-            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
-            f"eps {row['hp/eps']:.3f}  lr {row['hp/lr']:.2e}  {row['cost/seconds']:.1f}s")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import read_checkpoint
     from ..training.trainer import DivergedError
@@ -149,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_bf16_is_emulated(config.precision, config.device)
     rounds = config.rounds
     if spec is None:
-        from ..training.run import run_training
+        from ..training.run import progress_line, run_training
 
         on_row = None if args.quiet else (lambda row, run: print(progress_line(row, rounds), flush=True))
         try:

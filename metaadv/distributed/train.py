@@ -29,6 +29,7 @@ from ..checkpoint import CHECKPOINT_NAME, read_checkpoint, staging_folder
 from ..errors import UserError
 from ..training.folder import check_fresh_folder, check_out_folder, save_round, start_folder, stored_config
 from ..training.parallel import SINGLE_PROCESS
+from .ray_session import ensure_ray
 from .workers import WorkerSpec, check_device_request, worker_device
 
 __all__ = ["RUN_NAME", "read_stored_state", "report_status", "run_distributed", "train_worker"]
@@ -47,9 +48,9 @@ class _Kind:
 
 KINDS = {
     "train": _Kind("metaadv.training.run:TrainingRun", "metaadv.config:TrainConfig",
-                   "metaadv.commands.train:progress_line", "metaadv.training.trainer:DivergedError"),
+                   "metaadv.training.run:progress_line", "metaadv.training.trainer:DivergedError"),
     "meta": _Kind("metaadv.meta.run:MetaRun", "metaadv.meta.config:MetaConfig",
-                  "metaadv.commands.meta:progress_line", "metaadv.errors:UserError"),
+                  "metaadv.meta.run:progress_line", "metaadv.errors:UserError"),
 }
 
 
@@ -83,7 +84,6 @@ def run_distributed(kind: str, config, out_dir: str | Path, spec: WorkerSpec, *,
         if _train_checkpoints(out):
             raise UserError(f"{str(out)!r} holds Ray Train checkpoints of an earlier run ({RUN_NAME}/); "
                             "add --resume to continue it or choose another --out")
-    from ..tune.runner import ensure_ray
     from .storage import check_shared_storage
 
     started = ensure_ray(address)

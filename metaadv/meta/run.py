@@ -23,7 +23,7 @@ from .config import MetaConfig, MetaHParams
 from .data import MetaData, load_meta_data
 from .learner import MetaLearner
 
-__all__ = ["MetaRun", "run_meta"]
+__all__ = ["MetaRun", "run_meta", "progress_line"]
 
 
 class MetaRun:
@@ -100,3 +100,10 @@ def run_meta(config: MetaConfig, out_dir: str | Path, *, resume: bool = False,
     existing run) is checked before the folder is touched.
     """
     return run_in_folder(config, out_dir, resume=resume, run_cls=MetaRun, read_state=read_meta_checkpoint, on_row=on_row)
+
+
+def progress_line(row: dict, rounds: int) -> str:
+    """One round's metrics row as the progress line a run prints (plain, or rank 0 of ``--workers``)."""
+    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  acc {row['train/acc']:.3f}  "
+            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
+            f"grad_evals {row['cost/grad_evals']}  {row['cost/seconds']:.1f}s")

@@ -24,6 +24,7 @@ import hashlib
 import math
 from pathlib import Path
 
+from .._eps_bounds import eps_error
 from ..errors import UserError
 from .controllers import ScheduleController, register_controller
 from .hparams import HPARAM_NAMES, HParams
@@ -135,8 +136,6 @@ def check_schedule(config) -> list[HParams]:
     if len(rows) < config.rounds:
         raise UserError(f"schedule {config.schedule!r} has {len(rows)} rounds but the run trains {config.rounds}; "
                         f"give --epochs {len(rows)} or a longer schedule")
-    from ..config import eps_error  # the norm's and data set's bound on eps (config imports this module)
-
     base = ScheduleController(config)
     out = []
     for r in range(config.rounds):

@@ -24,7 +24,7 @@ from .folder import run_in_folder
 from .parallel import SINGLE_PROCESS, DataParallel
 from .trainer import Trainer, resolve_device
 
-__all__ = ["TrainingRun", "run_training"]
+__all__ = ["TrainingRun", "run_training", "progress_line"]
 
 
 class TrainingRun:
@@ -162,3 +162,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     """
     return run_in_folder(config, out_dir, resume=resume, run_cls=TrainingRun, on_row=on_row,
                          read_state=lambda path: read_checkpoint(path, kind="train"))
+
+
+def progress_line(row: dict, rounds: int) -> str:
+    """One round's metrics row as the progress line a run prints (plain, or rank 0 of ``--workers``)."""
+    return (f"round {row['round']:>3}/{rounds}  loss {row['train/loss']:.4f}  adv_acc {row['train/adv_acc']:.3f}  "
+            f"val clean {row['val/clean_acc']:.3f}  robust {row['val/robust_acc']:.3f}  "
+            f"eps {row['hp/eps']:.3f}  lr {row['hp/lr']:.2e}  {row['cost/seconds']:.1f}s")

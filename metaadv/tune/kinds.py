@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass
-from typing import Callable
 
 from ..config import TrainConfig
 from ..data import load_splits
 from ..errors import UserError
 from ..training.controllers import build_controller
 from ..training.run import TrainingRun
-from ..training.trainer import DivergedError
+from .run_kind import RunKind
 
 __all__ = ["KINDS", "RunKind", "get_kind", "build_train_run", "restore_train_run"]
-
-
-@dataclass(frozen=True)
-class RunKind:
-    build: Callable[..., object]  # trial config (without "kind") -> run object
-    restore: Callable[[object, dict], None]  # (run, checkpoint payload) -> None; the trial config wins
-    diverged: tuple[type[BaseException], ...] = (DivergedError,)  # errors that end the trial as "diverged"
-    # True when ``build(values, device=..., parallel=...)`` places the run: on the device the
-    # trial's resources give it, as one of several data-parallel workers (metaadv/distributed).
-    placed: bool = False
 
 
 @functools.lru_cache(maxsize=4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import UserError
 from ..meta.config import MetaConfig
 from ..meta.run import MetaRun
-from .kinds import RunKind
+from .run_kind import RunKind
 
 __all__ = ["KIND", "build_meta_run", "restore_meta_run"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import ray
 from ray import tune
 
+from ..distributed.ray_session import ensure_ray
 from ..distributed.storage import check_shared_storage
 from ..distributed.workers import WorkerSpec
 from ..errors import UserError
@@ -65,20 +66,6 @@ def experiment_path(exp: Experiment, opts: RunOptions) -> tuple[str, str]:
     name = opts.name or (exp.name if opts.size == "full" else f"{exp.name}-{opts.size}")
     root = storage_root(opts.storage)
     return root, (f"{root.rstrip('/')}/{name}" if "://" in root else os.path.join(root, name))
-
-
-def ensure_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start a local Ray sized to this machine; True if we started it."""
-    if ray.is_initialized():
-        return False
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
-    else:
-        ray.init(include_dashboard=False)
-    return True
 
 
 def _stop(exp: Experiment, size: str) -> dict:

@@ -8,8 +8,8 @@ import time
 
 import ray
 
+from ...distributed.ray_session import ensure_ray
 from ...errors import UserError
-from ..runner import ensure_ray
 from ..study_spec import Study
 from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
