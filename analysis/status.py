@@ -3,7 +3,7 @@
 Read from the study folder alone (no Ray): ``study.json`` (the arms, their experiments, the size's
 ``size_settings``), ``progress.json`` (the experiments finished, with their trials), the trial
 folders under ``arms/ARM/EXPERIMENT/`` and ``models.csv`` with the ``eval/`` and ``judge/`` JSONs it
-names. The planned counts follow the study engine (``metaadv.tune.study.units.phase1_units``,
+names. The planned counts follow the study engine (``metaadv.study.units.phase1_units``,
 ``derive.phase2_units`` and ``derive.final_models``): a ``tuned`` arm's ``search`` runs
 ``search_samples`` trials and its ``rerun`` one per seed; each PBT population (a ``searched`` arm's
 ``pbt-P``) runs ``population`` trials and yields one model; every other experiment runs one trial

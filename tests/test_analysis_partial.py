@@ -120,7 +120,7 @@ def test_study_status_prints_the_same_lines_and_refuses_a_folder_without_a_study
 def test_the_planned_counts_are_the_engines(tmp_path):
     """analysis.status reads planned trials from study.json; the engine's own count must agree."""
     from analysis.status import _planned
-    from metaadv.tune.study.units import derived_trials, phase1_units
+    from metaadv.study.units import derived_trials, phase1_units
     from tune_experiments.registry import load_study as declared
 
     study = declared("learned_vs_searched")

@@ -186,7 +186,7 @@ def test_the_judge_phase_pairs_each_judged_model_with_its_first_verdict(study, t
 
 
 def test_best_per_arm_skips_untrusted_and_missing_verdicts_and_ties_go_to_the_first():
-    from metaadv.tune.study.judge import best_per_arm
+    from metaadv.study.judge import best_per_arm
 
     models = [{"arm": a, "model": m} for a, m in [("x", "s1"), ("x", "s2"), ("x", "s3"), ("y", "s1"), ("z", "s1")]]
     verdicts = {("x", "s1"): {"robust_acc": 0.5, "trusted": True}, ("x", "s2"): {"robust_acc": 0.9, "trusted": False},

@@ -232,9 +232,9 @@ def test_a_diverged_distributed_run_stops_with_one_line(ray_address, tmp_path):
 
 
 def test_one_study_arm_runs_with_two_workers_per_trial_and_matches_the_plain_trials(ray_address, tmp_path):
-    from metaadv.tune.study.folder import Folder, StudyOptions
-    from metaadv.tune.study.progress import Progress
-    from metaadv.tune.study.units import Runner, phase1_units
+    from metaadv.study.folder import Folder, StudyOptions
+    from metaadv.study.progress import Progress
+    from metaadv.study.units import Runner, phase1_units
     from tune_experiments.learned_vs_searched import STUDY
 
     quiet = lambda *a, **k: None  # noqa: E731

@@ -50,7 +50,7 @@ def test_an_explicit_bf16_request_says_in_one_line_when_it_is_emulated(monkeypat
 
 
 def test_train_and_study_warn_of_emulated_bf16_before_they_start(monkeypatch, capsys, tmp_path):
-    import metaadv.tune.study as study_engine
+    import metaadv.study as study_engine
     from metaadv.cli import main
 
     _force_native(monkeypatch, avx512_bf16=False, amx=False)

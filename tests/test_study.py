@@ -18,7 +18,7 @@ import pytest
 
 from metaadv.errors import UserError
 from metaadv.tune.space import Grid
-from metaadv.tune.study_spec import ARM_KINDS, policy_grid_config
+from metaadv.study.spec import ARM_KINDS, policy_grid_config
 from tune_experiments.learned_vs_searched import EPS, LR, SPACE, STUDY
 from tune_experiments.registry import STUDIES, load_study
 
@@ -37,7 +37,7 @@ def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
 
 
 def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
-    from metaadv.tune.study.units import Runner, phase1_units
+    from metaadv.study.units import Runner, phase1_units
 
     for size in STUDY.sizes:
         for arm in ("learned", "random-policy", "transfer-learned"):
@@ -185,7 +185,7 @@ def _start_and_kill_mid_experiment(root: Path, log: Path) -> tuple[set, set]:
 @pytest.mark.slow
 def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_redoes_nothing(ray_local, tmp_path,
                                                                                               capfd):
-    from metaadv.tune.study import MODELS_COLUMNS, StudyOptions, run_study
+    from metaadv.study import MODELS_COLUMNS, StudyOptions, run_study
 
     root = tmp_path / "study"
     finished, killed = _start_and_kill_mid_experiment(root, tmp_path / "killed.log")
@@ -257,7 +257,7 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     # checkpoint carries (an exploit restores the donor's rows; the trial appends its own).
     from analysis.lineage import trial_schedule
     from metaadv.checkpoint import read_checkpoint
-    from metaadv.tune.study.units import best_trial
+    from metaadv.study.units import best_trial
 
     best = best_trial(progress["searched/pbt-0"])
     lineage = trial_schedule(root / "arms" / "searched" / "pbt-0", best["trial"])
@@ -311,8 +311,8 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
 
 
 def test_untrusted_verdicts_are_flagged_left_out_of_means_and_never_lead():
-    from metaadv.tune.study.evaluate import verdict_of
-    from metaadv.tune.study.progress import summary_lines
+    from metaadv.study.evaluate import verdict_of
+    from metaadv.study.progress import summary_lines
 
     def v(robust, trusted="absent"):
         r = {"robust_acc": robust, "clean_acc": 0.9}
@@ -356,9 +356,9 @@ def test_cost_b_counts_a_policy_arms_reward_checks_and_only_decision_validation(
 
 def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_started_again(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    from metaadv.tune.study import units
-    from metaadv.tune.study.folder import Folder, StudyOptions
-    from metaadv.tune.study.progress import Progress
+    from metaadv.study import units
+    from metaadv.study.folder import Folder, StudyOptions
+    from metaadv.study.progress import Progress
 
     leftover = tmp_path / "arms" / "fixed" / "fixed" / "metaadv_trial_dead_00000"
     leftover.mkdir(parents=True)
@@ -379,7 +379,7 @@ def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_start
 def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_length(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from metaadv.tune.runner import _stop
-    from metaadv.tune.study import derive, units
+    from metaadv.study import derive, units
 
     study = STUDY.replace(arms=(STUDY.arm("learned"), STUDY.arm("replay-learned")), contrasts=())
     row = {"hp/eps": 0.15, "hp/steps": 3, "hp/lr": 1e-3}

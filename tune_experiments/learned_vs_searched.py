@@ -13,7 +13,7 @@ Each arm's counted columns are in study.json (``arms.ARM.cost_b``).
 """
 
 from metaadv.tune.space import Grid
-from metaadv.tune.study_spec import Arm, Study, StudySize
+from metaadv.study.spec import Arm, Study, StudySize
 
 EPS = 0.3
 LR = 1e-3

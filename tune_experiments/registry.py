@@ -14,7 +14,7 @@ __all__ = ["AVAILABLE", "NOT_YET_AVAILABLE", "STUDIES", "load_experiment", "list
 AVAILABLE = ("pbt_pgd_at", "pb2_pgd_at", "random_pgd_at", "asha_optuna_trades", "optuna_multiobjective", "pbt_meta_generator",
              "pbt_adml", "pbt_aq")
 
-# Studies (``metaadv study``): modules defining ``STUDY``, a metaadv.tune.study_spec.Study.
+# Studies (``metaadv study``): modules defining ``STUDY``, a metaadv.study.spec.Study.
 STUDIES = ("learned_vs_searched",)
 
 # Planned, waiting for their trainers; listed so nobody mistakes them for missing by accident.
@@ -72,7 +72,7 @@ def list_experiments() -> list[tuple[str, str]]:
 
 def load_study(name: str):
     """A registered study by name, or the ``STUDY`` of a .py file."""
-    from metaadv.tune.study_spec import Study
+    from metaadv.study.spec import Study
 
     if name.endswith(".py"):
         path = Path(name)
@@ -87,5 +87,5 @@ def load_study(name: str):
         raise UserError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)} (see metaadv study --list)")
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
-        raise UserError(f"{name!r} must define STUDY = metaadv.tune.study_spec.Study(...)")
+        raise UserError(f"{name!r} must define STUDY = metaadv.study.spec.Study(...)")
     return study

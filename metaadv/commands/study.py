@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     workers = trial_workers(args)
     study = study.replace(base={**study.base, "precision": args.precision})
     warn_if_bf16_is_emulated(args.precision, study.sizes[args.size].config.get("device", study.base.get("device", "auto")))
-    from ..tune.study import StudyOptions, run_study  # imports Ray: only once the input is known good
+    from ..study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,

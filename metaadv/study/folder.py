@@ -12,8 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import UserError
-from ..study_spec import Study
+from ..errors import UserError
+from .spec import Study
 
 __all__ = ["StudyOptions", "study_folder", "Folder", "write_json", "start_folder", "write_models", "MODELS_COLUMNS"]
 

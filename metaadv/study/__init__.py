@@ -1,4 +1,4 @@
-"""Run a declared study (:mod:`metaadv.tune.study_spec`): every arm as Ray Tune trials, in
+"""Run a declared study (:mod:`metaadv.study.spec`): every arm as Ray Tune trials, in
 dependency order, then every final model through :func:`metaadv.evaluation.evaluate_checkpoint`.
 
 Phases:

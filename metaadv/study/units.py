@@ -10,16 +10,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ray
-from ray import tune
-
-from ...checkpoint import CHECKPOINT_NAME
-from ...errors import UserError
-from ..experiment import Experiment, Size
-from ..runner import RunOptions, run_experiment
-from ..study_spec import Arm, Study, arm_seeds, population_seeds, search_seeds
+from ..checkpoint import CHECKPOINT_NAME
+from ..errors import UserError
+from ..tune.experiment import Experiment, Size
+from ..tune.runner import RunOptions, run_experiment
+from ..tune.study_support import TrialFinished, can_restore, fetch_checkpoint
+from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
 from .folder import Folder, StudyOptions
-from .progress import Progress, TrialProgress
+from .progress import Progress
 
 __all__ = ["Unit", "Runner", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
 
@@ -73,7 +71,7 @@ class Runner:
         exp = self.experiment(unit)
         root = self.folder.experiment_root(unit.arm.name)
         path = f"{root}/{unit.name}" if "://" in root else os.path.join(root, unit.name)
-        resume = tune.Tuner.can_restore(path)
+        resume = can_restore(path)
         if not resume and "://" not in path and os.path.isdir(path) and os.listdir(path):
             # A driver killed before the experiment's first snapshot: nothing to restore. Its trial
             # folders go aside, so the experiment folder holds only the trials of the run that counts.
@@ -87,7 +85,7 @@ class Runner:
                               cpus_per_trial=self.cpus, resume=resume, verbose=self.opts.verbose,
                               seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers)
         before = self.progress.done
-        grid = run_experiment(exp, run_opts, callbacks=[TrialProgress(str(self.folder.root), unit.label)])
+        grid = run_experiment(exp, run_opts, callbacks=[TrialFinished(str(self.folder.root), unit.label)])
         trials = [_trial_summary(r) for r in grid]
         self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
         self.folder.record(unit.arm.name, unit.name, trials)
@@ -120,7 +118,7 @@ def local_checkpoint(path: str) -> Path:
     """The checkpoint file of a Tune checkpoint folder (downloaded first from a URI)."""
     if "://" in path:
         target = Path(tempfile.mkdtemp(prefix="metaadv-study-ckpt-"))
-        ray.tune.Checkpoint(path).to_directory(str(target))
+        fetch_checkpoint(path, target)
         path = str(target)
     return Path(path) / CHECKPOINT_NAME
 

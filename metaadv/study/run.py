@@ -6,16 +6,15 @@ import datetime
 import os
 import time
 
-import ray
-
-from ...distributed.ray_session import ensure_ray
-from ...errors import UserError
-from ..study_spec import Study
+from ..distributed.ray_session import ensure_ray
+from ..errors import UserError
+from ..tune.study_support import TRIAL_LISTENERS, shutdown
+from .spec import Study
 from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
 from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
 from .judge import judge_best
-from .progress import PROGRESS, Progress, summary_lines
+from .progress import Progress, summary_lines
 from .units import Runner, derived_trials, phase1_units
 
 __all__ = ["run_study"]
@@ -39,7 +38,7 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
     units_1, n_derived = phase1_units(study, size), derived_trials(study, size)
     total = sum(u.trials for u in units_1) + n_derived
     progress = Progress(opts.log, total)
-    PROGRESS[str(root)] = progress
+    TRIAL_LISTENERS[str(root)] = progress.trial
     started = ensure_ray(opts.address)
     start = time.perf_counter()
     try:
@@ -68,9 +67,9 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
             meta["judge"] = dict(size.judge)  # a study begun before its size had a judge gains it here
         progress.begin("")
     finally:
-        PROGRESS.pop(str(root), None)
+        TRIAL_LISTENERS.pop(str(root), None)
         if started:
-            ray.shutdown()
+            shutdown()
     seconds = time.perf_counter() - start
     finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     session = {"finished": finished, "seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()}}

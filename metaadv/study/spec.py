@@ -2,7 +2,7 @@
 
 Ray-free and declarative, like :class:`~metaadv.tune.experiment.Experiment`, so a study in
 ``tune_experiments/`` is data, checked here before Ray starts, and readable by the analysis.
-The runner is :mod:`metaadv.tune.study`.
+The runner is :mod:`metaadv.study`.
 
 Arm kinds (what Tune runs for an arm, and which final models it yields):
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from ..config import TrainConfig
 from ..errors import UserError
-from .experiment import SIZES
-from .space import Grid
+from ..tune.experiment import SIZES
+from ..tune.space import Grid
 
 __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
            "arm_seeds", "population_seeds", "search_seeds"]

@@ -7,10 +7,10 @@ import math
 import os
 from pathlib import Path
 
-from ...checkpoint import read_checkpoint
-from ...config import TrainConfig
-from ...errors import UserError
-from ..study_spec import Arm, Study, arm_seeds
+from ..checkpoint import read_checkpoint
+from ..config import TrainConfig
+from ..errors import UserError
+from .spec import Arm, Study, arm_seeds
 from .folder import Folder
 from .units import Unit, best_trial, local_checkpoint, score
 
@@ -28,7 +28,7 @@ def schedule_rows(rows: list[dict]) -> list[dict]:
 
 def write_schedule(rows: list[dict], path: Path) -> None:
     """``rows`` (metrics rows or a lineage's) as a replay schedule at ``path`` (checked, atomic)."""
-    from ...training.replay import write_schedule as replay_write
+    from ..training.replay import write_schedule as replay_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     replay_write(rows, path)
@@ -50,7 +50,7 @@ def lineage_rows(experiment_dir: str, trial: dict) -> list[dict]:
 
 def save_policy(trial: dict, path: Path) -> None:
     """The learned policy network of a finished policy trial, as a ``--policy-file``."""
-    from ...training.policy import PolicyController, save_policy_file
+    from ..training.policy import PolicyController, save_policy_file
 
     values = {k: v for k, v in trial["config"].items() if k not in ("kind", "val_eps")}
     controller = PolicyController(TrainConfig.from_dict(values))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..study_spec import Study
+from .spec import Study
 from .evaluate import evaluate_into, trust_label
 from .folder import StudyOptions
 from .progress import Progress

@@ -7,9 +7,8 @@ import json
 import time
 from pathlib import Path
 
-import ray
-
-from ..study_spec import Study
+from ..tune.study_support import run_as_tasks
+from .spec import Study
 from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
@@ -36,7 +35,7 @@ def trust_label(verdict: dict) -> str:
 def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     import torch
 
-    from ...evaluation import evaluate_checkpoint
+    from ..evaluation import evaluate_checkpoint
 
     torch.set_num_threads(1)
     result = evaluate_checkpoint(local_checkpoint(checkpoint).parent, eps=eps, **options)
@@ -50,22 +49,20 @@ def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options:
     returns the verdicts keyed by (arm, model). ``starting(n)`` and ``describe(model, verdict)``
     word the progress lines; ``none_left`` is said when every model was done before."""
     verdicts, pending = {}, {}
-    task = ray.remote(num_cpus=1)(_evaluate)
     for m in models:
         out = root / m[key]
         if out.is_file():
             verdicts[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
         else:
-            pending[task.remote(m["_checkpoint"], str(out), eps, options)] = m
+            pending[(m["arm"], m["model"])] = (m, (m["_checkpoint"], str(out), eps, options))
     if not pending:
         opts.log(f"[{progress.phase}] {none_left}", flush=True)
         return verdicts
     opts.log(f"[{progress.phase}] {starting(len(pending))}", flush=True)
     start, total, done = time.perf_counter(), len(pending), 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        m = pending.pop(ready[0])
-        v = verdicts[(m["arm"], m["model"])] = ray.get(ready[0])
+    for k, v in run_as_tasks(_evaluate, {k: args for k, (_, args) in pending.items()}):
+        m = pending[k][0]
+        verdicts[k] = v
         done += 1
         elapsed = time.perf_counter() - start
         opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: {describe(m, v)} | {done}/{total} models, "

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import time
 
-from ray import tune
+from .spec import Study
 
-from ..study_spec import Study
-
-__all__ = ["Progress", "TrialProgress", "PROGRESS", "duration", "summary_lines"]
-
-PROGRESS: dict[str, "Progress"] = {}  # by study folder; Tune callbacks look it up (they are pickled)
+__all__ = ["Progress", "duration", "summary_lines"]
 
 
 class Progress:
@@ -48,22 +44,6 @@ class Progress:
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class TrialProgress(tune.Callback):
-    """Reports each finished trial to the study's :class:`Progress` (found by key: a resumed
-    Tuner brings back a pickled copy of this callback, not the live object)."""
-
-    def __init__(self, key: str, label: str):
-        self.key, self.label = key, label
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        progress = PROGRESS.get(self.key)
-        if progress is not None:
-            finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            progress.trial(self.label, min(finished, len(trials)), len(trials))
-
-    on_trial_error = on_trial_complete
 
 
 def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
