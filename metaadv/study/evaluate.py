@@ -33,6 +33,7 @@ def trust_label(verdict: dict) -> str:
 
 
 def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
+    """The judge of a training run: :func:`metaadv.evaluation.evaluate_checkpoint` (``metaadv evaluate``)."""
     import torch
 
     from ..evaluation import evaluate_checkpoint
@@ -43,24 +44,30 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     return verdict_of(result)
 
 
-def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options: dict, opts: StudyOptions,
-                  progress: Progress, *, none_left: str, starting, describe) -> dict:
+# The judge of each run kind (Study.kind): fn(checkpoint, out, eps, options) -> verdict_of(...).
+JUDGES = {"train": _evaluate}
+
+
+def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options, opts: StudyOptions,
+                  progress: Progress, *, none_left: str, starting, describe, judge=_evaluate) -> dict:
     """Evaluate each model into ``root / model[key]`` as Ray tasks, skipping those already on disk;
-    returns the verdicts keyed by (arm, model). ``starting(n)`` and ``describe(model, verdict)``
-    word the progress lines; ``none_left`` is said when every model was done before."""
+    returns the verdicts keyed by (arm, model). ``options`` is a dict, or ``options(model)`` one per
+    model; ``judge`` evaluates one model (:data:`JUDGES`). ``starting(n)`` and ``describe(model,
+    verdict)`` word the progress lines; ``none_left`` is said when every model was done before."""
     verdicts, pending = {}, {}
     for m in models:
         out = root / m[key]
         if out.is_file():
             verdicts[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
         else:
-            pending[(m["arm"], m["model"])] = (m, (m["_checkpoint"], str(out), eps, options))
+            own = options(m) if callable(options) else options
+            pending[(m["arm"], m["model"])] = (m, (m["_checkpoint"], str(out), eps, own))
     if not pending:
         opts.log(f"[{progress.phase}] {none_left}", flush=True)
         return verdicts
     opts.log(f"[{progress.phase}] {starting(len(pending))}", flush=True)
     start, total, done = time.perf_counter(), len(pending), 0
-    for k, v in run_as_tasks(_evaluate, {k: args for k, (_, args) in pending.items()}):
+    for k, v in run_as_tasks(judge, {k: args for k, (_, args) in pending.items()}):
         m = pending[k][0]
         verdicts[k] = v
         done += 1
@@ -73,6 +80,8 @@ def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options:
 def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict], progress: Progress) -> dict:
     options = dict(study.sizes[opts.size].evaluation)
     eps = study.val_eps(opts.size)
-    return evaluate_into(root, models, "eval", eps, options, opts, progress, none_left="every model was evaluated before",
+    return evaluate_into(root, models, "eval", eps, lambda m: study.evaluation(m["arm"], opts.size), opts, progress,
+                         none_left="every model was evaluated before",
                          starting=lambda n: f"{n} model(s) (eps {eps:g}, {options})",
-                         describe=lambda m, v: f"robust {v['robust_acc']:.3f}, {trust_label(v)}")
+                         describe=lambda m, v: f"robust {v['robust_acc']:.3f}, {trust_label(v)}",
+                         judge=JUDGES[study.kind])

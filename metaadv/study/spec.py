@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ..config import TrainConfig
 from ..errors import UserError
-from ..tune.experiment import SIZES
+from ..tune.experiment import CONFIG_CLASSES, SIZES
 from ..tune.space import Grid
 
 __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
@@ -62,6 +62,9 @@ class Arm:
     # (cost/reward_grad_evals, always counted); its val/* is logging only.
     decision_validation: bool = False
     source: str = ""  # replay / transfer: the arm whose schedules / policies this one uses
+    # Options over the size's ``evaluation`` for this arm's models (e.g. a generator arm's own
+    # generator as a reported transfer attack): the judge is the same, what it reports may differ.
+    evaluation: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class StudySize:
     # TrainConfig keys for the policy-controller arms only: the reward check's batch and attack
     # (policy_reward_size, policy_reward_steps), sized so the check is a modest share of a round.
     policy: dict = field(default_factory=dict)
+    # Config keys for one arm at this size only (arm name -> keys over the arm's own config): what
+    # depends on both, such as a fixed schedule's eps ramp scaled to the rounds this budget buys.
+    arm_config: dict = field(default_factory=dict)
     # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
     # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
     # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge
@@ -104,9 +110,21 @@ class Study:
     # training grad evals, so trials whose rounds cost different amounts (PGD-1 vs PGD-10) are
     # compared at equal cost, not at equal round counts.
     pbt_time_attr: str = "cost/grad_evals"
+    # What every run is (metaadv/tune/kinds.py): "train" (TrainConfig, judged by metaadv evaluate)
+    # or "meta" (MetaConfig, judged by metaadv meta-evaluate).
+    kind: str = "train"
+
+    @property
+    def config_class(self):
+        return CONFIG_CLASSES[self.kind]
 
     def __post_init__(self):
         names = [a.name for a in self.arms]
+        if self.kind not in CONFIG_CLASSES:
+            raise UserError(f"study {self.name}: unknown run kind {self.kind!r}; choose one of {', '.join(CONFIG_CLASSES)}")
+        if self.kind != "train" and any(a.kind != "single" for a in self.arms):
+            raise UserError(f"study {self.name}: a {self.kind} study's arms are single runs (search, replay and "
+                            "transfer arms drive training controllers)")
         if len(set(names)) != len(names):
             raise UserError(f"study {self.name}: arm names repeat: {names}")
         for arm in self.arms:
@@ -126,6 +144,10 @@ class Study:
                                 f"{', '.join(_POLICY_KEYS)}")
             if not isinstance(dim, Grid):
                 raise UserError(f"study {self.name}: {key!r} must be a Grid (one space serves the policy's grids)")
+        for size_name, size in self.sizes.items():
+            stray = sorted(set(size.arm_config) - set(names))
+            if stray:
+                raise UserError(f"study {self.name} ({size_name}): arm_config names unknown arm(s) {stray}")
         unknown = sorted(set(self.sizes) - set(SIZES))
         if unknown:
             raise UserError(f"study {self.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
@@ -159,11 +181,18 @@ class Study:
         if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single":
             values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
         values.update(arm.config)
+        values.update(self.sizes[size].arm_config.get(arm.name, {}))
         if values.get("controller") == "policy":
             values.update(self.sizes[size].policy)
-            values.update(policy_grid_config(self.space, float(values.get("eps", TrainConfig.eps)),
-                                             float(values.get("lr", TrainConfig.lr))))
+            if self.space:  # without a space the policy keeps its config's own grids
+                values.update(policy_grid_config(self.space, float(values.get("eps", TrainConfig.eps)),
+                                                 float(values.get("lr", TrainConfig.lr))))
         return values
+
+    def evaluation(self, arm: Arm | str, size: str) -> dict:
+        """The judge's options for ``arm``'s models: the size's, then the arm's own."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        return {**self.sizes[size].evaluation, **arm.evaluation}
 
     def check(self, size: str) -> None:
         """Build every arm's TrainConfig (and one at each corner of the space) so typos fail early."""
@@ -177,9 +206,11 @@ class Study:
             for arm in self.arms:
                 values = {k: v for k, v in self.arm_config(arm, size).items() if k not in ("schedule", "controller")
                           or v in ("schedule", "policy")}
-                TrainConfig.from_dict(values)
+                self.config_class.from_dict(values)
             for corner in (0, -1):
-                TrainConfig.from_dict({**self.common_config(size), **{k: d.values[corner] for k, d in self.space.items()}})
+                if self.space:
+                    self.config_class.from_dict({**self.common_config(size),
+                                                 **{k: d.values[corner] for k, d in self.space.items()}})
         except UserError as exc:
             raise UserError(f"study {self.name} ({size}): {exc}") from None
 
@@ -208,18 +239,19 @@ class Study:
     def declaration(self, size: str) -> dict:
         """What study.json says about the declaration (arms, contrasts, space, size)."""
         s = self.sizes[size]
-        return {"study": self.name, "size": size, "description": self.description,
+        return {"study": self.name, "size": size, "description": self.description, "kind": self.kind,
                 "budget_grad_evals": s.budget_grad_evals, "eps": float(self.base.get("eps", TrainConfig.eps)),
                 "val_eps": self.val_eps(size), "precision": self.base.get("precision", "fp32"),
                 "space": {k: list(d.values) for k, d in self.space.items()},
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
-                                  "policy": dict(s.policy)},
+                                  "policy": dict(s.policy), "arm_config": dict(s.arm_config)},
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
-                                  **({"source": a.source} if a.source else {})}
+                                  **({"source": a.source} if a.source else {}),
+                                  **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}
                          for a in self.arms},
                 "contrasts": [list(c) for c in self.contrasts]}
 

@@ -60,7 +60,7 @@ class Runner:
                           sizes={size: Size(unit.trials // max(1, len(unit.seeds)), {"val_eps": s.val_eps(size)})},
                           base=base, scheduler=unit.scheduler, searcher="random", metric=s.metric, mode="max",
                           scheduler_options=options, threat_eps=s.val_eps(size), seed=unit.experiment_seed,
-                          time_attr=time_attr)
+                          time_attr=time_attr, kind=s.kind)
 
     def run(self, unit: Unit) -> list[dict]:
         done = self.folder.finished(unit.arm.name, unit.name)
