@@ -36,7 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="robust evaluation of a checkpoint", description=DESCRIPTION)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or run folder")
     a = p.add_argument_group("attacks")
-    a.add_argument("--attacks", default=None, help="comma list from fgsm,pgd,autoattack (default: all available)")
+    a.add_argument("--attacks", default=None, help="comma list from fgsm,pgd,autoattack,square (default: fgsm,pgd,autoattack; "
+                   "square is the reference Square attack alone, gradient-free)")
+    a.add_argument("--square-queries", type=int, default=1000, help="queries per example of --attacks square (default 1000)")
     a.add_argument("--eps", type=float, default=None, help="radius in [0, 1] pixel units (default: the checkpoint's)")
     a.add_argument("--norm", default=None, help="linf or l2 (default: the checkpoint's)")
     a.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations per restart (default 40)")
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, eps=args.eps, norm=args.norm, split=args.split, n=args.n, data_dir=args.data_dir,
         device=args.device, examples=args.examples, attacks=args.attacks, pgd_steps=args.pgd_steps,
         pgd_restarts=args.pgd_restarts, pgd_step_size=args.pgd_step_size, aa_version=args.aa_version,
+        square_queries=args.square_queries,
         aa_impl=args.aa_impl, batch_size=args.batch_size, seed=args.seed, checks=not args.no_checks,
         progress=False if args.no_progress else None,
         transfer=transfer_attacks(args.transfer, args.checkpoint, data_dir=args.data_dir))

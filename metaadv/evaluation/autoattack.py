@@ -40,7 +40,7 @@ from .autoattack_art import ART_VERSIONS, art_autoattack, art_available
 from .checks import keep_in_threat_model
 
 __all__ = ["AA_IMPLS", "AA_VERSIONS", "COMPONENTS", "INSTALL_HINT", "ReferenceAutoAttack", "aa_available",
-           "aa_versions", "autoattack", "pyautoattack_available"]
+           "aa_versions", "autoattack", "pyautoattack_available", "square_attack"]
 
 AA_IMPLS = ("pyautoattack", "art")
 AA_VERSIONS = ("standard", "plus", "rand", "fast")
@@ -154,6 +154,18 @@ class ReferenceAutoAttack:
 
 def _cuda(x: torch.Tensor) -> list:
     return [x.device] if x.device.type == "cuda" else []
+
+
+def square_attack(model: torch.nn.Module, x_example: torch.Tensor, *, eps: float, norm: str, queries: int,
+                  seed: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The reference Square attack alone (Andriushchenko et al. 2020, arXiv:1912.00049), with
+    ``queries`` model queries per example: ``attack(x, y) -> x_adv``. Gradient-free, so gradient
+    masking cannot hide a model from it (EVAL_FACTS: ``aa.square.n_queries`` before the run)."""
+    ref = ReferenceAutoAttack(model, eps=eps, norm=norm, version="standard", seed=seed,
+                              num_classes=num_classes_of(model, x_example), device=x_example.device,
+                              components=("square",))
+    ref.aa.square.n_queries = queries
+    return lambda x, y: ref.run("square", x, y)
 
 
 def num_classes_of(model: torch.nn.Module, x_example: torch.Tensor) -> int:

@@ -26,14 +26,16 @@ import torch
 
 from ..attacks import NORMS, fgsm, frozen_eval, pgd
 from ..errors import UserError
-from .autoattack import INSTALL_HINT, aa_available, autoattack_stages, check_aa, package_version
+from .autoattack import INSTALL_HINT, aa_available, autoattack_stages, check_aa, package_version, square_attack
 from .checks import keep_in_threat_model, run_checks, skipped_checks
 from .examples import ShownExamples
 
-__all__ = ["ATTACK_NAMES", "EvalSettings", "Evaluation", "evaluate_model", "resolve_attacks", "run_evaluation",
+__all__ = ["ATTACK_NAMES", "DEFAULT_ATTACKS", "EvalSettings", "Evaluation", "evaluate_model", "resolve_attacks", "run_evaluation",
            "verdict", "worst_case"]
 
-ATTACK_NAMES = ("fgsm", "pgd", "autoattack")
+ATTACK_NAMES = ("fgsm", "pgd", "autoattack", "square")
+DEFAULT_ATTACKS = ("fgsm", "pgd", "autoattack")  # what None asks for; Square is named explicitly
+DEFAULT_SQUARE_QUERIES = 1000
 CHECK_SUBSET = 200  # the sanity checks need a few hundred examples, not the whole test set
 AttackFn = Callable[..., torch.Tensor]  # fn(model, x, y, *, eps, norm, generator) -> x_adv, as metaadv.attacks
 
@@ -53,6 +55,7 @@ class EvalSettings:
     batch_size: int = 256
     seed: int = 0
     aa_impl: str = "pyautoattack"
+    square_queries: int = DEFAULT_SQUARE_QUERIES
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -60,7 +63,7 @@ class EvalSettings:
         if not 0.0 <= self.eps <= (1.0 if self.norm == "linf" else math.inf):
             raise UserError(f"eps must be in [0, 1] (pixel units: 0.3, or 8/255 = 0.0314), got {self.eps}")
         check_aa(self.aa_impl, self.aa_version)
-        for name in ("pgd_steps", "pgd_restarts", "batch_size"):
+        for name in ("pgd_steps", "pgd_restarts", "batch_size", "square_queries"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
@@ -82,16 +85,19 @@ def resolve_attacks(attacks: str | Sequence[str] | Mapping[str, str | AttackFn] 
                     aa_impl: str = "pyautoattack") -> tuple[dict[str, str | AttackFn], str]:
     """Names (or a comma list) -> ({name: builtin name or attack function}, AutoAttack status).
 
-    None = every attack. The status is ``requested`` (it will run), ``missing`` (asked for by
+    None = every default attack (:data:`DEFAULT_ATTACKS`; ``square``, the reference AutoAttack's
+    gradient-free Square alone at ``square_queries``, is named explicitly: it is the black-box check
+    for a new training method, and part of the standard AutoAttack already). The status is
+    ``requested`` (it will run), ``missing`` (asked for by
     default, but its package is not installed: a warning, and the verdict is untrusted) or
     ``not requested``. AutoAttack named explicitly but not installed is a :class:`UserError`.
     """
     if attacks is None:
         if aa_available(aa_impl):
-            return {n: n for n in ATTACK_NAMES}, "requested"
+            return {n: n for n in DEFAULT_ATTACKS}, "requested"
         warnings.warn(f"AutoAttack missing: {package_version(aa_impl).split()[0]} is not installed ({INSTALL_HINT}); "
                       "the verdict is untrusted without it", stacklevel=3)
-        return {n: n for n in ATTACK_NAMES if n != "autoattack"}, "missing"
+        return {n: n for n in DEFAULT_ATTACKS if n != "autoattack"}, "missing"
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     chosen = dict(attacks) if isinstance(attacks, Mapping) else {a: a for a in attacks}
@@ -102,6 +108,8 @@ def resolve_attacks(attacks: str | Sequence[str] | Mapping[str, str | AttackFn] 
             raise UserError(f"unknown attack {fn!r}; choose from {', '.join(ATTACK_NAMES)}")
         if fn == "autoattack" and not aa_available(aa_impl):
             raise UserError(f"AutoAttack needs {package_version(aa_impl).split()[0]}; {INSTALL_HINT}")
+        if fn == "square" and not aa_available("pyautoattack"):
+            raise UserError(f"the Square attack is the reference AutoAttack's (pyautoattack); {INSTALL_HINT}")
     return chosen, ("requested" if "autoattack" in chosen.values() else "not requested")
 
 
@@ -118,6 +126,10 @@ def _stages(model, fn: str | AttackFn, x0: torch.Tensor, s: EvalSettings) -> tup
                                   restarts=s.pgd_restarts, norm=s.norm, generator=g, any_iterate=True)
         return [("pgd", run)], {"steps": s.pgd_steps, "restarts": s.pgd_restarts, "step_size": s.step_size,
                                 "broken_if": "any iterate"}
+    if fn == "square":
+        run = square_attack(model, x0, eps=s.eps, norm=s.norm, queries=s.square_queries, seed=s.seed)
+        return [("square", lambda x, y, g: run(x, y))], {"queries": s.square_queries, "implementation":
+                                                          package_version("pyautoattack"), "gradient_free": True}
     if fn == "autoattack":
         stages, info = autoattack_stages(model, x0, eps=s.eps, norm=s.norm, version=s.aa_version, impl=s.aa_impl,
                                          seed=s.seed, batch_size=s.batch_size)
@@ -221,13 +233,15 @@ def _evaluate_fp32(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
                    attacks=None, transfer: Mapping[str, AttackFn] | None = None, pgd_steps: int = 40,
                    pgd_restarts: int = 5, pgd_step_size: float | None = None, aa_version: str = "standard",
                    aa_impl: str = "pyautoattack", batch_size: int = 256, seed: int = 0, checks: bool = True,
-                   keep: int = 0, progress: bool | None = None) -> Evaluation:
+                   keep: int = 0, progress: bool | None = None,
+                   square_queries: int = DEFAULT_SQUARE_QUERIES) -> Evaluation:
     """The evaluation itself (see :func:`run_evaluation`, which calls it with autocast off).
 
     Attacks run only on clean-correct examples (the others are not robust anyway), in batches on
     the model's device, each from a generator seeded with ``seed``.
     """
-    s = EvalSettings(eps, norm, pgd_steps, pgd_restarts, pgd_step_size, aa_version, batch_size, seed, aa_impl)
+    s = EvalSettings(eps, norm, pgd_steps, pgd_restarts, pgd_step_size, aa_version, batch_size, seed, aa_impl,
+                     square_queries)
     s.check_shape(x)
     chosen, aa_status = resolve_attacks(attacks, aa_impl)
     device = next(iter(model.parameters()), torch.empty(0)).device
