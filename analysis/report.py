@@ -43,7 +43,8 @@ def partial_studies(paths) -> list[Path]:
 
 def analyze(*paths) -> dict[str, pd.DataFrame]:
     """Every table of the report, as frames: ``results`` (the tidy rows), ``models``, ``arms``,
-    ``contrasts``, ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``, ``judged``, and
+    ``contrasts``, ``contrasts_trusted`` (the same without untrusted models: the sensitivity line),
+    ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``, ``judged``, and
     ``status`` (per study arm, what is done and what is left: :func:`analysis.status.study_status`).
     A study still running gives what it has so far (no rows, or no final model yet: empty tables)."""
     frame = load_results(*paths)
@@ -52,10 +53,24 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
     arms = arm_summary(frame, finals)
     statuses = [study_status(folder) for folder in study_folders(paths)]
     return {"results": frame, "models": finals, "arms": arms,
-            "contrasts": contrasts(finals, declared or None), "robust_vs_cost": robust_vs_cost(frame, finals),
+            "contrasts": contrasts(finals, declared or None),
+            "contrasts_trusted": contrasts(finals, declared or None, trusted_only=True),
+            "robust_vs_cost": robust_vs_cost(frame, finals),
             "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame),
             "judged": load_judged(*paths),
             "status": pd.concat(statuses, ignore_index=True) if statuses else pd.DataFrame(columns=STATUS_COLUMNS)}
+
+
+def _sensitivity(table: pd.DataFrame) -> str:
+    """One line: each contrast's mean and CI without the untrusted models."""
+    if table.empty:
+        return "no contrast."
+    parts = []
+    for _, r in table.iterrows():
+        ci = "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+        mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
+        parts.append(f"{r['a']} - {r['b']} {mean} {ci} ({int(r['n'])} seeds{', decided' if r['decided'] else ''})")
+    return "; ".join(parts) + "."
 
 
 def _pct(x) -> str:
@@ -92,13 +107,14 @@ def verdict_sentences(table: pd.DataFrame) -> list[str]:
 
 
 def _best_sentence(arms: pd.DataFrame) -> str:
-    ranked = arms.dropna(subset=["robust_mean"]).sort_values("robust_mean", ascending=False)
+    """The highest mean among arms with no untrusted model (an arm with one never leads)."""
+    ranked = arms[arms["n_untrusted"] == 0].dropna(subset=["robust_mean"]).sort_values("robust_mean", ascending=False)
     if ranked.empty:
-        return ""
+        return "No arm leads: every arm has an untrusted model or no model." if len(arms) else ""
     top = ranked.iloc[0]
-    return (f"Highest mean trusted robust accuracy: {top['arm']} ({_pct(top['robust_mean'])}% over {top['n_models'] - top['n_untrusted']} "
-            f"model(s)), at cost (a) {_num(top['cost_a'])} and cost (b) {_num(top['cost_b'])} grad evals per model"
-            + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
+    return (f"Highest mean robust accuracy among arms with no untrusted model: {top['arm']} ({_pct(top['robust_mean'])}% "
+            f"over {top['n_models']} model(s)), at cost (a) {_num(top['cost_a'])} and cost (b) {_num(top['cost_b'])} "
+            "grad evals per model" + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
 
 
 def _judged_lines(judged: pd.DataFrame) -> list[str]:
@@ -150,7 +166,9 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
                   f"{spec.get('budget_grad_evals')} grad evals per model, eps {spec.get('eps')}, validation eps "
                   f"{spec.get('val_eps')}, evaluation {json.dumps(ev)}.", ""]
     lines += ["## Main table", "", f"Accuracy (%) of the final models, mean and 95% t-CI over seeds (cut to [0, 100]); robust accuracy is {what}. "
-              "Untrusted verdicts (`eval/trusted` false) are listed but left out of means, CIs and contrasts.", "",
+              "Untrusted verdicts (`eval/trusted` false) are never dropped: each counts at its worst case (its "
+              "measured robust accuracy if a gradient-free Square attack was part of it, else 0), is flagged, and "
+              "never leads; a sensitivity line below the contrasts leaves them out.", "",
               "Cost views: **cost (a)** = training grad evals of one final model (its whole lineage; the per-model "
               "budget). **cost (b)** = everything the arm ran (every trial's own training rows, PBT's inherited rows "
               "counted once, plus validation that informs a decision) per final model; **(b) total** is the arm's sum.", "",
@@ -162,7 +180,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
                      f"| {_num(a['cost_b_total'])} |")
     c = t["contrasts"]
     lines += ["", "## Contrasts", "", ("Declared in study.json" if specs else "Every pair of arms (none declared)")
-              + ": paired differences a - b of trusted robust accuracy (points) over the seeds both arms have; "
+              + ": paired differences a - b of robust accuracy (points; untrusted models at their worst case) over "
+              "the seeds both arms have; "
               "accuracy at each arm's own budget, so read them with the cost columns above. p: the paired "
               "t-test, and beside it the exact sign-flip test; each Holm-adjusted across these contrasts "
               "(decided: CI excludes zero and Holm p < 0.05).", "",
@@ -176,8 +195,10 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
     lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
     bad = models[models["trusted"].map(lambda v: str(v) == "False")]
     if len(bad):
-        lines += ["Untrusted verdicts (never counted as a win): " + ", ".join(
-            f"{r['arm']}/{r['model']} ({_pct(r['robust_acc'])}%)" for _, r in bad.iterrows()), ""]
+        lines += ["Untrusted verdicts (flagged; never a win): " + ", ".join(
+            f"{r['arm']}/{r['model']} (measured {_pct(r['robust_acc'])}%, counted {_pct(r['robust_counted'])}%"
+            + ("" if r["square"] else ", no Square attack") + ")" for _, r in bad.iterrows()) + ".", "",
+                  "Sensitivity, without the untrusted models: " + _sensitivity(t["contrasts_trusted"]), ""]
     lines += _judged_lines(t["judged"])
     lines += ["## Plots", "", "![robust accuracy vs cost](robust_vs_cost.png)", "",
               "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "

@@ -3,7 +3,10 @@
 Robust accuracy is the ``metaadv evaluate`` verdict (``eval/robust_acc``, per-example worst case)
 where a model has one; otherwise the last training-time validation (``val/robust_acc``), and the
 ``metric_source`` column says which. A verdict with ``eval/trusted`` False is **untrusted**: it is
-listed, counted in ``n_untrusted``, and left out of every mean, CI and contrast, so it never wins.
+never dropped. It is counted at its worst case (``robust_counted``): the measured robust accuracy
+when a gradient-free Square attack was part of it (``--attacks ...,square``, or the standard
+AutoAttack), else 0, since a masked model's gradient attacks say nothing of its robustness; it is
+flagged (``n_untrusted``), and the report adds a sensitivity line without it. It never leads.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto
 SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
 # The tables' columns, also when a study in progress has no final model (or no trusted one) yet.
 FINAL_COLUMNS = ["arm", "model", "experiment", "trial", "seed", "method", "controller", "robust_acc", "clean_acc",
-                 "metric_source", "trusted", "cost_a", "cost_a_validation"]
+                 "metric_source", "trusted", "square", "robust_counted", "cost_a", "cost_a_validation"]
 ARM_COLUMNS = ["arm", "n_models", "n_untrusted", "robust_mean", "robust_lo", "robust_hi", "clean_mean", "clean_lo",
                "clean_hi", "cost_a", "cost_b", "cost_b_total", "metric_source"]
 
@@ -48,6 +51,11 @@ def final_models(frame: pd.DataFrame) -> pd.DataFrame:
     out["clean_acc"] = np.where(has_eval, last.get("eval/clean_acc"), last.get("val/clean_acc")).astype(float)
     out["metric_source"] = np.where(has_eval, "eval", "val")
     out["trusted"] = last["eval/trusted"] if "eval/trusted" in last else np.nan
+    square = last["eval/per_attack/square"].notna() if "eval/per_attack/square" in last else pd.Series(False, index=last.index)
+    aa = last["eval/aa_version"].astype(str) if "eval/aa_version" in last else pd.Series("", index=last.index)
+    out["square"] = (square | aa.isin(["standard", "plus"])).to_numpy()
+    untrusted = out["trusted"].map(_untrusted).astype(bool)
+    out["robust_counted"] = np.where(untrusted & ~out["square"], 0.0, out["robust_acc"]).astype(float)
     costs = model_cost(frame)
     return out.merge(costs.drop(columns="seed"), on=["arm", "model"], how="left")
 
@@ -57,9 +65,10 @@ def _trusted(finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per arm: ``n_models, n_untrusted, robust_mean, robust_lo, robust_hi, clean_mean, clean_lo,
-    clean_hi`` (trusted models, 95% t-CI over seeds), ``cost_a`` (mean per-model budget),
-    ``cost_b`` / ``cost_b_total`` (see :mod:`analysis.cost`), ``metric_source``."""
+    """Per arm: ``n_models, n_untrusted, robust_mean, robust_lo, robust_hi`` (every model, an
+    untrusted one at its worst case ``robust_counted``; 95% t-CI over seeds), ``clean_mean,
+    clean_lo, clean_hi``, ``cost_a`` (mean per-model budget), ``cost_b`` / ``cost_b_total`` (see
+    :mod:`analysis.cost`), ``metric_source``."""
     finals = final_models(frame) if finals is None else finals
     if finals.empty:
         return pd.DataFrame(columns=ARM_COLUMNS)
@@ -67,7 +76,7 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
     rows = []
     for arm, group in finals.groupby("arm", sort=False):
         good = _trusted(group)
-        r, c = mean_ci(good["robust_acc"]), mean_ci(good["clean_acc"])
+        r, c = mean_ci(group["robust_counted"]), mean_ci(group["clean_acc"])
         rows.append({"arm": arm, "n_models": len(group), "n_untrusted": len(group) - len(good),
                      "robust_mean": r["mean"], "robust_lo": r["lo"], "robust_hi": r["hi"],
                      "clean_mean": c["mean"], "clean_lo": c["lo"], "clean_hi": c["hi"],
@@ -77,17 +86,18 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
-def contrasts(finals: pd.DataFrame, declared=None) -> pd.DataFrame:
-    """Paired differences of trusted robust accuracy over shared seeds: one row per
-    ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms when none
-    is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, p_holm, p_flip, p_flip_holm,
+def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False) -> pd.DataFrame:
+    """Paired differences of robust accuracy over shared seeds (an untrusted model at its worst
+    case ``robust_counted``; ``trusted_only``: the sensitivity analysis without untrusted models):
+    one row per ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms
+    when none is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, p_holm, p_flip, p_flip_holm,
     excludes_zero, decided, seeds``: ``p`` the paired t-test's, ``p_flip`` the exact sign-flip test's,
     each Holm-adjusted across the rows; ``decided``: excludes zero and Holm-adjusted ``p`` < ALPHA."""
     arms = list(dict.fromkeys(finals["arm"]))
     pairs = [tuple(c) + (("",) if len(c) == 2 else ()) for c in declared] if declared else \
         [(a, b, "") for a, b in itertools.combinations(arms, 2)]
-    good = _trusted(finals)
-    rows = [{**paired_diff(good, a, b), "question": q} for a, b, q in pairs]
+    counted = _trusted(finals) if trusted_only else finals
+    rows = [{**paired_diff(counted, a, b, value="robust_counted"), "question": q} for a, b, q in pairs]
     for key in ("p", "p_flip"):
         for row, adjusted in zip(rows, holm([r[key] for r in rows])):
             row[f"{key}_holm"] = adjusted

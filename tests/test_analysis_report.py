@@ -94,10 +94,14 @@ def test_a_study_folder_loads_with_arms_models_seeds_and_verdicts(study, tables)
     assert frame[frame["experiment"] == "search"]["final_model"].astype(bool).sum() == 0
 
 
-def test_arm_table_counts_cost_two_ways_and_leaves_untrusted_verdicts_out(tables):
+def test_arm_table_counts_cost_two_ways_and_untrusted_verdicts_at_their_worst_case(tables):
     arms = tables["arms"].set_index("arm")
     assert arms.loc["fixed", "robust_mean"] == pytest.approx(0.42)
-    assert arms.loc["tuned", "robust_mean"] == pytest.approx(0.41) and arms.loc["tuned", "n_untrusted"] == 1
+    # tuned-s2 is untrusted at a measured 0.99 with no Square attack in its verdict: it counts at 0,
+    # never dropped (dropped, the arm's mean was 0.41) and never at its inflated 0.99.
+    assert arms.loc["tuned", "robust_mean"] == pytest.approx((0.41 + 0.41 + 0.0) / 3) and arms.loc["tuned", "n_untrusted"] == 1
+    bad = tables["models"].set_index("model").loc["tuned-s2"]
+    assert bad["robust_acc"] == pytest.approx(0.99) and bad["robust_counted"] == 0.0 and not bad["square"]
     assert arms.loc["fixed", "cost_a"] == 3000 and arms.loc["fixed", "cost_b"] == 3000  # no decision validation
     assert arms.loc["learned", "cost_b"] == pytest.approx((9000 + 900) / 3)  # its reward's validation counts
     # The search and the reruns trained; the search's validation made the pick, the reruns' is logging.
@@ -110,7 +114,9 @@ def test_declared_contrasts_and_the_plain_verdict(tables):
     lf = c.loc[("learned", "fixed")]
     assert lf["mean"] == pytest.approx((0.10 + 0.11 + 0.11) / 3) and lf["n"] == 3 and lf["excludes_zero"]
     tf = c.loc[("tuned", "fixed")]
-    assert tf["n"] == 2 and not tf["excludes_zero"]  # the untrusted 0.99 would have been seed 2's pair
+    assert tf["n"] == 3 and tf["mean"] == pytest.approx((0.01 - 0.01 - 0.44) / 3)  # seed 2 counts, at its worst case
+    sensitivity = tables["contrasts_trusted"].set_index(["a", "b"]).loc[("tuned", "fixed")]
+    assert sensitivity["n"] == 2  # the sensitivity line leaves the untrusted model out
     assert c.loc[("searched", "learned"), "n"] == 1 and not c.loc[("searched", "learned"), "excludes_zero"]
     sentences = verdict_sentences(tables["contrasts"])
     assert len(sentences) == 1 and "**learned** beat **fixed** by 10.7 points" in sentences[0]
@@ -169,7 +175,9 @@ def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 5000
     report = (out / "report.md").read_text()
     assert "| learned | 3 (0) | 52.7 [" in report and "cost (a)" in report and "cost (b)" in report
-    assert "**learned** beat **fixed**" in report and "tuned/tuned-s2 (99.0%)" in report
+    assert "**learned** beat **fixed**" in report
+    assert "tuned/tuned-s2 (measured 99.0%, counted 0.0%, no Square attack)" in report
+    assert "Sensitivity, without the untrusted models: " in report and "tuned - fixed" in report
     assert pd.read_csv(out / "arms.csv").set_index("arm").loc["fixed", "cost_b"] == 3000
     assert "## Each arm's best model, judged again" in report
     assert "| learned | learned-s2 | 55.0 | fast | 51.0 | standard | 95.0 | True |" in report
@@ -286,6 +294,7 @@ def test_a_contrast_is_decided_only_after_holm():
                  {"arm": "y", "seed": seed, "robust_acc": 0.2, "trusted": True},
                  {"arm": "z", "seed": seed, "robust_acc": z[seed], "trusted": True}]
     finals = pd.DataFrame(rows).assign(clean_acc=0.9)
+    finals["robust_counted"] = finals["robust_acc"]
     declared = [["x", "y", "q1"], ["x", "z", "q2"], ["y", "z", "q3"]]
     table = contrasts(finals, declared)
     p = table.loc[0, "p"]
@@ -298,3 +307,18 @@ def test_a_contrast_is_decided_only_after_holm():
     many = contrasts(finals, declared * 20)
     assert many.loc[0, "p_holm"] > 0.05 and not many["decided"].any()
     assert verdict_sentences(many)[0].startswith("No contrast is decided")
+
+
+def test_an_untrusted_model_with_a_square_attack_counts_at_its_measured_worst_case(tmp_path):
+    from analysis.summaries import final_models
+
+    frame = pd.DataFrame([
+        {"arm": "a", "model": f"a-s{i}", "experiment": "a", "trial": f"t{i}", "seed": i, "method": "pgd-at",
+         "controller": "schedule", "final_model": True, "report": 1, "round": 1, "cost/grad_evals": 100,
+         "val/robust_acc": 0.5, "val/clean_acc": 0.9, "eval/robust_acc": r, "eval/clean_acc": 0.9,
+         "eval/trusted": t, "eval/aa_version": "fast", "eval/per_attack/square": sq}
+        for i, (r, t, sq) in enumerate([(0.30, False, 0.31), (0.40, False, float("nan")), (0.50, True, float("nan"))])])
+    finals = final_models(frame).set_index("model")
+    assert finals.loc["a-s0", "robust_counted"] == pytest.approx(0.30)  # Square ran: its measured worst case
+    assert finals.loc["a-s1", "robust_counted"] == 0.0  # no gradient-free attack: the worst case is 0
+    assert finals.loc["a-s2", "robust_counted"] == pytest.approx(0.50)  # trusted: as measured
