@@ -2,8 +2,8 @@
 
 All arms are PGD-AT on mnist5k at eps 0.3 (``tiny``: digits; ``smoke``: validated and judged at
 0.2, see _pgd_at.py), over **one search space** (``SPACE``): the policy's grids, PBT's mutations
-and the random search all draw from it. Cost (a): every run, replay and search trial stops at its
-first round that reaches ``budget_grad_evals``. Cost (b): everything an arm ran to produce its
+and the random search all draw from it. Cost (a): every run, replay and search trial stops at the
+training step that reaches ``budget_grad_evals`` (mid-round if need be). Cost (b): everything an arm ran to produce its
 final models (the random search, the whole PBT population, the policy arms' reward checks
 ``cost/reward_grad_evals``, and the per-round validation ``cost/eval_grad_evals`` where it informs
 a decision: arms marked ``decision_validation``, the searches); the analysis reads arms at equal (b).

@@ -76,7 +76,7 @@ class StudySize:
     search_samples: int  # the random search's trials (tuned)
     populations: int  # PBT populations (searched)
     population: int  # trials per PBT population
-    budget_grad_evals: int  # cost (a): every run stops at its first round that reaches it
+    budget_grad_evals: int  # cost (a): every run stops at the training step that reaches it
     config: dict
     evaluation: dict  # evaluate_checkpoint options: n, pgd_steps, pgd_restarts, aa_version
     corners: str = ""  # what this size cuts, said in study.json and the printed summary
