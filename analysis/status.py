@@ -65,6 +65,8 @@ def study_status(folder: str | Path) -> pd.DataFrame:
         done = started = planned = 0.0
         for exp in arm.get("experiments", []):
             planned += _planned(spec, arm, exp)
+        planned = float(arm.get("planned_trials", planned))  # the engine's own count, where study.json has it
+        for exp in arm.get("experiments", []):
             path = folder / "arms" / name / exp
             if finished is not None and f"{name}/{exp}" in finished:
                 done += len(finished[f"{name}/{exp}"])
@@ -77,6 +79,7 @@ def study_status(folder: str | Path) -> pd.DataFrame:
             return int(sum(isinstance(p, str) and bool(p) and (folder / p).is_file() for p in mine.get(column, [])))
 
         n_models = float(len(arm.get("experiments", []))) if arm.get("kind") == "searched" else float(size.get("seeds", "nan"))
+        n_models = float(arm.get("planned_models", n_models))
         rows.append({"study": spec.get("study", folder.name), "arm": name, "kind": arm.get("kind"), "trials_done": int(done),
                      "trials_started": int(started), "trials_planned": planned, "models": len(mine),
                      "models_evaluated": on_disk("eval"), "models_planned": n_models, "judged": on_disk("judge"),

@@ -403,3 +403,20 @@ def test_a_study_runs_every_arm_in_one_precision(capsys):
     assert STUDY.declaration("tiny")["precision"] == "fp32"
     assert main(["study", "learned_vs_searched", "--size", "tiny", "--precision", "auto"]) == 2
     assert "one precision" in capsys.readouterr().err
+
+
+def test_a_searched_arm_is_replayed_once_per_population_not_once_per_seed():
+    """Pseudo-replication (issue 21): 5 replays of 3 PBT lineages counted as 5 independent models."""
+    from metaadv.study.derive import replay_seeds
+    from metaadv.study.units import derived_trials
+    from tune_experiments.learned_vs_searched import STUDY
+
+    size = STUDY.sizes["medium"] if "medium" in STUDY.sizes else STUDY.sizes["smoke"]
+    replay = STUDY.arm("replay-searched")
+    assert replay_seeds(STUDY, replay, size) == list(range(1, size.populations + 1))
+    assert STUDY.planned(replay, "medium" if "medium" in STUDY.sizes else "smoke") == (size.populations,) * 2
+    assert replay_seeds(STUDY, STUDY.arm("replay-learned"), size) == list(range(1, size.seeds + 1))
+    n_replays = sum(size.populations if STUDY.arm(a.source).kind == "searched" else size.seeds
+                    for a in STUDY.arms if a.kind == "replay")
+    n_other = sum(size.seeds for a in STUDY.arms if a.kind in ("tuned", "transfer"))
+    assert derived_trials(STUDY, size) == n_replays + n_other

@@ -15,7 +15,7 @@ from .folder import Folder
 from .units import Unit, best_trial, local_checkpoint, score
 
 __all__ = ["phase2_units", "final_models", "schedule_rows", "write_schedule", "lineage_rows",
-           "save_policy", "rotated"]
+           "save_policy", "rotated", "replay_seeds"]
 
 
 def schedule_rows(rows: list[dict]) -> list[dict]:
@@ -79,7 +79,8 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
             units.append(Unit(arm, "rerun", size.seeds, base=picked, seeds=tuple(seeds)))
         elif arm.kind == "replay":
             schedules, rounds = {}, {}
-            for s, (name, rows) in replay_sources(study, arm, size, root, results, seeds).items():
+            seeds_r = replay_seeds(study, arm, size)
+            for s, (name, rows) in replay_sources(study, arm, size, root, results, seeds_r).items():
                 path = root / "schedules" / arm.name / f"{name}.csv"
                 if not path.is_file():
                     write_schedule(rows, path)
@@ -87,8 +88,8 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
             # Every seed gets its own schedule and its length as rounds. The base names the longest
             # (the config checks before Ray need a real one, and its rounds are where Tune stops
             # every trial: a shorter base would cut the longer schedules short).
-            longest = max(seeds, key=lambda s: rounds[s])
-            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds),
+            longest = max(seeds_r, key=lambda s: rounds[s])
+            units.append(Unit(arm, arm.name, len(seeds_r), seeds=tuple(seeds_r),
                               base={"schedule": schedules[longest], "rounds": rounds[longest]},
                               per_seed={"schedule": schedules, "rounds": rounds}))
         elif arm.kind == "transfer":
@@ -106,14 +107,25 @@ def source_trials(results: dict, arm: str) -> list[dict]:
     return [t for trials in results[arm].values() for t in trials]
 
 
+def replay_seeds(study: Study, arm: Arm, size) -> list[int]:
+    """The seeds a replay arm trains on. A searched source yields one lineage per population, and the
+    population is the unit: its lineage is replayed once, on seed p + 1 (replaying one schedule on
+    several seeds and counting them as independent models would be pseudo-replication). Any other
+    source: the arm's seeds, each following the source's run on the next seed."""
+    if study.arm(arm.source).kind == "searched":
+        return list(range(1, size.populations + 1))
+    return arm_seeds(size)
+
+
 def replay_sources(study: Study, arm: Arm, size, root: Path, results: dict, seeds: list[int]) -> dict:
-    """Seed -> (schedule name, rows) for a replay arm."""
+    """Seed -> (schedule name, rows) for a replay arm (``seeds`` from :func:`replay_seeds`)."""
     source = study.arm(arm.source)
     if source.kind == "searched":
         pops = sorted(results[source.name])
+        if len(pops) != len(seeds):
+            raise UserError(f"arm {arm.name}: {len(pops)} populations of {source.name} for {len(seeds)} replay seeds")
         out = {}
-        for i, s in enumerate(seeds):
-            pop = pops[i % len(pops)]
+        for pop, s in zip(pops, seeds):
             best = best_trial(results[source.name][pop])
             exp_dir = os.path.dirname(best["path"]) if "://" not in best["path"] else best["path"].rsplit("/", 1)[0]
             rows = lineage_rows(exp_dir, best)

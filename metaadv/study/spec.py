@@ -223,6 +223,19 @@ class Study:
             return [f"pbt-{p}" for p in range(self.sizes[size].populations)]
         return [arm.name]
 
+    def planned(self, arm: Arm | str, size: str) -> tuple[int, int]:
+        """``(trials, final models)`` ``arm`` runs at ``size``. A replay of a searched arm replays one
+        lineage per population (the population is the unit; see ``metaadv.study.derive.replay_seeds``)."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        s = self.sizes[size]
+        if arm.kind == "tuned":
+            return s.search_samples + s.seeds, s.seeds
+        if arm.kind == "searched":
+            return s.populations * s.population, s.populations
+        if arm.kind == "replay" and self.arm(arm.source).kind == "searched":
+            return s.populations, s.populations
+        return s.seeds, s.seeds
+
     def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
         """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
         the policy's reward check (a policy's decisions read it; a frozen policy pays it too); and
@@ -249,6 +262,7 @@ class Study:
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
+                                  "planned_trials": self.planned(a, size)[0], "planned_models": self.planned(a, size)[1],
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
                                   **({"source": a.source} if a.source else {}),
                                   **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}

@@ -139,4 +139,11 @@ def phase1_units(study: Study, size) -> list[Unit]:
 
 
 def derived_trials(study: Study, size) -> int:
-    return sum(size.seeds for a in study.arms if a.kind in ("tuned", "replay", "transfer"))
+    """Phase 2's trials: the tuned reruns and transfers on the arms' seeds, and the replays (one per
+    population for a searched source: see :func:`metaadv.study.derive.replay_seeds`)."""
+    def trials(arm: Arm) -> int:
+        if arm.kind == "replay" and study.arm(arm.source).kind == "searched":
+            return size.populations
+        return size.seeds if arm.kind in ("tuned", "replay", "transfer") else 0
+
+    return sum(trials(a) for a in study.arms)
