@@ -110,6 +110,10 @@ class TrainConfig:
     policy_gamma: float = 0.9  # discount of the n-step return (policy_return=discounted)
     policy_horizon: int = 10  # n, rounds of reward in the n-step return (policy_return=discounted)
     budget_grad_evals: int = 0  # stop once cost/grad_evals reaches this (0 = no budget; rounds still caps)
+    # The threat model's tail: the last fraction of the budget (of the rounds, without one) trains at
+    # the target eps with the configured attack and the lr in force when it began, whatever the
+    # controller would choose (0 = off). A schedule that ends below the threat model is no model of it.
+    tail_fraction: float = 0.0
     # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
     val_size: int = 500
     val_pgd_steps: int = 10
@@ -134,6 +138,9 @@ class TrainConfig:
         for name in ("steps_per_round", "eps_ramp_rounds", "val_size", "budget_grad_evals"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.tail_fraction < 1.0:
+            raise UserError(f"tail_fraction must be in [0, 1) (the share of the budget trained at the threat model), "
+                            f"got {self.tail_fraction}")
         if not 0.0 <= self.unlabeled_fraction < 1.0:
             raise UserError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
         if self.unlabeled_fraction and self.method != "vat":

@@ -115,6 +115,8 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--policy-gamma", type=float, default=S, help=f"discount of --policy-return discounted (default {d.policy_gamma})")
     r.add_argument("--policy-horizon", type=int, default=S, help=f"rounds n in --policy-return discounted's n-step return (default {d.policy_horizon})")
     r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
+    r.add_argument("--tail-fraction", type=float, default=S, help="train the last fraction of the budget (of the rounds without one) "
+                   "at the target eps with the configured attack, whatever the controller chooses (default 0 = off)")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

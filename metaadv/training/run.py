@@ -8,6 +8,7 @@ round per report. ``run_training`` is the CLI's whole job: a run folder with ``c
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from pathlib import Path
@@ -48,6 +49,34 @@ class TrainingRun:
         self._best_weights: dict | None = None
         self._best_round = 0
 
+    def in_tail(self) -> bool:
+        """Whether the next round belongs to the threat model's tail (``tail_fraction``): it starts
+        once the training cost reaches (1 - f) of the budget, or, without a budget, at round
+        ceil((1 - f) * rounds)."""
+        f = self.config.tail_fraction
+        if f <= 0:
+            return False
+        budget = self.config.budget_grad_evals
+        if budget > 0:
+            return self.trainer.grad_evals >= (1.0 - f) * budget
+        return self.round >= math.ceil((1.0 - f) * self.config.rounds)
+
+    def _propose(self) -> tuple:
+        """The round's hyperparameters and whether the controller chose them (not in the tail).
+
+        In the tail: the target eps and the configured attack. The lr is what a schedule gives the
+        round (a fixed or replayed schedule's, its final decay included); a controller that acts
+        on its own measurements (the policy: proposing is a decision it must learn from) is not
+        asked, and the lr of its last round holds.
+        """
+        if not self.in_tail():
+            return self.controller.propose(self.round), True
+        if getattr(self.controller, "wants_reward_check", False):
+            lr = self.rows[-1]["hp/lr"] if self.rows else self.config.lr
+        else:
+            lr = self.controller.propose(self.round).lr
+        return self.config.hparams().replace(lr=lr), False
+
     @property
     def round(self) -> int:
         return len(self.rows)
@@ -61,10 +90,11 @@ class TrainingRun:
     def step(self) -> dict:
         """Train and measure one round; return its metrics row."""
         start = time.perf_counter()
-        hp = self.controller.propose(self.round)
+        hp, chosen = self._propose()
         # Optional: a controller that learns from its own measurement (the policy) gets it on a
-        # fresh batch, before and after the round, paid for in cost/reward_grad_evals.
-        check = getattr(self.controller, "wants_reward_check", False)
+        # fresh batch, before and after the round, paid for in cost/reward_grad_evals. Tail rounds
+        # are not its choices: it neither measures nor learns from them.
+        check = chosen and getattr(self.controller, "wants_reward_check", False)
         reward = self.trainer.reward_check(self.round, before=True) if check else {}
         guard = self.config.co_guard
         before = copy.deepcopy(self.trainer.model.state_dict()) if guard else None
@@ -84,9 +114,12 @@ class TrainingRun:
         row = {"round": self.round + 1, "step": t.global_step, "epoch": round(t.epoch, 6), **train, **val, **extras,
                **hp.as_row(), **reward, "cost/grad_evals": t.grad_evals, "cost/eval_grad_evals": t.eval_grad_evals,
                "cost/reward_grad_evals": t.reward_grad_evals, "cost/seconds": round(self.seconds, 3), "run/precision": t.precision}
-        self.controller.observe(row)
-        # Optional hook: controllers that learn (the policy) report on the round just observed.
-        row.update(getattr(self.controller, "row_metrics", dict)())
+        if self.config.tail_fraction > 0:
+            row["run/tail"] = int(not chosen)
+        if chosen:
+            self.controller.observe(row)
+            # Optional hook: controllers that learn (the policy) report on the round just observed.
+            row.update(getattr(self.controller, "row_metrics", dict)())
         self.rows.append(row)
         return row
 
