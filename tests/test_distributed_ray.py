@@ -170,8 +170,10 @@ def test_a_killed_driver_resumes_from_its_ray_train_checkpoint(ray_address, tmp_
     source = next((c for c in kept_on_disk if len(c["rows"]) == len(restored["rows"])), None)
     assert source is not None, f"resumed after round {len(restored['rows'])}, not from a checkpoint on disk"
     assert _identical(restored, source)
+    # At least round 1: with the kill between writing the second checkpoint folder and Ray Train
+    # recording it, the resume starts from the first (seen once under heavy load).
     kept = len(source["rows"])
-    assert 2 <= kept <= len(written) and _identical(state["rows"][:kept], source["rows"])
+    assert 1 <= kept <= len(written) and _identical(state["rows"][:kept], source["rows"])
     assert same_rows(written[:kept], source["rows"])
     assert [r["round"] for r in state["rows"]] == list(range(1, 17))
     # After the kill, the trajectory of one process continued from the same checkpoint, both in
