@@ -223,6 +223,11 @@ def set_tf32(on: bool, device: torch.device) -> str:
             f"cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32})")
 
 
+def _rate(images_per_s: float) -> str:
+    """Images/s with a tenth's resolution, or three significant digits below 10 (a CPU plumbing run)."""
+    return f"{images_per_s:.1f}" if images_per_s >= 10 else f"{images_per_s:.3g}"
+
+
 def gpu_mode(args) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -244,9 +249,9 @@ def gpu_mode(args) -> None:
     ours = None
     for precision in args.precisions:
         bare = statistics.median(bare_pgd10_seconds(x, y, args.batch_size, args.steps, args.rounds, precision, args.warmup))
-        print(f"{f'{precision}: bare hand-written PGD-10 loop':<40} {bare:>8.3f} {images / bare:>9.1f}", flush=True)
+        print(f"{f'{precision}: bare hand-written PGD-10 loop':<40} {bare:>8.3f} {_rate(images / bare):>9}", flush=True)
         ours = statistics.median(_timed_rounds({**values, "precision": precision}, args.rounds, device, warmup=args.warmup))
-        print(f"{f'{precision}: metaadv trainer (one process)':<40} {ours:>8.3f} {images / ours:>9.1f}", flush=True)
+        print(f"{f'{precision}: metaadv trainer (one process)':<40} {ours:>8.3f} {_rate(images / ours):>9}", flush=True)
         ratio = bare / ours
         print(f"{precision}: metaadv / bare: {ratio:.3f} (target >= 0.90) {'ok' if ratio >= 0.9 else 'below target'}",
               flush=True)
