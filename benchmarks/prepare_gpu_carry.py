@@ -24,8 +24,9 @@ blocked with those sizes. Usage, from the repository root, with the Python that 
         --have-python /tmp/venv/bin/python --limit-mib 0            # a clean 3.11 venv (the CPU test)
 
 ``--have image`` (the default) is the 'cuda' image's package list as this workplace last read it
-(/work/.library/device/KINDS.md, 2026-11-17); ``--have-python PY`` asks an interpreter what it has;
-``--have none`` carries every requirement.
+(/work/.library/device/KINDS.md, 2026-11-17), its versions unknown: typing-extensions is carried
+anyway (:data:`IMAGE_OVERRIDES`); ``--have-python PY`` asks an interpreter what it has (names and
+versions are then its own); ``--have none`` carries every requirement.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threa
 tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope
 triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
 """.split()
+
+# Carried even though the image has them: the image's version is not known here and a carried
+# package needs a recent one (pydantic 2.14 needs typing-extensions >= 4.16). typing_extensions
+# only adds names, so a newer copy first on the path is safe for everything else on the image.
+IMAGE_OVERRIDES = ("typing-extensions",)
 
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
@@ -260,6 +266,8 @@ def main(argv=None) -> int:
 
     have_names = have_from_python(args.have_python) if args.have_python else (IMAGE_PACKAGES if args.have == "image" else [])
     wanted = closure(ROOTS, installed_requires, have_names, args.python_version)
+    if not args.have_python and args.have == "image":
+        wanted.update({name: [] for name in IMAGE_OVERRIDES})
     pins = {name: installed_version(name) for name in wanted}
     print(f"carrying {len(pins)} packages for Python {args.python_version}: "
           + ", ".join(f"{n}=={v}" for n, v in sorted(pins.items())), flush=True)
