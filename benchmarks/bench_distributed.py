@@ -13,12 +13,15 @@ the efficiency measures the contention, not the method: run it on an idle machin
         [--dataset mnist5k] [--batch-size 100]
 
 GPU mode (``--gpu``): images/s of PGD-10 AT on PreActResNet-18 with CIFAR-10 shapes (synthetic
-images, 3x32x32, 10 classes), bf16 autocast and channels_last, through metaadv's trainer (one
-process, ``--precision bf16``), next to a bare hand-written PGD-10 training loop on the same GPU
-in the same run; the target is metaadv within 10% of the bare loop. With ``--workers N`` (N
-GPUs) it also measures N Ray Train workers with one GPU each.
+images, 3x32x32, 10 classes), channels_last, through metaadv's trainer (one process), next to a
+bare hand-written PGD-10 training loop on the same GPU in the same run, once per precision
+(``--precisions bf16,fp32``: bf16 autocast, then fp32 with TF32 as ``--tf32`` says, default on;
+the header line says which); the target is metaadv within 10% of the bare loop. Each line is
+printed as soon as it is measured. ``--device cpu`` runs the same on the CPU (plumbing only). With
+``--ray --workers N`` (N GPUs) it also measures N Ray Train workers with one GPU each.
 
-    python benchmarks/bench_distributed.py --gpu [--batch-size 256] [--steps 20] [--workers 1]
+    python benchmarks/bench_distributed.py --gpu [--batch-size 256] [--steps 20] [--precisions bf16,fp32]
+        [--tf32 on] [--device cuda] [--ray --workers 1]
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from metaadv.data import DATASETS, Splits, load_splits
 # -- the measurement each worker (or the single process) runs ---------------------------------
 
 
-def _timed_rounds(values: dict, rounds: int, device: torch.device, parallel=None) -> list[float]:
-    """Wall seconds of ``rounds`` training rounds after a warm-up round (validation not timed).
+def _timed_rounds(values: dict, rounds: int, device: torch.device, parallel=None, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``rounds`` training rounds after ``warmup`` rounds (validation not timed).
 
     ``values["_channels_last"]``: the model's weights in channels_last (one process only: after a
     DDP wrap the parameters must not be re-laid out), as the bare GPU loop has them.
@@ -51,7 +54,8 @@ def _timed_rounds(values: dict, rounds: int, device: torch.device, parallel=None
         run.trainer.model.to(memory_format=torch.channels_last)
     hp = run.config.hparams()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    run.trainer.train_round(hp)  # warm-up: allocator, kernels, DDP buckets
+    for _ in range(warmup):  # allocator, kernels, cudnn's algorithm search, DDP buckets
+        run.trainer.train_round(hp)
     seconds = []
     for _ in range(rounds):
         sync()
@@ -149,8 +153,9 @@ def cpu_mode(args) -> None:
 # -- GPU mode -----------------------------------------------------------------------------------
 
 
-def bare_pgd10_seconds(x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, rounds: int) -> list[float]:
-    """A hand-written PGD-10 AT loop: PreActResNet-18, bf16 autocast, channels_last, Adam.
+def bare_pgd10_seconds(x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, rounds: int,
+                       precision: str = "bf16", warmup: int = 1) -> list[float]:
+    """A hand-written PGD-10 AT loop: PreActResNet-18, channels_last, Adam, bf16 autocast or fp32.
 
     eps 8/255, step 2/255, one random start; the attack takes input gradients only (parameters
     frozen), then one training step on the adversarial batch. Only the model class is metaadv's.
@@ -165,6 +170,11 @@ def bare_pgd10_seconds(x: torch.Tensor, y: torch.Tensor, batch: int, steps: int,
     model = PreActResNet18(mean=info.mean, std=info.std).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     eps, alpha = 8 / 255, 2 / 255
+    bf16 = precision == "bf16"
+
+    def logits(xb):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return model(xb).float()
 
     def step(xb, yb):
         model.eval()
@@ -173,16 +183,14 @@ def bare_pgd10_seconds(x: torch.Tensor, y: torch.Tensor, batch: int, steps: int,
         delta = (torch.rand_like(xb) * 2 - 1) * eps
         for _ in range(10):
             delta.requires_grad_(True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(xb + delta).float(), yb)
+            loss = F.cross_entropy(logits(xb + delta), yb)
             (grad,) = torch.autograd.grad(loss, delta)
             delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
             delta = (xb + delta).clamp(0, 1) - xb
         for p in model.parameters():
             p.requires_grad_(True)
         model.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(xb + delta).float(), yb)
+        loss = F.cross_entropy(logits(xb + delta), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,50 +200,72 @@ def bare_pgd10_seconds(x: torch.Tensor, y: torch.Tensor, batch: int, steps: int,
             lo = ((offset + i) * batch) % (len(x) - batch)
             step(x[lo:lo + batch], y[lo:lo + batch])
 
-    one_round(0)  # warm-up
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for r in range(warmup):
+        one_round(r * steps)
     seconds = []
     for r in range(rounds):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
-        one_round((r + 1) * steps)
-        torch.cuda.synchronize()
+        one_round((warmup + r) * steps)
+        sync()
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
+def set_tf32(on: bool, device: torch.device) -> str:
+    """Allow (or forbid) TF32 in fp32 matmuls and convolutions; a phrase saying which."""
+    if device.type != "cuda":
+        return "TF32 n/a (not a CUDA device)"
+    torch.set_float32_matmul_precision("high" if on else "highest")
+    torch.backends.cudnn.allow_tf32 = on
+    return (f"fp32 with TF32 {'ON' if on else 'OFF'} (matmul precision {torch.get_float32_matmul_precision()!r}, "
+            f"cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32})")
+
+
+def _rate(images_per_s: float) -> str:
+    """Images/s with a tenth's resolution, or three significant digits below 10 (a CPU plumbing run)."""
+    return f"{images_per_s:.1f}" if images_per_s >= 10 else f"{images_per_s:.3g}"
+
+
 def gpu_mode(args) -> None:
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu: no CUDA device")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--gpu: no CUDA device (--device cpu runs the same measurement on the CPU, for plumbing only)")
     torch.backends.cudnn.benchmark = True
-    device = torch.device("cuda")
+    tf32 = set_tf32(args.tf32 == "on", device)
     n = args.batch_size * args.steps * 2
     splits = synthetic_cifar(n)
     x = splits.train_x.to(device).contiguous(memory_format=torch.channels_last)
     y = splits.train_y.to(device)
     images = args.batch_size * args.steps
-    bare = statistics.median(bare_pgd10_seconds(x, y, args.batch_size, args.steps, args.rounds))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {name}: PGD-10 AT, PreActResNet-18, CIFAR-10 shapes (synthetic), batch "
+          f"{args.batch_size}, channels_last, median of {args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up round(s); {tf32}")
+    print(f"{'setting':<40} {'round s':>8} {'images/s':>9}", flush=True)
     values = {"method": "pgd-at", "dataset": "cifar10", "steps": 10, "step_ratio": 0.25, "eps": 8 / 255,
               "steps_per_round": args.steps, "batch_size": args.batch_size, "eps_ramp_rounds": 0, "val_size": 1,
-              "device": "cuda", "precision": "bf16", "seed": 0, "_synthetic": n, "_channels_last": True}
-    ours = statistics.median(_timed_rounds(values, args.rounds, device))
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}: PGD-10 AT, PreActResNet-18, CIFAR-10 shapes "
-          f"(synthetic), batch {args.batch_size}, bf16 autocast, channels_last, median of {args.rounds} rounds of {args.steps} steps")
-    print(f"{'setting':<34} {'round s':>8} {'images/s':>9}")
-    print(f"{'bare hand-written PGD-10 loop':<34} {bare:>8.3f} {images / bare:>9.1f}")
-    print(f"{'metaadv trainer (one process)':<34} {ours:>8.3f} {images / ours:>9.1f}")
-    ratio = (images / ours) / (images / bare)
-    print(f"metaadv / bare: {ratio:.3f} (target >= 0.90) {'ok' if ratio >= 0.9 else 'below target'}")
+              "device": device.type, "seed": 0, "_synthetic": n, "_channels_last": True}
+    ours = None
+    for precision in args.precisions:
+        bare = statistics.median(bare_pgd10_seconds(x, y, args.batch_size, args.steps, args.rounds, precision, args.warmup))
+        print(f"{f'{precision}: bare hand-written PGD-10 loop':<40} {bare:>8.3f} {_rate(images / bare):>9}", flush=True)
+        ours = statistics.median(_timed_rounds({**values, "precision": precision}, args.rounds, device, warmup=args.warmup))
+        print(f"{f'{precision}: metaadv trainer (one process)':<40} {ours:>8.3f} {_rate(images / ours):>9}", flush=True)
+        ratio = bare / ours
+        print(f"{precision}: metaadv / bare: {ratio:.3f} (target >= 0.90) {'ok' if ratio >= 0.9 else 'below target'}",
+              flush=True)
     if args.workers >= 1 and args.ray:
         import ray
 
         ray.init(include_dashboard=False, log_to_driver=False)
         try:
-            many, fit_seconds = ray_train_seconds(values, args.workers, args.rounds, gpus=1.0)
+            many, fit_seconds = ray_train_seconds({**values, "precision": args.precisions[-1]}, args.workers, args.rounds, gpus=1.0)
         finally:
             ray.shutdown()
         thr = images / statistics.median(many)
-        print(f"{f'{args.workers} Ray Train worker(s), 1 GPU each':<34} {statistics.median(many):>8.3f} {thr:>9.1f}")
-        print(f"scaling efficiency vs the one-process trainer: {thr / (args.workers * images / ours):.2f}; "
+        print(f"{f'{args.workers} Ray Train worker(s), 1 GPU each':<40} {statistics.median(many):>8.3f} {thr:>9.1f}")
+        print(f"scaling efficiency vs the one-process trainer ({args.precisions[-1]}): {thr / (args.workers * images / ours):.2f}; "
               f"fit wall {fit_seconds:.1f} s")
 
 
@@ -248,7 +278,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="global batch (CPU default 100, GPU 256)")
     p.add_argument("--steps-per-round", "--steps", dest="steps", type=int, default=10, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="GPU mode: untimed rounds before the timed ones (default 1)")
+    p.add_argument("--device", default="cuda", help="GPU mode's device (default cuda; cpu only proves the plumbing)")
+    p.add_argument("--precisions", default="bf16,fp32", help="GPU mode: comma list of bf16, fp32 (default both, bf16 first)")
+    p.add_argument("--tf32", choices=("on", "off"), default="on", help="GPU mode: TF32 in fp32 matmuls and convolutions (default on)")
     args = p.parse_args()
+    args.precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
+    if not args.precisions or any(x not in ("bf16", "fp32") for x in args.precisions):
+        p.error(f"--precisions expects a comma list of bf16, fp32; got {','.join(args.precisions)!r}")
     args.steps_per_round = args.steps
     if args.gpu:
         args.batch_size = args.batch_size or 256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -490,6 +492,15 @@ def test_progress_bars_per_attack_on_stderr(cnn, digits, capsys):
     evaluate_model(cnn, x[:20], y[:20], eps=0.1, attacks="pgd", pgd_steps=2, pgd_restarts=1, checks=False,
                    progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_no_progress_needs_no_tqdm(cnn, digits, monkeypatch):
+    # The GPU check evaluates with --no-progress on a machine that may lack tqdm.
+    _, _, x, y = digits
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    result = evaluate_model(cnn, x[:8], y[:8], eps=0.1, attacks="fgsm,pgd", pgd_steps=2, pgd_restarts=1,
+                            checks=False, progress=False)
+    assert set(result["per_attack"]) == {"fgsm", "pgd"}
 
 
 # --- the reference AutoAttack (pyautoattack) -----------------------------------------------------

@@ -20,7 +20,7 @@ __all__ = ["WorkerSpec", "check_device_request", "worker_device"]
 class WorkerSpec:
     """``workers`` data-parallel processes, each holding ``cpus_per_worker`` CPUs and
     ``gpus_per_worker`` GPUs. One worker without a GPU is the plain loop (no Ray); one worker
-    with a GPU runs under Ray Train (the single-GPU Train smoke of benchmarks/gpu_check.sh)."""
+    with a GPU runs under Ray Train (the single-GPU Train smoke of benchmarks/gpu_check.py)."""
 
     workers: int = 1
     gpus_per_worker: float = 0.0

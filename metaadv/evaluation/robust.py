@@ -168,8 +168,23 @@ class Evaluation:
     pred_adv: torch.Tensor
 
 
+class _NoBar:
+    """What ``--no-progress`` gets: nothing drawn, and no tqdm needed (a bare machine may lack it)."""
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
 def _bar(desc: str, total: int, progress: bool | None):
     """A tqdm bar with an ETA on stderr; ``progress`` None: only when stderr is a terminal."""
+    if progress is False:
+        return _NoBar()
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="ex", file=sys.stderr, leave=True, **_size(),
