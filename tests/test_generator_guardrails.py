@@ -117,34 +117,3 @@ def test_a_recursive_generator_transfers_and_the_noise_control_has_none(tmp_path
     assert 0 <= acc < report["clean_acc"]  # K = 2 steps of a (briefly trained) soft-sign attack hurt an undefended model
     with pytest.raises(UserError, match="uniform-noise control"):
         transfer_attacks(str(tmp_path / "noise"), tmp_path / "noise")
-
-
-def _table_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_adv_table.py"
-    spec = importlib.util.spec_from_file_location("meta_adv_table", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_table_scripts_rows_cost_what_it_budgets_for(digits_splits):
-    """benchmarks/meta_adv_table.py sizes each row's eps ramp from its passes per example: check them on the trainer."""
-    import argparse
-
-    from metaadv.commands._run_config import given_values
-    from metaadv.commands.train import add_config_flags
-    from metaadv.training.trainer import Trainer
-
-    table = _table_script()
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser)
-    for name in table.ROWS:
-        argv = table.train_args(name, 0, 192_500) + ["--dataset", "digits", "--batch-size", "20", "--steps-per-round", "1"]
-        config = TrainConfig.from_dict(given_values(parser.parse_args(argv)))
-        assert config.co_guard and config.budget_grad_evals == 192_500
-        trainer = Trainer(config, digits_splits, torch.device("cpu"))
-        trainer.train_round(config.hparams())  # the target hyperparameters (the policy's choices may add a clean pass)
-        assert trainer.grad_evals == 20 * table.passes_per_example(name), name

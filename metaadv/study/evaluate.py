@@ -13,7 +13,12 @@ from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
 
-__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label"]
+__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options"]
+
+# A ``transfer`` item (``Arm.evaluation={"transfer": "own"}``; a comma list may hold it beside
+# ``metaadv evaluate --transfer`` items) meaning the evaluated model's own run: a generator arm's own
+# generator as a transfer attack, reported under ``transfer.own``, never in the verdict.
+OWN = "own"
 
 
 def verdict_of(result: dict) -> dict:
@@ -39,9 +44,26 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     from ..evaluation import evaluate_checkpoint
 
     torch.set_num_threads(1)
-    result = evaluate_checkpoint(local_checkpoint(checkpoint).parent, eps=eps, **options)
+    path = local_checkpoint(checkpoint)
+    result = evaluate_checkpoint(path.parent, eps=eps, **judge_options(options, path))
     write_json(Path(out), result)
     return verdict_of(result)
+
+
+def judge_options(options: dict, checkpoint: Path) -> dict:
+    """``options`` for :func:`~metaadv.evaluation.evaluate_checkpoint`: a ``transfer`` string (as
+    ``metaadv evaluate --transfer``, plus :data:`OWN` for ``checkpoint``'s own run) becomes the
+    attacks, checked before any attack runs."""
+    spec = options.get("transfer")
+    if not isinstance(spec, str):
+        return dict(options)
+    from ..evaluation.transfer import transfer_attacks
+
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    attacks = transfer_attacks(",".join(s for s in items if s != OWN), checkpoint)
+    if OWN in items:
+        (attacks[OWN],) = transfer_attacks(str(checkpoint), checkpoint).values()
+    return {**options, "transfer": attacks}
 
 
 # The judge of each run kind (Study.kind): fn(checkpoint, out, eps, options) -> verdict_of(...).
