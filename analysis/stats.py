@@ -25,6 +25,7 @@ __all__ = ["ALPHA", "MIN_PAIRS", "holm", "mean_ci", "paired_diff", "paired_stats
 ALPHA = 0.05
 MIN_PAIRS = 3
 """Fewest paired seeds from which a contrast may be called decided (excluding zero)."""
+_ROUNDING = 1e-12  # a spread this small, relative to the values, is float rounding, not variation
 _EXACT_UP_TO = 20  # 2^20 sign patterns; beyond, a seeded Monte Carlo of 200,000 patterns
 _MONTE_CARLO = 200_000
 
@@ -40,7 +41,9 @@ def mean_ci(values, level: float = 0.95) -> dict:
     if n == 1:
         return {"mean": mean, "lo": math.nan, "hi": math.nan, "half": math.nan, "sd": math.nan, "n": 1}
     sd = float(x.std(ddof=1))
-    if sd == 0:  # scipy's interval is NaN here; the t interval of a constant sample is the point
+    if sd <= _ROUNDING * max(1.0, float(np.abs(x).max())):
+        # A constant sample (up to the rounding of the differences that made it: 0.30 - 0.25 and
+        # 0.10 - 0.05 differ in the last bit): no spread, so the interval is the point and no t-test.
         return {"mean": mean, "lo": mean, "hi": mean, "half": 0.0, "sd": 0.0, "n": n}
     ci = _stats.ttest_1samp(x, 0.0).confidence_interval(level)
     return {"mean": mean, "lo": float(ci.low), "hi": float(ci.high), "half": float(ci.high) - mean, "sd": sd, "n": n}

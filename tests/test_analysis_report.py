@@ -322,3 +322,12 @@ def test_an_untrusted_model_with_a_square_attack_counts_at_its_measured_worst_ca
     assert finals.loc["a-s0", "robust_counted"] == pytest.approx(0.30)  # Square ran: its measured worst case
     assert finals.loc["a-s1", "robust_counted"] == 0.0  # no gradient-free attack: the worst case is 0
     assert finals.loc["a-s2", "robust_counted"] == pytest.approx(0.50)  # trusted: as measured
+
+
+def test_differences_equal_up_to_rounding_are_constant_not_decisive():
+    from analysis.stats import paired_stats
+
+    diffs = [0.30 - 0.25, 0.10 - 0.05]  # 0.05 both, but for the last bit
+    assert diffs[0] != diffs[1]
+    s = paired_stats(diffs)
+    assert s["sd"] == 0.0 and s["p"] == 1.0 and s["lo"] == s["hi"] == s["mean"]
