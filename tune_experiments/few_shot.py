@@ -74,13 +74,15 @@ SIZES = {
                    "support_eps": 0.1, "support_tasks": 2, "device": "cpu"},
                   "2 seeds, budgets of 300 / 500 grad evals (a few outer steps), 2 validation tasks, 4 meta-test tasks, "
                   "eps 0.1 and 0.2 by PGD-2, no AutoAttack, the unrolled support attack on 2 tasks"),
-    # The script's smoke size (budgets 3,000 / 5,000, 12 test tasks) with 2 seeds, not 3, and AutoAttack on 2
-    # tasks, not 3 (under 15 minutes on a shared 2-core machine); it proves the pipeline, its numbers mean nothing.
-    "smoke": _size(2, 3000, {"steps_per_round": 5, "val_tasks": 2},
-                   {"tasks": 12, "sweep": SWEEP, "pgd_steps": 3, "pgd_restarts": 2, "autoattack_eps": 0.1, "aa_tasks": 2,
-                    "support_attack": "unrolled", "support_eps": 0.1, "support_tasks": 6},
-                   "2 seeds, budgets of 3,000 / 5,000 grad evals (2% of full), 2 validation tasks, 12 meta-test tasks "
-                   "by PGD-3 x 2 restarts, AutoAttack on 2, the unrolled support attack on 6"),
+    # Proves the pipeline end to end from the CLI in under 15 minutes on a shared 2-core machine; its numbers mean
+    # nothing. Smaller than the old script's smoke size (3 seeds, budgets 3,000 / 5,000, 12 test tasks, AutoAttack on
+    # 3), which took about 4 minutes per arm here at load average 25-30 (12 arms: far over 15 minutes).
+    "smoke": _size(2, 600, {"steps_per_round": 3, "val_tasks": 2, "val_pgd_steps": 3},
+                   {"tasks": 8, "sweep": SWEEP, "pgd_steps": 3, "pgd_restarts": 2, "autoattack_eps": 0.1, "aa_tasks": 1,
+                    "support_attack": "unrolled", "support_eps": 0.1, "support_tasks": 4},
+                   "2 seeds, budgets of 600 / 1,000 grad evals (a few outer steps), 2 validation tasks by PGD-3, 8 "
+                   "meta-test tasks by PGD-3 x 2 restarts over the whole sweep, AutoAttack on 1, the unrolled support "
+                   "attack on 4"),
     # The published table's size (docs/meta-learning.md: medium, 5 seeds): hours on 2 CPUs.
     "medium": _size(5, 75_000, {"steps_per_round": 50, "val_tasks": 10},
                     {"tasks": 100, "sweep": SWEEP, "pgd_steps": 20, "pgd_restarts": 3, "autoattack_eps": 0.1,
