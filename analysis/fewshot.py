@@ -19,6 +19,7 @@ two sources of noise, and each comparison reports both:
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from .stats import mean_ci, paired_diff
 
-__all__ = ["METRICS", "compare", "load_per_task", "method_table", "paired_task_diff"]
+__all__ = ["METRICS", "compare", "load_per_task", "method_table", "paired_task_diff", "study_per_task"]
 
 METRICS = ("clean_acc", "robust_acc", "aa_robust_acc")
 _KEYS = ("dataset", "ways", "shots")
@@ -37,7 +38,19 @@ def load_per_task(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in paths]
     if not frames:
         raise ValueError("no per-task CSV files given")
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    for m in (m for m in METRICS if m in frame):
+        frame[m] = frame[m].map({v: _snap(v) for v in frame[m].dropna().unique()})
+    return frame
+
+
+def _snap(value: float) -> float:
+    """A task's accuracy is k / n (n queries, fewer than 1,000) written from float32: back to the
+    double nearest k / n. Equal fractions are then equal numbers and their means agree to double
+    rounding (about 1e-16), below the no-spread guard of the paired differences (sd <= 1e-9): two
+    arms that differ by the same amount on every seed show no spread, where float32 noise (about
+    1e-8) would show a spread a t-test calls certain."""
+    return float(Fraction(float(value)).limit_denominator(1000))
 
 
 def _select(frame: pd.DataFrame, eps: float, where: dict) -> pd.DataFrame:
@@ -72,6 +85,8 @@ def compare(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "r
     task = paired_task_diff(frame, a, b, eps=eps, metric=metric, **where)
     means = _seed_means(frame, eps, metric, where)
     seed = paired_diff(means, a, b, on="train_seed", value=metric, arm="method")
+    if seed["sd"] <= 1e-9:  # equal differences up to rounding: no spread to test (paired_diff's own guard)
+        seed["p"] = 1.0 if seed["n"] >= 2 else seed["p"]
     out = {"a": a, "b": b, "eps": eps, "metric": metric, "diff": task["mean"],
            **{f"task_{k}": task[k] for k in ("lo", "hi", "n")},
            **{f"seed_{k}": seed[k] for k in ("mean", "lo", "hi", "n", "p")}}
@@ -92,3 +107,26 @@ def method_table(frame: pd.DataFrame, *, metric: str = "robust_acc") -> pd.DataF
         rows.append({**dict(zip([*_KEYS, "method", "eps"], keys)), "mean": s["mean"], "seed_half": s["half"],
                      "seeds": s["n"], "task_half": t["half"], "tasks": t["n"]})
     return pd.DataFrame(rows)
+
+
+def study_per_task(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-task rows of a meta study's verdicts (``metaadv study``, kind meta): the sweep's and
+    the support-attack pass's, read from the CSVs each verdict JSON of ``models.csv`` names
+    (:mod:`metaadv.study.meta_judge`); their ``method`` column is the arm. Empty frames where none."""
+    import json
+
+    folder = Path(folder)
+    sweeps, supports = [], []
+    models = folder / "models.csv"
+    table = pd.read_csv(models, dtype=str) if models.is_file() and models.stat().st_size else pd.DataFrame()
+    for rel in table.get("eval", pd.Series(dtype=str)).dropna():
+        verdict = folder / rel
+        if not verdict.is_file():
+            continue  # not evaluated yet (a study in progress)
+        r = json.loads(verdict.read_text())
+        if r.get("per_task"):
+            sweeps.append(verdict.parent / r["per_task"])
+        if (r.get("support") or {}).get("per_task"):
+            supports.append(verdict.parent / r["support"]["per_task"])
+    empty = pd.DataFrame(columns=["method", "train_seed", *_KEYS, "task", "eps", *METRICS])
+    return (load_per_task(sweeps) if sweeps else empty), (load_per_task(supports) if supports else empty)

@@ -256,7 +256,8 @@ def read_eval(path: str | Path) -> dict:
     trusted = r["trusted"] if "trusted" in r else (failed == 0 if ran else float("nan"))
     aa = (r.get("attacks") or {}).get("autoattack") or {}
     out = {"eval/robust_acc": r.get("robust_acc"), "eval/clean_acc": r.get("clean_acc"), "eval/trusted": trusted,
-           "eval/n": r.get("n"), "eval/eps": r.get("eps"), "eval/norm": r.get("norm"),
+           # a meta-test verdict (metaadv.study.meta_judge) counts tasks and sweeps eps: its headline eps
+           "eval/n": r.get("n", r.get("tasks")), "eval/eps": r.get("headline_eps", r.get("eps")), "eval/norm": r.get("norm"),
            "eval/aa_version": aa.get("version", r.get("aa_version")), "eval/checks_failed": failed,
            "eval/untrusted_reasons": "; ".join(r.get("untrusted_reasons") or []), "eval/path": str(path)}
     out.update({f"eval/per_attack/{k}": v for k, v in (r.get("per_attack") or {}).items()})

@@ -20,6 +20,7 @@ from metaadv.errors import UserError
 from . import plots
 from .load import discover, load_judged, load_results
 from .status import STATUS_COLUMNS, is_partial, status_lines, study_status
+from .fewshot_report import fewshot_lines, fewshot_tables
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
 __all__ = ["analyze", "write_report", "verdict_sentences", "study_specs", "partial_studies"]
@@ -45,14 +46,18 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
     """Every table of the report, as frames: ``results`` (the tidy rows), ``models``, ``arms``,
     ``contrasts``, ``contrasts_trusted`` (the same without untrusted models: the sensitivity line),
     ``robust_vs_cost``, ``schedules``, ``pareto``, ``importance``, ``judged``, and
-    ``status`` (per study arm, what is done and what is left: :func:`analysis.status.study_status`).
+    ``status`` (per study arm, what is done and what is left: :func:`analysis.status.study_status`);
+    with a meta study (study.json ``kind: meta``) also ``fewshot_sweep``, ``fewshot_contrasts`` and
+    ``fewshot_cost`` (:func:`analysis.fewshot_report.fewshot_tables`).
     A study still running gives what it has so far (no rows, or no final model yet: empty tables)."""
     frame = load_results(*paths)
     declared = [c for spec in study_specs(paths) for c in spec.get("contrasts", [])]
     finals = final_models(frame)
     arms = arm_summary(frame, finals)
     statuses = [study_status(folder) for folder in study_folders(paths)]
-    return {"results": frame, "models": finals, "arms": arms,
+    meta = [f for f in study_folders(paths) if json.loads((f / "study.json").read_text()).get("kind") == "meta"]
+    fewshot = fewshot_tables(meta, frame) if meta else {}  # the few-shot section's tables (analysis.fewshot_report)
+    return {"results": frame, "models": finals, "arms": arms, **fewshot,
             "contrasts": contrasts(finals, declared or None),
             "contrasts_trusted": contrasts(finals, declared or None, trusted_only=True),
             "robust_vs_cost": robust_vs_cost(frame, finals),
@@ -160,6 +165,9 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
     what = {"eval": "the `metaadv evaluate` verdict (per-example worst case over PGD restarts and AutoAttack)",
             "val": "the last training-time validation (`val/robust_acc`): **not** an evaluate verdict",
             "eval/val": "the evaluate verdict where a model has one, else the last training-time validation"}[source]
+    if "eval" in source and any(spec.get("kind") == "meta" for spec in specs):
+        what += ("; for a meta study, the `metaadv meta-evaluate` verdict instead: PGD with restarts against the adapted "
+                 "model at the study's threat eps of the sweep, over the meta-test tasks (see the few-shot section)")
     for spec in specs:
         ev = spec.get("evaluation", {})
         lines += [f"Study **{spec.get('study')}** (size {spec.get('size')}, commit {spec.get('commit')}): budget "
@@ -200,6 +208,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
             + ("" if r["square"] else ", no Square attack") + ")" for _, r in bad.iterrows()) + ".", "",
                   "Sensitivity, without the untrusted models: " + _sensitivity(t["contrasts_trusted"]), ""]
     lines += _judged_lines(t["judged"])
+    if "fewshot_sweep" in t:
+        lines += fewshot_lines(t, specs)
     lines += ["## Plots", "", "![robust accuracy vs cost](robust_vs_cost.png)", "",
               "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "
               "95% CI band (table `robust_vs_cost.csv`); right, final robust accuracy against cost (b) per model.", "", "![schedules](schedules.png)", "",

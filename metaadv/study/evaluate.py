@@ -66,8 +66,21 @@ def judge_options(options: dict, checkpoint: Path) -> dict:
     return {**options, "transfer": attacks}
 
 
+def _meta_evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
+    """The judge of a meta-learning run: ``metaadv meta-evaluate`` (:mod:`.meta_judge`; ``robust_acc``
+    at ``eps``, the sweep and per-task CSVs beside ``out``)."""
+    import torch
+
+    from .meta_judge import meta_test_result
+
+    torch.set_num_threads(1)
+    result = meta_test_result(local_checkpoint(checkpoint), out, eps, options)
+    write_json(Path(out), result)
+    return verdict_of(result)
+
+
 # The judge of each run kind (Study.kind): fn(checkpoint, out, eps, options) -> verdict_of(...).
-JUDGES = {"train": _evaluate}
+JUDGES = {"train": _evaluate, "meta": _meta_evaluate}
 
 
 def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options, opts: StudyOptions,

@@ -57,7 +57,9 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
              + f": {summary['folder']}",
              f"  cuts: {s.corners or 'none'}",
              f"  per-model budget (cost a): {s.budget_grad_evals:,} grad evals; evaluated at eps {study.val_eps(size):g} "
-             f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}",
+             + (f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}"
+                if study.kind == "train" else f"({study.kind}: {s.evaluation.get('tasks', 600)} meta-test tasks, "
+                f"robust at this eps of the sweep; per-arm budgets in study.json)"),
              f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}{'untrusted':>11}   (mean over models not untrusted; "
              "worst case over attacks)"]
     leader, unknown = None, 0

@@ -207,12 +207,32 @@ class Study:
                 values = {k: v for k, v in self.arm_config(arm, size).items() if k not in ("schedule", "controller")
                           or v in ("schedule", "policy")}
                 self.config_class.from_dict(values)
+            if self.kind == "meta":
+                self._check_meta(size)
             for corner in (0, -1):
                 if self.space:
                     self.config_class.from_dict({**self.common_config(size),
                                                  **{k: d.values[corner] for k, d in self.space.items()}})
         except UserError as exc:
             raise UserError(f"study {self.name} ({size}): {exc}") from None
+
+    def _check_meta(self, size: str) -> None:
+        """A meta run validates at its own eps, so every arm trains at the threat eps; the judge's
+        options (:mod:`.meta_judge`) are checked here, before Ray starts."""
+        from .meta_judge import check_options
+
+        threat = self.val_eps(size)
+        for arm in self.arms:
+            arm_eps = float(self.arm_config(arm, size).get("eps", threat))
+            if arm_eps != threat:
+                raise UserError(f"arm {arm.name}: a meta run validates at its training eps; eps {arm_eps:g} must be "
+                                f"the threat eps {threat:g}")
+            try:
+                check_options(self.evaluation(arm, size), threat)
+            except UserError as exc:
+                raise UserError(f"arm {arm.name}: {exc}") from None
+        if self.sizes[size].judge:
+            check_options(self.sizes[size].judge, threat)
 
     def experiments(self, arm: Arm | str, size: str) -> list[str]:
         """The Tune experiments of ``arm`` (folders ``arms/ARM/EXPERIMENT``), in the order they run."""

@@ -1,0 +1,191 @@
+"""The few-shot section of ``metaadv analyze`` for a meta study (study.json ``"kind": "meta"``).
+
+From the per-task CSVs beside the verdicts (:func:`analysis.fewshot.study_per_task`): per arm, the
+eps sweep, AutoAttack and the support-attack pass as ``mean +- seed CI [+- task CI]`` (the mean
+over training seeds of each seed's mean over the shared meta-test tasks; the t interval over seeds;
+the t interval over tasks of the seed-averaged per-task accuracies), and for every declared
+contrast the task-level and seed-level paired differences (:func:`analysis.fewshot.compare`) at
+every eps, with the seed-level p-values Holm-adjusted across the table (:mod:`analysis.stats`).
+Formerly ``benchmarks/meta_learning_report.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .fewshot import compare, method_table, study_per_task
+from .stats import holm
+
+__all__ = ["fewshot_tables", "fewshot_lines", "SWEEP_COLUMNS", "CONTRAST_COLUMNS"]
+
+SWEEP_COLUMNS = ["study", "measure", "dataset", "ways", "shots", "arm", "eps", "mean", "seed_half", "seeds",
+                 "task_half", "tasks"]
+CONTRAST_COLUMNS = ["study", "a", "b", "question", "measure", "eps", "metric", "diff", "task_lo", "task_hi", "task_n",
+                    "seed_mean", "seed_lo", "seed_hi", "seed_n", "seed_p", "seed_p_holm", "decided"]
+# measure -> (which pass, metric, rows): the sweep's PGD, clean, PGD + AutoAttack, PGD alone on the
+# tasks AutoAttack ran on, and PGD after the support attack
+_MEASURES = {"robust": ("sweep", "robust_acc", False), "clean": ("sweep", "clean_acc", False),
+             "pgd+aa": ("sweep", "aa_robust_acc", False), "pgd_on_aa_tasks": ("sweep", "robust_acc", True),
+             "support": ("support", "robust_acc", False)}
+
+
+def _sweep_table(name: str, frames: dict) -> pd.DataFrame:
+    parts = []
+    for measure, (which, metric, aa_only) in _MEASURES.items():
+        frame = frames[which].dropna(subset=["aa_robust_acc"]) if aa_only else frames[which]
+        if frame.dropna(subset=[metric]).empty:
+            continue
+        parts.append(method_table(frame, metric=metric).rename(columns={"method": "arm"}).assign(study=name, measure=measure))
+    return pd.concat(parts, ignore_index=True)[SWEEP_COLUMNS] if parts else pd.DataFrame(columns=SWEEP_COLUMNS)
+
+
+def _contrast_table(name: str, spec: dict, frames: dict) -> pd.DataFrame:
+    ev = spec.get("evaluation", {})
+    sweep = sorted(set(frames["sweep"]["eps"].astype(float))) if len(frames["sweep"]) else []
+    rows = []
+    for a, b, *question in spec.get("contrasts", []):
+        q = question[0] if question else ""
+        for eps in sweep:
+            rows.append({"measure": "robust", "question": q, **compare(frames["sweep"], a, b, eps=eps)})
+        if ev.get("autoattack_eps") is not None and frames["sweep"]["aa_robust_acc"].notna().any():
+            rows.append({"measure": "pgd+aa", "question": q,
+                         **compare(frames["sweep"], a, b, eps=float(ev["autoattack_eps"]), metric="aa_robust_acc")})
+        if len(frames["support"]):
+            rows.append({"measure": "support", "question": q,
+                         **compare(frames["support"], a, b, eps=float(frames["support"]["eps"].iloc[0]))})
+    for row, adjusted in zip(rows, holm([r["seed_p"] for r in rows])):
+        row["seed_p_holm"] = adjusted
+    return pd.DataFrame([{**r, "study": name} for r in rows], columns=CONTRAST_COLUMNS)
+
+
+def fewshot_tables(folders, results: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """``fewshot_sweep`` (per study, measure, arm and eps), ``fewshot_contrasts`` (per declared
+    contrast, measure and eps) and ``fewshot_cost`` (per arm: the final models' mean outer steps and
+    ``cost/grad_evals``, from ``results``) of the meta studies in ``folders``."""
+    sweeps, contrasts = [], []
+    for folder in folders:
+        spec = json.loads((Path(folder) / "study.json").read_text())
+        sweep, support = study_per_task(folder)
+        frames = {"sweep": sweep, "support": support}
+        sweeps.append(_sweep_table(spec["study"], frames))
+        contrasts.append(_contrast_table(spec["study"], spec, frames))
+    cost = pd.DataFrame(columns=["study", "arm", "outer_steps", "grad_evals"])
+    if results is not None and len(results) and "step" in results:
+        final = results[results["final_model"].astype(bool) & (results["kind"] == "meta")]
+        if len(final):
+            last = final.sort_values("report", kind="stable").groupby(["study", "arm", "model"]).tail(1)
+            cost = last.groupby(["study", "arm"], as_index=False).agg(outer_steps=("step", "mean"),
+                                                                      grad_evals=("cost/grad_evals", "mean"))
+    cat = lambda parts, cols: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)  # noqa: E731
+    return {"fewshot_sweep": cat(sweeps, SWEEP_COLUMNS), "fewshot_contrasts": cat(contrasts, CONTRAST_COLUMNS),
+            "fewshot_cost": cost}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _cell(row, seeds: int) -> str:
+    """``mean +- seed CI [+- task CI]`` in %; says so when fewer than the size's ``seeds`` went in."""
+    if row is None:
+        return "n/a"
+    seed = "" if math.isnan(row["seed_half"]) else f" +- {_pct(row['seed_half'])}"
+    few = f" ({int(row['seeds'])} of {seeds} seeds)" if row["seeds"] < seeds else ""
+    return f"{_pct(row['mean'])}{seed} [+- {_pct(row['task_half'])}]{few}"
+
+
+def _lookup(table: pd.DataFrame, measure: str, arm: str, eps: float | None):
+    if eps is None:
+        return None
+    sel = table[(table["measure"] == measure) & (table["arm"] == arm) & ((table["eps"] - eps).abs() < 1e-12)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def _chance_reach(table: pd.DataFrame, arm: str, ways: int, eps_list, half: str) -> str:
+    """The largest eps up to which ``mean - half-width > 1/ways`` at every swept eps."""
+    reach = "none"
+    for eps in eps_list:
+        row = _lookup(table, "robust", arm, eps)
+        if row is None or math.isnan(row[half]) or row["mean"] - row[half] <= 1 / ways:
+            break
+        reach = f"{eps:g}"
+    return reach
+
+
+def _interval(lo, hi) -> str:
+    return "n/a" if pd.isna(lo) else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost: pd.DataFrame) -> list[str]:
+    ev, seeds = spec.get("evaluation", {}), spec.get("size_settings", {}).get("seeds", 0)
+    eps_list = sorted(set(sweep.loc[sweep["measure"] == "robust", "eps"].astype(float)))
+    headline, aa_eps = float(ev.get("eps", spec.get("val_eps"))), ev.get("autoattack_eps")
+    support = sweep[sweep["measure"] == "support"]
+    support_eps = float(support["eps"].iloc[0]) if len(support) else None
+    lines = [f"### {spec['study']}: the meta-test sweep per arm", "",
+             f"Every model meta-tested on the same {ev.get('tasks')} seeded tasks of unseen classes, PGD-{ev.get('pgd_steps')} "
+             f"x {ev.get('pgd_restarts')} restart(s) against the adapted model, clean support; the main table's robust "
+             f"accuracy is the sweep's at eps {headline:g}. Cells: mean over training seeds +- 95% t-interval over seeds "
+             "[+- 95% t-interval over tasks], %; a cell with fewer than the size's seeds says so.", ""]
+    declared = list(spec.get("arms") or {})  # the study's order; arms it does not declare after them
+    for ways in sorted(set(sweep["ways"])):
+        present = set(sweep.loc[sweep["ways"] == ways, "arm"])
+        arms = [a for a in declared if a in present] + sorted(present - set(declared))
+        head = ["arm", "outer steps", "grad evals", "clean %", *(f"robust % eps {e:g}" for e in eps_list)]
+        if aa_eps is not None:
+            head.append(f"PGD+AA % eps {aa_eps:g} ({ev.get('aa_tasks')} tasks)")
+        if support_eps is not None:
+            head.append(f"{ev.get('support_attack')} support % eps {support_eps:g} ({ev.get('support_tasks')} tasks)")
+        head.append("above chance up to eps (task CI / seed CI)")
+        lines += [f"#### {ways}-way {int(sweep['shots'].iloc[0])}-shot (chance {100 / ways:.1f}%)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for arm in arms:
+            c = cost[cost["arm"] == arm]
+            cells = [arm, "n/a" if c.empty else f"{c['outer_steps'].iloc[0]:,.0f}",
+                     "n/a" if c.empty else f"{c['grad_evals'].iloc[0]:,.0f}",
+                     _cell(_lookup(sweep, "clean", arm, eps_list[0] if eps_list else None), seeds)]
+            cells += [_cell(_lookup(sweep, "robust", arm, e), seeds) for e in eps_list]
+            if aa_eps is not None:
+                alone = _lookup(sweep, "pgd_on_aa_tasks", arm, float(aa_eps))
+                cells.append(f"{_cell(_lookup(sweep, 'pgd+aa', arm, float(aa_eps)), seeds)} "
+                             f"(PGD alone {_pct(None if alone is None else alone['mean'])})")
+            if support_eps is not None:
+                cells.append(_cell(_lookup(sweep, "support", arm, support_eps), seeds))
+            cells.append(f"{_chance_reach(sweep, arm, ways, eps_list, 'task_half')} / "
+                         f"{_chance_reach(sweep, arm, ways, eps_list, 'seed_half')}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"### {spec['study']}: declared contrasts, task by task and seed by seed", "",
+              "a - b in points: `diff` and the task CI pair the seed-averaged accuracies task by task (how sure we are "
+              "about these trained models); the seed CI pairs each seed's task mean (whether the method, not the "
+              "particular models, differs), its t-test p Holm-adjusted across this table. Decided: both intervals "
+              "exclude zero on the same side (analysis.fewshot.compare).", "",
+              "| a - b | measure | eps | diff | task CI | seed CI (seeds) | seed p (Holm) | decided |",
+              "|---|---|---|---|---|---|---|---|"]
+    for _, r in contrasts.iterrows():
+        diff = "n/a" if pd.isna(r["diff"]) else f"{100 * r['diff']:+.1f}"
+        p = "n/a" if pd.isna(r["seed_p"]) else f"{r['seed_p']:.3g} ({r['seed_p_holm']:.3g})"
+        lines.append(f"| {r['a']} - {r['b']} | {r['measure']} | {r['eps']:g} | {diff} | "
+                     f"{_interval(r['task_lo'], r['task_hi'])} | {_interval(r['seed_lo'], r['seed_hi'])} "
+                     f"({int(r['seed_n'])}) | {p} | {'yes' if r['decided'] else 'no'} |")
+    return lines + [""]
+
+
+def fewshot_lines(tables: dict, specs: list[dict]) -> list[str]:
+    """The report's few-shot section (empty when no meta study has per-task results)."""
+    sweep, contrasts, cost = tables["fewshot_sweep"], tables["fewshot_contrasts"], tables["fewshot_cost"]
+    lines = []
+    for spec in specs:
+        if spec.get("kind") != "meta":
+            continue
+        name = spec.get("study")
+        mine = sweep[sweep["study"] == name]
+        if mine.empty:
+            continue
+        lines += _study_lines(spec, mine, contrasts[contrasts["study"] == name], cost[cost["study"] == name])
+    return (["## Few-shot meta-test (meta studies)", "", "Tables: `fewshot_sweep.csv`, `fewshot_contrasts.csv`, "
+             "`fewshot_cost.csv`.", ""] + lines) if lines else []
