@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,8 @@ from metaadv.config import TrainConfig
 from metaadv.study.spec import arm_seeds
 from tune_experiments.generator import BUDGET, PASSES, POLICY_ARMS, STUDY, ramp_rounds, rounds_bought
 from tune_experiments.registry import STUDIES, load_study
+
+from .conftest import local_ray
 
 ARMS = ("pgd-fixed", "pgd4-fixed", "pgd-policy", "recursive", "recursive-final", "meta-adv", "advgan", "noise")
 GENERATOR_ARMS = ("recursive", "recursive-final", "meta-adv", "advgan")
@@ -133,15 +132,9 @@ def test_own_transfer_option_is_the_models_own_generator_reported_apart(tmp_path
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="rg", dir="/tmp")  # Unix socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
+    pytest.importorskip("ray")
+    with local_ray("rg"):
         yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _last_row(trial_path: str) -> dict:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from metaadv.tune.space import Grid
 from metaadv.study.spec import ARM_KINDS, policy_grid_config
 from tune_experiments.learned_vs_searched import EPS, LR, SPACE, STUDY
 from tune_experiments.registry import STUDIES, load_study
+
+from .conftest import local_ray
 
 ARMS = ("fixed", "tuned", "random-policy", "learned", "searched", "replay-learned", "replay-searched", "transfer-learned")
 
@@ -119,15 +119,9 @@ class _Opts:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Unix socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
+    pytest.importorskip("ray")
+    with local_ray("rs"):
         yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _trial_folders(root: Path) -> set[str]:

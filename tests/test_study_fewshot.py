@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 
 import pandas as pd
 import pytest
@@ -18,6 +15,8 @@ from metaadv.errors import UserError
 from metaadv.meta import MetaConfig
 from tune_experiments.few_shot import EPS, METHODS, STUDY, WAYS, arm_name
 from tune_experiments.registry import STUDIES, load_study
+
+from .conftest import local_ray
 
 ARMS = [arm_name(m, w) for w in WAYS for m in METHODS]
 
@@ -115,15 +114,9 @@ def test_the_reports_cells_say_when_a_seed_is_missing():
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # Unix socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
+    pytest.importorskip("ray")
+    with local_ray("rf"):
         yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
