@@ -72,10 +72,15 @@ def _sensitivity(table: pd.DataFrame) -> str:
         return "no contrast."
     parts = []
     for _, r in table.iterrows():
-        ci = "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
-        mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
+        mean, ci = _mean_and_ci(r)
         parts.append(f"{r['a']} - {r['b']} {mean} {ci} ({int(r['n'])} seeds{', decided' if r['decided'] else ''})")
     return "; ".join(parts) + "."
+
+
+def _mean_and_ci(r) -> tuple[str, str]:
+    """A contrast row's mean and 95% CI in points, as the report prints them."""
+    mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
+    return mean, "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
 
 
 def _pct(x) -> str:
@@ -196,8 +201,7 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
               "| a - b | question | mean | 95% CI | seeds | p (Holm) | sign-flip p (Holm) |",
               "|---|---|---|---|---|---|---|"]
     for _, r in c.iterrows():
-        ci = "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
-        mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
+        mean, ci = _mean_and_ci(r)
         p, flip = (("n/a" if pd.isna(r[k]) else f"{r[k]:.3g} ({r[k + '_holm']:.3g})") for k in ("p", "p_flip"))
         lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} | {flip} |")
     lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
