@@ -51,15 +51,17 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
     ``fewshot_cost`` (:func:`analysis.fewshot_report.fewshot_tables`).
     A study still running gives what it has so far (no rows, or no final model yet: empty tables)."""
     frame = load_results(*paths)
-    declared = [c for spec in study_specs(paths) for c in spec.get("contrasts", [])]
+    specs = study_specs(paths)
+    declared = [c for spec in specs for c in spec.get("contrasts", [])]
+    aim = next((spec["aim"] for spec in specs if spec.get("aim")), None)  # one aim per report: the first study's
     finals = final_models(frame)
     arms = arm_summary(frame, finals)
     statuses = [study_status(folder) for folder in study_folders(paths)]
     meta = [f for f in study_folders(paths) if json.loads((f / "study.json").read_text()).get("kind") == "meta"]
     fewshot = fewshot_tables(meta, frame) if meta else {}  # the few-shot section's tables (analysis.fewshot_report)
     return {"results": frame, "models": finals, "arms": arms, **fewshot,
-            "contrasts": contrasts(finals, declared or None),
-            "contrasts_trusted": contrasts(finals, declared or None, trusted_only=True),
+            "contrasts": contrasts(finals, declared or None, aim=aim),
+            "contrasts_trusted": contrasts(finals, declared or None, trusted_only=True, aim=aim),
             "robust_vs_cost": robust_vs_cost(frame, finals),
             "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame),
             "judged": load_judged(*paths),
@@ -114,6 +116,30 @@ def verdict_sentences(table: pd.DataFrame) -> list[str]:
                    f"(95% CI {100 * min(abs(c['lo']), abs(c['hi'])):.1f} to {100 * max(abs(c['lo']), abs(c['hi'])):.1f}, "
                    f"Holm p {c['p_holm']:.3g}, {int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
     return out
+
+
+def aim_sentence(table: pd.DataFrame, aim: dict | None) -> str:
+    """The declared aim and whether any contrast met it (decided, mean at least ``min_effect``), with
+    the minimum detectable effect at the seeds run and at the seeds planned: a contrast that misses
+    the aim where the MDE is above it was not measured finely enough to show it."""
+    if not aim:
+        return "No aim was declared in study.json."
+    effect = 100 * float(aim["min_effect"])
+    judged = table[table["aim_effect"].notna()] if len(table) else table
+    met = judged[judged["meets_aim"].astype(bool)] if len(judged) else judged
+    head = f"**Aim** (declared before the run): {aim.get('statement') or f'a difference of at least {effect:.1f} points'}."
+    if met.empty:
+        verdict = f" Not met: no declared contrast is decided with a mean of at least {effect:.1f} points."
+    else:
+        verdict = " Met by " + ", ".join(f"{r['a']} - {r['b']} ({100 * r['mean']:+.1f}, 95% CI from {100 * r['lo']:.1f})"
+                                         for _, r in met.iterrows()) + "."
+    mdes = [f"{r['a']} - {r['b']} {100 * r['mde']:.1f}" + (f" ({100 * r['mde_planned']:.1f} at {int(aim['planned_seeds'])})"
+                                                        if pd.notna(r["mde_planned"]) else "")
+            for _, r in judged.iterrows() if pd.notna(r["mde"])]
+    if mdes:
+        verdict += (" Minimum detectable effect (points, 80% power, Bonferroni over the contrasts) at the seeds run"
+                    + (" and, in brackets, at the planned seeds" if aim.get("planned_seeds") else "") + ": " + "; ".join(mdes) + ".")
+    return head + verdict
 
 
 def _best_sentence(arms: pd.DataFrame) -> str:
@@ -204,7 +230,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
         mean, ci = _mean_and_ci(r)
         p, flip = (("n/a" if pd.isna(r[k]) else f"{r[k]:.3g} ({r[k + '_holm']:.3g})") for k in ("p", "p_flip"))
         lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} | {flip} |")
-    lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), ""]
+    aim = next((spec["aim"] for spec in specs if spec.get("aim")), None)
+    lines += ["", "**Verdict.** " + " ".join(verdict_sentences(c)) + " " + _best_sentence(arms), "", aim_sentence(c, aim), ""]
     bad = models[models["trusted"].map(lambda v: str(v) == "False")]
     if len(bad):
         lines += ["Untrusted verdicts (flagged; never a win): " + ", ".join(

@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
-__all__ = ["ALPHA", "MIN_PAIRS", "holm", "mean_ci", "paired_diff", "paired_stats", "sign_flip_p"]
+__all__ = ["ALPHA", "MIN_PAIRS", "POWER", "holm", "mean_ci", "min_detectable_effect", "paired_diff", "paired_stats",
+           "seeds_needed", "sign_flip_p"]
 
 ALPHA = 0.05
+POWER = 0.8  # the chance a planned study detects an effect of the minimum detectable size
 MIN_PAIRS = 3
 """Fewest paired seeds from which a contrast may be called decided (excluding zero)."""
 _ROUNDING = 1e-7  # a spread this small, relative to the values, is rounding (float32 accuracies carry ~1e-8), not variation
@@ -112,3 +114,26 @@ def paired_diff(frame: pd.DataFrame, a: str, b: str, on: str = "seed", value: st
     excludes = s["n"] >= MIN_PAIRS and s["sd"] > 1e-9 and (s["lo"] > 0 or s["hi"] < 0)
     return {"a": a, "b": b, **s, "excludes_zero": bool(excludes),
             "seeds": ",".join(str(v) for v in pairs.index.tolist())}
+
+
+def min_detectable_effect(sd: float, n: int, *, m: int = 1, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference a paired t-test over ``n`` pairs detects with probability
+    ``power``, two-sided at ``alpha / m`` (Bonferroni over ``m`` declared contrasts: Holm's first,
+    strictest step, so a bound that holds for Holm too), given the differences' standard deviation
+    ``sd`` (a pilot's): ``(t_{1 - alpha/(2m), n-1} + t_{power, n-1}) * sd / sqrt(n)``, the usual
+    normal-approximation formula with t quantiles (Cohen 1988, ch. 2). NaN below 2 pairs."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    df = n - 1
+    return float((_stats.t.ppf(1 - alpha / (2 * m), df) + _stats.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
+def seeds_needed(sd: float, effect: float, *, m: int = 1, alpha: float = ALPHA, power: float = POWER,
+                 most: int = 1000) -> int | None:
+    """The fewest pairs whose :func:`min_detectable_effect` is at most ``effect`` (None if more than ``most``)."""
+    if effect <= 0 or not math.isfinite(sd):
+        return None
+    for n in range(2, most + 1):
+        if min_detectable_effect(sd, n, m=m, alpha=alpha, power=power) <= effect:
+            return n
+    return None

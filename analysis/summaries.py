@@ -19,7 +19,7 @@ import pandas as pd
 
 from .cost import arm_cost, model_cost
 from .lineage import lineage_rows
-from .stats import ALPHA, holm, mean_ci, paired_diff
+from .stats import ALPHA, holm, mean_ci, min_detectable_effect, paired_diff
 
 __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto_front", "hp_importance",
            "schedules", "SCHEDULE_HPS"]
@@ -86,13 +86,19 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
     return pd.DataFrame(rows, columns=ARM_COLUMNS)
 
 
-def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False) -> pd.DataFrame:
+def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False, aim: dict | None = None) -> pd.DataFrame:
     """Paired differences of robust accuracy over shared seeds (an untrusted model at its worst
     case ``robust_counted``; ``trusted_only``: the sensitivity analysis without untrusted models):
     one row per ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms
     when none is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, p_holm, p_flip, p_flip_holm,
     excludes_zero, decided, seeds``: ``p`` the paired t-test's, ``p_flip`` the exact sign-flip test's,
-    each Holm-adjusted across the rows; ``decided``: excludes zero and Holm-adjusted ``p`` < ALPHA."""
+    each Holm-adjusted across the rows; ``decided``: excludes zero and Holm-adjusted ``p`` < ALPHA.
+
+    With the study's declared ``aim`` (study.json): ``aim_effect`` (its ``min_effect`` where the aim
+    covers the contrast), ``meets_aim`` (decided, and a mean of at least that), ``mde`` (the minimum
+    detectable effect at these pairs' spread and count, at ALPHA over the declared contrasts and
+    80% power: :func:`analysis.stats.min_detectable_effect`) and ``mde_planned`` (the same at the
+    aim's ``planned_seeds``): whether the study, as sized, could have seen the effect it aims at."""
     arms = list(dict.fromkeys(finals["arm"]))
     pairs = [tuple(c) + (("",) if len(c) == 2 else ()) for c in declared] if declared else \
         [(a, b, "") for a, b in itertools.combinations(arms, 2)]
@@ -101,10 +107,18 @@ def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False
     for key in ("p", "p_flip"):
         for row, adjusted in zip(rows, holm([r[key] for r in rows])):
             row[f"{key}_holm"] = adjusted
+    aim = aim or {}
+    covered = set(aim.get("contrasts") or [f"{a} - {b}" for a, b, _ in pairs])
+    planned = int(aim.get("planned_seeds") or 0)
     for row in rows:
         row["decided"] = bool(row["excludes_zero"] and row["p_holm"] < ALPHA)
+        effect = float(aim["min_effect"]) if "min_effect" in aim and f"{row['a']} - {row['b']}" in covered else math.nan
+        row["aim_effect"] = effect
+        row["meets_aim"] = bool(row["decided"] and math.isfinite(effect) and row["mean"] >= effect)
+        row["mde"] = min_detectable_effect(row["sd"], row["n"], m=len(rows))
+        row["mde_planned"] = min_detectable_effect(row["sd"], planned, m=len(rows)) if planned else math.nan
     cols = ["a", "b", "question", "mean", "lo", "hi", "half", "sd", "n", "p", "p_holm", "p_flip", "p_flip_holm",
-            "excludes_zero", "decided", "seeds"]
+            "excludes_zero", "decided", "aim_effect", "meets_aim", "mde", "mde_planned", "seeds"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -331,3 +331,50 @@ def test_differences_equal_up_to_rounding_are_constant_not_decisive():
     assert diffs[0] != diffs[1]
     s = paired_stats(diffs)
     assert s["sd"] == 0.0 and s["p"] == 1.0 and s["lo"] == s["hi"] == s["mean"]
+
+
+def test_minimum_detectable_effect_has_the_power_it_claims():
+    """Simulated paired studies whose true difference is the MDE reject at about 80%; at half of it far less."""
+    import numpy as np
+    from scipy import stats as sps
+
+    from analysis.stats import min_detectable_effect, seeds_needed
+
+    sd, n, m = 0.05, 10, 4
+    mde = min_detectable_effect(sd, n, m=m)
+    assert mde == pytest.approx((sps.t.ppf(1 - 0.05 / 8, 9) + sps.t.ppf(0.8, 9)) * sd / np.sqrt(n))
+    rng = np.random.default_rng(0)
+
+    def power(effect):
+        d = rng.normal(effect, sd, size=(4000, n))
+        return float(np.mean(sps.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05 / m))
+
+    assert 0.74 <= power(mde) <= 0.9
+    assert power(mde / 2) < 0.4
+    assert seeds_needed(sd, mde, m=m) == n  # the inverse: n seeds are the fewest that reach this MDE
+    assert min_detectable_effect(sd, 1) != min_detectable_effect(sd, 1)  # NaN below two pairs
+
+
+def test_the_declared_aim_is_met_only_by_a_decided_contrast_at_least_that_large():
+    from analysis.report import aim_sentence
+    from analysis.summaries import contrasts
+
+    rows = []
+    for seed in range(1, 7):  # x - y: +4 to +6 points on every seed; w - y: +1 to +2 points
+        rows += [{"arm": "x", "seed": seed, "robust_acc": 0.34 + 0.02 * (seed % 2) + 0.001 * seed},
+                 {"arm": "w", "seed": seed, "robust_acc": 0.31 + 0.01 * (seed % 2)},
+                 {"arm": "y", "seed": seed, "robust_acc": 0.30}]
+    finals = pd.DataFrame(rows).assign(clean_acc=0.9, trusted=True)
+    finals["robust_counted"] = finals["robust_acc"]
+    declared = [["x", "y", "q1"], ["w", "y", "q2"]]
+    aim = {"min_effect": 0.03, "statement": "a learned arm 3 points above y", "planned_seeds": 10}
+    table = contrasts(finals, declared, aim=aim).set_index("a")
+    assert table.loc["x", "decided"] and table.loc["x", "meets_aim"]
+    assert table.loc["w", "decided"] and not table.loc["w", "meets_aim"]  # decided, but below the aim
+    assert table.loc["x", "mde_planned"] < table.loc["x", "mde"]  # more seeds, a finer study
+    sentence = aim_sentence(table.reset_index(), aim)
+    assert "Met by x - y" in sentence and "w - y" not in sentence.split("Minimum")[0]
+    # An aim restricted to one contrast judges only that one.
+    only = contrasts(finals, declared, aim={**aim, "contrasts": ["w - y"]}).set_index("a")
+    assert not only.loc["x", "meets_aim"] and only["aim_effect"].notna().sum() == 1
+    assert "Not met" in aim_sentence(only.reset_index(), {**aim, "contrasts": ["w - y"]})

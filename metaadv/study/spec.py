@@ -113,6 +113,13 @@ class Study:
     # What every run is (metaadv/tune/kinds.py): "train" (TrainConfig, judged by metaadv evaluate)
     # or "meta" (MetaConfig, judged by metaadv meta-evaluate).
     kind: str = "train"
+    # The aim, declared before any run (study.json ``aim``): ``min_effect``, the difference in robust
+    # accuracy (a fraction: 0.03 = 3 points) that counts; ``statement``, the aim in words (with the
+    # cost view each contrast reads); ``planned_seeds``, the seeds the study is sized for (the report
+    # gives the minimum detectable effect there); ``contrasts``, the declared contrasts (by ``a - b``)
+    # the aim is judged on (all of them when absent). A contrast meets the aim when it is decided
+    # (Holm-adjusted) and its mean is at least ``min_effect``.
+    aim: dict = field(default_factory=dict)
 
     @property
     def config_class(self):
@@ -138,6 +145,7 @@ class Study:
             for arm in (a, b):
                 if arm not in names:
                     raise UserError(f"study {self.name}: contrast {a} - {b} names unknown arm {arm!r}")
+        self._check_aim()
         for key, dim in self.space.items():
             if key not in _POLICY_KEYS:
                 raise UserError(f"study {self.name}: the policy cannot choose {key!r}; the space may hold "
@@ -153,6 +161,20 @@ class Study:
             raise UserError(f"study {self.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
         for size in self.sizes:
             self.check(size)
+
+    def _check_aim(self) -> None:
+        if not self.aim:
+            return
+        unknown = sorted(set(self.aim) - {"min_effect", "statement", "planned_seeds", "contrasts"})
+        if unknown:
+            raise UserError(f"study {self.name}: unknown aim key(s) {unknown}")
+        effect = self.aim.get("min_effect")
+        if not isinstance(effect, (int, float)) or not 0 < effect < 1:
+            raise UserError(f"study {self.name}: aim min_effect must be a fraction in (0, 1) (0.03 = 3 points), got {effect!r}")
+        declared = {f"{a} - {b}" for a, b, _ in self.contrasts}
+        stray = sorted(set(self.aim.get("contrasts", ())) - declared)
+        if stray:
+            raise UserError(f"study {self.name}: the aim names undeclared contrast(s) {stray}; declared: {sorted(declared)}")
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -287,7 +309,7 @@ class Study:
                                   **({"source": a.source} if a.source else {}),
                                   **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}
                          for a in self.arms},
-                "contrasts": [list(c) for c in self.contrasts]}
+                "contrasts": [list(c) for c in self.contrasts], "aim": dict(self.aim)}
 
     def replace(self, **changes) -> "Study":
         return dataclasses.replace(self, **changes)
