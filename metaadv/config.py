@@ -114,6 +114,10 @@ class TrainConfig:
     # the target eps with the configured attack and the lr in force when it began, whatever the
     # controller would choose (0 = off). A schedule that ends below the threat model is no model of it.
     tail_fraction: float = 0.0
+    # The tail's attack where it differs from the configured one (0 = the configured): a searched run's
+    # config holds the searched steps, and a study's tail trains with its fixed arm's attack.
+    tail_steps: int = 0
+    tail_step_ratio: float = 0.0
     # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
     val_size: int = 500
     val_pgd_steps: int = 10
@@ -135,7 +139,7 @@ class TrainConfig:
         for name in ("rounds", "batch_size", "val_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps_per_round", "eps_ramp_rounds", "val_size", "budget_grad_evals"):
+        for name in ("steps_per_round", "eps_ramp_rounds", "val_size", "budget_grad_evals", "tail_steps", "tail_step_ratio"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.tail_fraction < 1.0:

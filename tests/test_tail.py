@@ -63,3 +63,12 @@ def test_a_tail_fraction_outside_0_1_is_one_line_and_writes_nothing(tmp_path, ca
     assert len(err) == 1 and "tail_fraction must be in [0, 1)" in err[0] and not out.exists()
     with pytest.raises(UserError):
         TrainConfig.from_dict({"tail_fraction": float(fraction)})
+
+
+def test_the_tail_trains_with_its_own_attack_where_one_is_set(digits_splits):
+    # A searched run's config holds the searched attack (PGD-1 here); its tail uses the fixed arm's PGD-3 at 0.25 eps.
+    run = _run(digits_splits, steps=1, step_ratio=1.0, eps_ramp_rounds=0, tail_fraction=0.5, tail_steps=3,
+               tail_step_ratio=0.25)
+    assert [r["hp/steps"] for r in run.rows] == [1, 1, 3, 3]
+    assert [r["hp/step_size"] for r in run.rows] == pytest.approx([0.3, 0.3, 0.075, 0.075])
+    assert run.rows[2]["cost/grad_evals"] - run.rows[1]["cost/grad_evals"] == 2 * 32 * (3 + 1)  # PGD-3 + the update

@@ -117,6 +117,8 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
     r.add_argument("--tail-fraction", type=float, default=S, help="train the last fraction of the budget (of the rounds without one) "
                    "at the target eps with the configured attack, whatever the controller chooses (default 0 = off)")
+    r.add_argument("--tail-steps", type=int, default=S, help="the tail's attack steps (default 0 = --steps)")
+    r.add_argument("--tail-step-ratio", type=float, default=S, help="the tail's step size / eps (default 0 = --step-ratio)")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -64,7 +64,7 @@ class TrainingRun:
     def _propose(self) -> tuple:
         """The round's hyperparameters and whether the controller chose them (not in the tail).
 
-        In the tail: the target eps and the configured attack. The lr is what a schedule gives the
+        In the tail: the target eps and the configured attack (``tail_steps``, ``tail_step_ratio`` where set). The lr is what a schedule gives the
         round (a fixed or replayed schedule's, its final decay included); a controller that acts
         on its own measurements (the policy: proposing is a decision it must learn from) is not
         asked, and the lr of its last round holds.
@@ -75,7 +75,9 @@ class TrainingRun:
             lr = self.rows[-1]["hp/lr"] if self.rows else self.config.lr
         else:
             lr = self.controller.propose(self.round).lr
-        return self.config.hparams().replace(lr=lr), False
+        c = self.config
+        attack = {k: v for k, v in (("steps", c.tail_steps), ("step_ratio", c.tail_step_ratio)) if v}
+        return c.hparams().replace(lr=lr, **attack), False
 
     @property
     def round(self) -> int:
