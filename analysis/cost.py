@@ -14,9 +14,13 @@ Units are gradient evaluations (forward+backward passes summed over examples, th
   model's last row (its whole lineage; what every single run and replay stops at).
 - **Cost (b)**, :func:`arm_cost`: everything an arm ran to produce its final models: the per-round
   training work of every row of every trial it ran (PBT populations, searches, reruns), plus the
-  per-round validation work of the arms whose validation informs a decision
-  (``decision_validation``), plus the policy controller's reward checks
-  (``cost/reward_grad_evals``: validation its choices read, always counted; zero for other runs).
+  validation a decision really read (``decision_read`` rows, :func:`decision_reads`: PBT reads a
+  trial's validation at its perturbation points and its population's pick at the end, a random
+  search at the end only; the validation every round computes for the log is not charged), plus the
+  policy controller's reward checks (``cost/reward_grad_evals``: validation its choices read, always
+  counted; zero for other runs), plus, for an arm built from another (a replay of a searched
+  schedule, a transferred policy: study.json ``arms.ARM.source``), its source's cost (b) per model
+  for each of its models (``cost_b_source``): a replayed schedule carries its search.
   ``cost_b_total`` is the sum; ``cost_b`` is per final model (``cost_b_total / n_models``),
   comparable with (a).
 """
@@ -28,7 +32,7 @@ import pandas as pd
 
 from ._lineage import lineage_rows
 
-__all__ = ["add_round_costs", "model_cost", "arm_cost"]
+__all__ = ["add_round_costs", "model_cost", "arm_cost", "decision_reads"]
 
 COUNTERS = (("cost/grad_evals", "cost/round_grad_evals", "cost/inherited_grad_evals"),
             ("cost/eval_grad_evals", "cost/round_eval_grad_evals", "cost/inherited_eval_grad_evals"),
@@ -80,21 +84,52 @@ def model_cost(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def decision_reads(costs, interval: float | None, burn_in: float = 0.0) -> list[bool]:
+    """Which of one trial's rows (cumulative ``costs``, in report order) a search decision read.
+
+    ``interval`` None (a random search): the last row only, where the search picks. Otherwise PBT's
+    rule in its time attribute: a trial's validation is read when at least ``interval`` has passed
+    since its last read and ``burn_in`` is over (Ray's ``perturbation_interval`` and
+    ``burn_in_period``), and at the last row, where the population's best is picked."""
+    costs = [float(c) for c in costs]
+    reads = [False] * len(costs)
+    if not costs:
+        return reads
+    if interval:
+        last = 0.0
+        for i, t in enumerate(costs):
+            if t - last >= interval and t >= burn_in:
+                reads[i], last = True, t
+    reads[-1] = True
+    return reads
+
+
 def arm_cost(frame: pd.DataFrame) -> pd.DataFrame:
     """Cost (b) per arm: ``arm, n_trials, n_models, cost_b_train, cost_b_validation, cost_b_reward,
-    cost_b_total, cost_b`` (see the module doc). NaN where a row's inherited cost could not be found in the logs."""
+    cost_b_source, cost_b_total, cost_b`` (see the module doc). NaN where a row's inherited cost could not be found in the logs."""
+    read = "decision_read" if "decision_read" in frame else "decision_validation"
     rows = []
     for arm, group in frame.groupby("arm", sort=False):
         train = group["cost/round_grad_evals"].sum(min_count=1, skipna=False)
-        counted = group[group["decision_validation"].astype(bool)]
+        counted = group[group[read].fillna(False).astype(bool)]
         val = (counted["cost/round_eval_grad_evals"].sum(skipna=False)
                if "cost/round_eval_grad_evals" in counted and len(counted) else 0.0)
         reward = (group["cost/round_reward_grad_evals"].sum(skipna=False)
                   if "cost/round_reward_grad_evals" in group else 0.0)
         n_models = group.loc[group["final_model"].astype(bool), "model"].nunique()
         total = float(train) + float(val) + float(reward)
+        source = group["cost_source"].dropna().iloc[0] if "cost_source" in group and group["cost_source"].notna().any() else None
         rows.append({"arm": arm, "n_trials": group[["experiment", "trial"]].drop_duplicates().shape[0],
                      "n_models": n_models, "cost_b_train": float(train), "cost_b_validation": float(val),
-                     "cost_b_reward": float(reward),
+                     "cost_b_reward": float(reward), "cost_b_source": 0.0, "_source": source,
                      "cost_b_total": total, "cost_b": total / n_models if n_models else np.nan})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["arm", "n_trials", "n_models", "cost_b_train", "cost_b_validation", "cost_b_reward",
+                                      "cost_b_source", "_source", "cost_b_total", "cost_b"])
+    own = out.set_index("arm")["cost_b"].to_dict()  # before carrying: a source's own cost (b) per model
+    for i, r in out.iterrows():
+        if isinstance(r["_source"], str):
+            carried = own.get(r["_source"], np.nan) * r["n_models"]  # unknown if the source is not loaded
+            out.loc[i, "cost_b_source"] = carried
+            out.loc[i, "cost_b_total"] = r["cost_b_total"] + carried
+            out.loc[i, "cost_b"] = out.loc[i, "cost_b_total"] / r["n_models"] if r["n_models"] else np.nan
+    return out.drop(columns="_source")

@@ -45,7 +45,7 @@ import pandas as pd
 
 from metaadv.errors import UserError
 
-from .cost import add_round_costs
+from .cost import add_round_costs, decision_reads
 from ._lineage import assign_segments, read_exploits, tag_index
 from .status import read_csv
 
@@ -277,7 +277,9 @@ def _load_study(folder: Path) -> pd.DataFrame:
                 # A tuned arm's rerun validates for the log only: its search's validation made the pick.
                 decides = bool(entry.get("decision_validation", False)) and not (entry.get("kind") == "tuned"
                                                                                  and exp == "rerun")
-                frames.append(frame.assign(arm=arm, decision_validation=decides))
+                frame = frame.assign(arm=arm, decision_validation=decides, cost_source=entry.get("source"))
+                mode = {"searched": "pbt", "tuned": "last"}.get(entry.get("kind"), "every")
+                frames.append(_mark_decision_reads(frame, spec, mode))
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True).assign(study=spec.get("study", folder.name), final_model=False)
@@ -287,6 +289,24 @@ def _load_study(folder: Path) -> pd.DataFrame:
         if len(table):
             frame = _join_models(frame, table, folder)
     return frame
+
+
+def _mark_decision_reads(frame: pd.DataFrame, spec: dict, mode: str) -> pd.DataFrame:
+    """``decision_read``: the rows whose validation a decision read (none without ``decision_validation``).
+    ``mode``: ``pbt`` (a searched arm: :func:`analysis.cost.decision_reads` with the study's PBT interval
+    in its time attribute), ``last`` (a random search picks at the end), ``every`` (a controller that
+    reads its validation every round)."""
+    frame = frame.assign(decision_read=frame["decision_validation"].astype(bool))
+    if mode == "every" or not frame["decision_validation"].any():
+        return frame
+    settings = spec.get("pbt") or {}
+    attr = settings.get("time_attr", "cost/grad_evals")
+    interval = settings.get("perturbation_interval") if mode == "pbt" else None
+    for _, rows in frame.sort_values("report", kind="stable").groupby(["experiment", "trial"], sort=False):
+        time = rows[attr] if attr in rows else pd.Series(range(1, len(rows) + 1), index=rows.index, dtype=float)
+        frame.loc[rows.index, "decision_read"] = decision_reads(time.fillna(0.0), interval,
+                                                                float(settings.get("burn_in_period") or 0.0))
+    return frame.assign(decision_read=frame["decision_read"] & frame["decision_validation"].astype(bool))
 
 
 def load_judged(*paths) -> pd.DataFrame:

@@ -210,7 +210,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
               "never leads; a sensitivity line below the contrasts leaves them out.", "",
               "Cost views: **cost (a)** = training grad evals of one final model (its whole lineage; the per-model "
               "budget). **cost (b)** = everything the arm ran (every trial's own training rows, PBT's inherited rows "
-              "counted once, plus validation that informs a decision) per final model; **(b) total** is the arm's sum.", "",
+              "counted once, plus the validation a decision read: PBT's at its perturbation points and final pick, a search's at "
+              "its pick; plus, for a replay or transfer, its source's cost (b) per model) per final model; **(b) total** is the arm's sum.", "",
               "| arm | models (untrusted) | robust % | clean % | cost (a) | cost (b) per model | cost (b) total |",
               "|---|---|---|---|---|---|---|"]
     for _, a in arms.iterrows():

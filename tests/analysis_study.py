@@ -82,5 +82,6 @@ def build_study(root: Path) -> Path:
         "eps": 0.3, "val_eps": 0.2, "precision": "fp32", "evaluation": {"n": 100, "aa_version": "fast"},
         "arms": {a: {"description": a, "kind": k, "decision_validation": dv, "experiments": e}
                  for a, (dv, e, k) in arms.items()},
+        "pbt": {"time_attr": "cost/grad_evals", "perturbation_interval": 3000, "burn_in_period": 0},
         "contrasts": CONTRASTS}))
     return study

@@ -103,10 +103,14 @@ def test_arm_table_counts_cost_two_ways_and_untrusted_verdicts_at_their_worst_ca
     bad = tables["models"].set_index("model").loc["tuned-s2"]
     assert bad["robust_acc"] == pytest.approx(0.99) and bad["robust_counted"] == 0.0 and not bad["square"]
     assert arms.loc["fixed", "cost_a"] == 3000 and arms.loc["fixed", "cost_b"] == 3000  # no decision validation
-    assert arms.loc["learned", "cost_b"] == pytest.approx((9000 + 900) / 3)  # its reward's validation counts
-    # The search and the reruns trained; the search's validation made the pick, the reruns' is logging.
-    assert arms.loc["tuned", "cost_b_total"] == pytest.approx(8 * 3000 + 5 * 300)
-    assert arms.loc["searched", "cost_a"] == 9436 and arms.loc["searched", "cost_b"] == pytest.approx(41139 + 8000)
+    assert arms.loc["learned", "cost_b"] == pytest.approx((9000 + 900) / 3)  # read every round: every round counts
+    # The search and the reruns trained; the search read its trials' last validation (100 each) to pick,
+    # the reruns' is logging (the old count charged every round of the search: 5 x 300).
+    assert arms.loc["tuned", "cost_b_total"] == pytest.approx(8 * 3000 + 5 * 100)
+    # PBT read each trial's validation at its perturbation points (every 3000 grad evals in the trial's own
+    # time, exploits included) and at its end: 3 reads of 200 per trial, by hand from the fixture's rows
+    # (the old count charged all 40 rows: 8000).
+    assert arms.loc["searched", "cost_a"] == 9436 and arms.loc["searched", "cost_b"] == pytest.approx(41139 + 4 * 3 * 200)
 
 
 def test_declared_contrasts_and_the_plain_verdict(tables):
@@ -378,3 +382,36 @@ def test_the_declared_aim_is_met_only_by_a_decided_contrast_at_least_that_large(
     only = contrasts(finals, declared, aim={**aim, "contrasts": ["w - y"]}).set_index("a")
     assert not only.loc["x", "meets_aim"] and only["aim_effect"].notna().sum() == 1
     assert "Not met" in aim_sentence(only.reset_index(), {**aim, "contrasts": ["w - y"]})
+
+
+def test_decision_reads_follow_pbts_interval_and_a_search_reads_only_its_end():
+    from analysis.cost import decision_reads
+
+    # Ray's rule: read once at least the interval has passed since the last read (burn-in over), and at the end.
+    assert decision_reads([900, 1800, 2700, 3600, 3300, 4200, 7036, 9436], 3000) == \
+        [False, False, False, True, False, False, True, True]
+    assert decision_reads([1000, 2000, 3000], 1000, burn_in=2500) == [False, False, True]
+    assert decision_reads([1, 2, 3], None) == [False, False, True]
+    assert decision_reads([], 10) == []
+
+
+def test_a_replay_carries_its_sources_cost_b_per_model():
+    from analysis.cost import arm_cost
+
+    def rows(arm, trials, per_round, final, source=None):
+        out = []
+        for t in range(trials):
+            for r in (1, 2):
+                out.append({"arm": arm, "experiment": arm, "trial": f"{arm}{t}", "model": f"{arm}{t}", "round": r,
+                            "cost/round_grad_evals": per_round, "cost/round_eval_grad_evals": 10.0,
+                            "decision_validation": arm == "searched", "decision_read": arm == "searched" and r == 2,
+                            "final_model": t < final, "cost_source": source})
+        return out
+
+    # A population of 4 (1 final model) and its lineage replayed once; a fixed arm beside them.
+    frame = pd.DataFrame(rows("searched", 4, 100.0, 1) + rows("replay-searched", 1, 100.0, 1, "searched")
+                         + rows("fixed", 2, 100.0, 2))
+    cost = arm_cost(frame).set_index("arm")
+    assert cost.loc["searched", "cost_b"] == 4 * 200 + 4 * 10  # training of 4 trials + their last reads
+    assert cost.loc["replay-searched", "cost_b_source"] == 840 and cost.loc["replay-searched", "cost_b"] == 200 + 840
+    assert cost.loc["fixed", "cost_b"] == 200 and cost.loc["fixed", "cost_b_source"] == 0
