@@ -341,6 +341,9 @@ def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.
         frame.loc[hit, ["final_model", "model"]] = [True, m["model"]]
         if "seed" in m and not pd.isna(m["seed"]):
             frame.loc[hit, "seed"] = int(m["seed"])
+        # The paired unit (models.csv ``pair``: a searched model's population); folders written before it: the seed.
+        pair = m.get("pair")
+        frame.loc[hit, "pair"] = int(pair) if pair is not None and not pd.isna(pair) else frame.loc[hit, "seed"]
         if isinstance(m.get("eval"), str) and (folder / m["eval"]).is_file():
             for key, value in read_eval(folder / m["eval"]).items():
                 if key not in frame:

@@ -27,7 +27,7 @@ __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto
 # A training run's schedule; a meta-learning run's inner and outer learning rates where present.
 SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
 # The tables' columns, also when a study in progress has no final model (or no trusted one) yet.
-FINAL_COLUMNS = ["arm", "model", "experiment", "trial", "seed", "method", "controller", "robust_acc", "clean_acc",
+FINAL_COLUMNS = ["arm", "model", "experiment", "trial", "seed", "pair", "method", "controller", "robust_acc", "clean_acc",
                  "metric_source", "trusted", "square", "robust_counted", "cost_a", "cost_a_validation"]
 ARM_COLUMNS = ["arm", "n_models", "n_untrusted", "robust_mean", "robust_lo", "robust_hi", "clean_mean", "clean_lo",
                "clean_hi", "cost_a", "cost_b", "cost_b_total", "metric_source"]
@@ -47,6 +47,8 @@ def final_models(frame: pd.DataFrame) -> pd.DataFrame:
     last = final.groupby(["arm", "model"], sort=False).tail(1).reset_index(drop=True)
     has_eval = last["eval/robust_acc"].notna() if "eval/robust_acc" in last else pd.Series(False, index=last.index)
     out = last[["arm", "model", "experiment", "trial", "seed", "method", "controller"]].copy()
+    # What paired contrasts match on: a study's ``pair`` (a searched model's population), else the seed.
+    out.insert(5, "pair", last["pair"].fillna(last["seed"]).to_numpy() if "pair" in last else last["seed"].to_numpy())
     out["robust_acc"] = np.where(has_eval, last.get("eval/robust_acc"), last.get("val/robust_acc")).astype(float)
     out["clean_acc"] = np.where(has_eval, last.get("eval/clean_acc"), last.get("val/clean_acc")).astype(float)
     out["metric_source"] = np.where(has_eval, "eval", "val")
@@ -89,7 +91,7 @@ def arm_summary(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.D
 def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False, aim: dict | None = None) -> pd.DataFrame:
     """Paired differences of robust accuracy over shared seeds (an untrusted model at its worst
     case ``robust_counted``; ``trusted_only``: the sensitivity analysis without untrusted models):
-    one row per ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms
+    matched on ``pair`` (the seed; a searched model's population): one row per ``[arm_a, arm_b, question]`` in ``declared`` (study.json's), or every pair of arms
     when none is declared. Columns: ``a, b, question, mean, lo, hi, half, sd, n, p, p_holm, p_flip, p_flip_holm,
     excludes_zero, decided, seeds``: ``p`` the paired t-test's, ``p_flip`` the exact sign-flip test's,
     each Holm-adjusted across the rows; ``decided``: excludes zero and Holm-adjusted ``p`` < ALPHA.
@@ -103,7 +105,8 @@ def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False
     pairs = [tuple(c) + (("",) if len(c) == 2 else ()) for c in declared] if declared else \
         [(a, b, "") for a, b in itertools.combinations(arms, 2)]
     counted = _trusted(finals) if trusted_only else finals
-    rows = [{**paired_diff(counted, a, b, value="robust_counted"), "question": q} for a, b, q in pairs]
+    on = "pair" if "pair" in counted else "seed"
+    rows = [{**paired_diff(counted, a, b, on=on, value="robust_counted"), "question": q} for a, b, q in pairs]
     for key in ("p", "p_flip"):
         for row, adjusted in zip(rows, holm([r[key] for r in rows])):
             row[f"{key}_holm"] = adjusted

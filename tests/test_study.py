@@ -16,13 +16,13 @@ import pytest
 
 from metaadv.errors import UserError
 from metaadv.tune.space import Grid
-from metaadv.study.spec import ARM_KINDS, policy_grid_config
+from metaadv.study.spec import ARM_KINDS, Arm, policy_grid_config
 from tune_experiments.learned_vs_searched import EPS, LR, SPACE, STUDY
 from tune_experiments.registry import STUDIES, load_study
 
 from .conftest import local_ray
 
-ARMS = ("fixed", "tuned", "random-policy", "learned", "searched", "replay-learned", "replay-searched", "transfer-learned")
+ARMS = ("fixed", "fixed-pgd4", "random-policy", "learned", "searched", "replay-searched", "fixed-long")
 
 
 def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
@@ -30,8 +30,12 @@ def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
     assert all(a.kind in ARM_KINDS for a in STUDY.arms)
     names = {a.name for a in STUDY.arms}
     assert {(a, b) for a, b, _ in STUDY.contrasts} == {
-        ("learned", "random-policy"), ("learned", "fixed"), ("replay-searched", "fixed"), ("searched", "learned"),
-        ("replay-learned", "replay-searched")}
+        ("learned", "random-policy"), ("learned", "fixed-pgd4"), ("replay-searched", "fixed-pgd4"),
+        ("searched", "fixed-long"), ("fixed-pgd4", "fixed")}
+    # The aim is declared before any run, in study.json, over declared contrasts.
+    aim = STUDY.declaration("smoke")["aim"]
+    assert aim["min_effect"] == 0.03 and aim["planned_seeds"] == 10
+    assert set(aim["contrasts"]) <= {f"{a} - {b}" for a, b, _ in STUDY.contrasts}
     assert all(a in names and b in names for a, b, _ in STUDY.contrasts)
     assert load_study("learned_vs_searched") is STUDY and "learned_vs_searched" in STUDIES
 
@@ -40,14 +44,14 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
     from metaadv.study.units import Runner, phase1_units
 
     for size in STUDY.sizes:
-        for arm in ("learned", "random-policy", "transfer-learned"):
+        for arm in ("learned", "random-policy"):
             config = STUDY.arm_config(arm, size)
             assert config["policy_eps"] == [round(v / EPS, 10) for v in SPACE["eps"].values]
             assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
             assert config["policy_steps"] == list(SPACE["steps"].values) and config["policy_adv_mix"] == []
         runner = Runner(STUDY, _Opts(size), None, None)
         searches = [u for u in phase1_units(STUDY, STUDY.sizes[size]) if u.space]
-        assert {u.arm.name for u in searches} == {"tuned", "searched"}
+        assert {u.arm.name for u in searches} == {"searched"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
         from metaadv.tune.schedulers import build_scheduler
 
@@ -58,25 +62,47 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
         declared = STUDY.declaration(size)["arms"]
         for u in phase1_units(STUDY, STUDY.sizes[size]):  # study.json names the folders phase 1 writes
             assert u.name in declared[u.arm.name]["experiments"]
-        assert declared["tuned"]["experiments"] == ["search", "rerun"]
         assert len(declared["searched"]["experiments"]) == STUDY.sizes[size].populations
 
 
 def test_every_run_stops_at_the_same_per_model_budget_and_sizes_are_big_enough():
     for size, s in STUDY.sizes.items():
-        budgets = {STUDY.arm_config(a, size)["budget_grad_evals"] for a in ARMS}
+        budgets = {STUDY.arm_config(a, size)["budget_grad_evals"] for a in ARMS if a != "fixed-long"}
         assert budgets == {s.budget_grad_evals}
         # The fixed schedule (PGD-10: 11 passes per example) ends exactly at its last round.
         c = STUDY.arm_config("fixed", size)
         per_round = 11 * (c["batch_size"] * c["steps_per_round"] or 3500)  # an epoch: mnist5k's 3,500 examples
         assert s.budget_grad_evals == c["rounds"] * per_round
+        # A cheaper attack buys more rounds: only the budget stops PGD-4.
+        assert STUDY.arm_config("fixed-pgd4", size)["rounds"] * 5 * per_round / 11 > s.budget_grad_evals
     assert STUDY.sizes["medium"].seeds >= 5 and STUDY.sizes["medium"].populations >= 3
+
+
+def test_fixed_long_trains_at_the_searched_arms_declared_cost_b_one_model_per_population():
+    for size, s in STUDY.sizes.items():
+        c = STUDY.arm_config("fixed-long", size)
+        pbt = {**STUDY.pbt, **s.pbt}
+        searched = STUDY.arm_config("searched", size)
+        reads = 1 + s.budget_grad_evals // pbt["perturbation_interval"]  # each member: every interval, and the pick
+        read = searched["val_size"] * (searched.get("val_apgd_iters", 20) if searched.get("val_attack", "pgd") != "pgd"
+                                       else searched["val_pgd_steps"])
+        assert c["budget_grad_evals"] == s.population * (s.budget_grad_evals + reads * read)
+        assert c["controller"] == "schedule" and c["rounds"] * 11 * (c["batch_size"] * c["steps_per_round"] or 3500) \
+            >= c["budget_grad_evals"]
+        assert STUDY.planned("fixed-long", size) == (s.populations, s.populations)
+        assert STUDY.declaration(size)["arms"]["fixed-long"]["budget_grad_evals"] == c["budget_grad_evals"]
+    from metaadv.study.units import phase1_units
+
+    (unit,) = [u for u in phase1_units(STUDY, STUDY.sizes["medium"]) if u.arm.name == "fixed-long"]
+    assert unit.seeds == tuple(range(1, STUDY.sizes["medium"].populations + 1))  # paired with the populations
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"contrasts": (("learned", "nobody", "?"),)}, "unknown arm 'nobody'"),
     ({"space": {**SPACE, "trades_beta": Grid(1.0, 6.0)}}, "cannot choose 'trades_beta'"),
     ({"arms": STUDY.arms[::-1]}, "must be declared before it"),
+    ({"aim": {"min_effect": 3}}, "fraction in \\(0, 1\\)"),
+    ({"aim": {"min_effect": 0.03, "contrasts": ["learned - nobody"]}}, "undeclared contrast"),
 ])
 def test_bad_declarations_fail_before_ray_starts(changes, message):
     with pytest.raises(UserError, match=message):
@@ -90,21 +116,25 @@ def test_policy_arms_pay_a_reward_check_of_about_a_tenth_of_a_round_and_count_it
         fixed = STUDY.arm_config("fixed", size)
         pgd10_round = 11 * (fixed["batch_size"] * fixed["steps_per_round"] or 3500)
         pool = {"digits": len(load_splits("digits").val_y), "mnist5k": 500}[fixed["dataset"]]
-        for arm in ("learned", "random-policy", "transfer-learned"):
+        for arm in ("learned", "random-policy"):
             c = STUDY.arm_config(arm, size)
             check = (2 * c["policy_reward_steps"] + 1) * c["policy_reward_size"]
             assert 0.05 <= check / pgd10_round <= 0.15, (size, arm, check, pgd10_round)
             assert c["policy_reward_size"] <= pool
             assert STUDY.cost_b_columns(arm, size) == ["cost/grad_evals", "cost/reward_grad_evals"]
-        assert "policy_reward_size" not in fixed and "policy_reward_size" not in STUDY.arm_config("tuned", size)
+        assert "policy_reward_size" not in fixed and "policy_reward_size" not in STUDY.arm_config("searched", size)
         assert STUDY.cost_b_columns("searched", size) == ["cost/grad_evals", "cost/eval_grad_evals"]
         assert STUDY.cost_b_columns("fixed", size) == ["cost/grad_evals"]
-        assert STUDY.declaration(size)["arms"]["tuned"]["cost_b"] == ["cost/grad_evals", "cost/eval_grad_evals"]
 
 
 def test_policy_grids_leave_undeclared_dimensions_to_the_config():
     grids = policy_grid_config({"steps": Grid(1, 5)}, 0.3, 1e-3)
     assert grids["policy_steps"] == [1.0, 5.0] and grids["policy_eps"] == [] and grids["policy_lr_mult"] == []
+
+
+# Arm kinds the engine keeps for other studies, though learned_vs_searched no longer declares them.
+REPLAY_LEARNED = Arm("replay-learned", "replay", "a learned run's schedule, retrained on another seed",
+                     {"controller": "replay", "eps_ramp_rounds": 0, "lr_schedule": "constant"}, source="learned")
 
 
 class _Opts:
@@ -197,7 +227,6 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
         assert any(f"{key}: finished before, skipped" in line for line in lines), key
     for key in killed:
         assert any(f"{key}: resuming" in line for line in lines), key
-    assert len(list(root.glob("arms/tuned/search/metaadv_trial_*"))) == STUDY.sizes["tiny"].search_samples
     assert "CheckpointConfig(num_to_keep)" not in captured.out + captured.err  # Ray's snapshot warning
 
     meta = json.loads((root / "study.json").read_text())
@@ -222,6 +251,10 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
         assert 0.0 <= verdict["robust_acc"] <= verdict["clean_acc"] <= 1.0 and verdict["n"] == 20
         if r["arm"] != "searched":
             assert int(r["seed"]) in (1, 2)  # single-run, rerun, replay and transfer arms share seeds: paired
+        # The paired unit: the seed, or a searched model's population (its replay and fixed-long train on p + 1).
+        assert int(r["pair"]) == (int(r["model"].rsplit("-", 1)[-1]) + 1 if r["arm"] == "searched" else int(r["seed"]))
+    assert {r["arm"]: int(r["seed"]) for r in rows if r["arm"] in ("fixed-long", "replay-searched")} == \
+        {"fixed-long": 1, "replay-searched": 1}
     # Phase 4 judged each arm's best model (by its phase-3 verdict; ties to the first) once more.
     for arm in expected:
         mine = [r for r in rows if r["arm"] == arm]
@@ -244,7 +277,6 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     for key, trials in progress.items():
         for t in trials:
             assert t["metrics"]["cost/grad_evals"] >= budget or key == "fixed/fixed", key
-    assert (root / "policies").is_dir() and any((root / "policies").iterdir())
     assert any("ETA" in line for line in lines) and any("cuts:" in line for line in lines)
 
     # The best PBT trial's lineage, as analysis rebuilds it from Ray's logs, is the history its final
@@ -268,7 +300,7 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert [r["round"] for r in written] == lineage["round"].tolist()
     for col in ("hp/eps", "hp/steps", "hp/lr"):
         assert [r[col] for r in written] == pytest.approx(lineage[col].tolist()), col
-    for arm in ("replay-learned", "replay-searched"):
+    for arm in ("replay-searched",):
         assert len(list((root / "schedules" / arm).glob("*.csv"))) >= 1
         for t in progress[f"{arm}/{arm}"]:
             schedule = read_schedule(t["config"]["schedule"])
@@ -375,7 +407,7 @@ def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_l
     from metaadv.tune.runner import _stop
     from metaadv.study import derive, units
 
-    study = STUDY.replace(arms=(STUDY.arm("learned"), STUDY.arm("replay-learned")), contrasts=())
+    study = STUDY.replace(arms=(STUDY.arm("learned"), REPLAY_LEARNED), contrasts=(), aim={})
     row = {"hp/eps": 0.15, "hp/steps": 3, "hp/lr": 1e-3}
     sources = {1: ("learned-seed2", [{"round": r, **row} for r in range(1, 10)]),  # 9 rounds
                2: ("learned-seed1", [{"round": r, **row} for r in range(1, 11)])}  # 10 rounds
@@ -409,8 +441,7 @@ def test_a_searched_arm_is_replayed_once_per_population_not_once_per_seed():
     replay = STUDY.arm("replay-searched")
     assert replay_seeds(STUDY, replay, size) == list(range(1, size.populations + 1))
     assert STUDY.planned(replay, "medium" if "medium" in STUDY.sizes else "smoke") == (size.populations,) * 2
-    assert replay_seeds(STUDY, STUDY.arm("replay-learned"), size) == list(range(1, size.seeds + 1))
-    n_replays = sum(size.populations if STUDY.arm(a.source).kind == "searched" else size.seeds
-                    for a in STUDY.arms if a.kind == "replay")
-    n_other = sum(size.seeds for a in STUDY.arms if a.kind in ("tuned", "transfer"))
-    assert derived_trials(STUDY, size) == n_replays + n_other
+    both = STUDY.replace(arms=(*STUDY.arms, REPLAY_LEARNED))
+    assert replay_seeds(both, REPLAY_LEARNED, size) == list(range(1, size.seeds + 1))
+    assert derived_trials(STUDY, size) == size.populations  # the one replay, once per population
+    assert derived_trials(both, size) == size.populations + size.seeds

@@ -143,7 +143,7 @@ def final_models(study: Study, size, results: dict, folder: Folder) -> list[dict
         if arm.kind == "searched":
             for pop, trials in sorted(results[arm.name].items()):
                 best = best_trial(trials)
-                models.append(model_row(arm, pop, best, pop, folder))
+                models.append(model_row(arm, pop, best, pop, folder, pair=int(pop.rsplit("-", 1)[-1]) + 1))
             continue
         experiment = "rerun" if arm.kind == "tuned" else arm.name
         for trial in sorted(results[arm.name].get(experiment, []), key=lambda t: t["seed"] or 0):
@@ -152,7 +152,8 @@ def final_models(study: Study, size, results: dict, folder: Folder) -> list[dict
     return models
 
 
-def model_row(arm: Arm, model: str, trial: dict, experiment: str, folder: Folder) -> dict:
-    return {"arm": arm.name, "model": model, "seed": trial["seed"], "experiment": experiment, "trial": trial["trial"],
+def model_row(arm: Arm, model: str, trial: dict, experiment: str, folder: Folder, pair: int | None = None) -> dict:
+    return {"arm": arm.name, "model": model, "seed": trial["seed"], "pair": trial["seed"] if pair is None else pair,
+            "experiment": experiment, "trial": trial["trial"],
             "checkpoint": folder.rel(trial["checkpoint"]), "eval": f"eval/{arm.name}/{model}.json",
             "_checkpoint": trial["checkpoint"], "_metrics": trial["metrics"]}

@@ -17,7 +17,9 @@ from .spec import Study
 
 __all__ = ["StudyOptions", "study_folder", "Folder", "write_json", "start_folder", "write_models", "MODELS_COLUMNS"]
 
-MODELS_COLUMNS = ("arm", "model", "seed", "experiment", "trial", "checkpoint", "eval", "judge")
+# ``pair``: the unit a paired contrast matches models on: the seed, or for a searched arm's model its
+# population (p + 1, the seed its replay and the arms at its cost (b) train on).
+MODELS_COLUMNS = ("arm", "model", "seed", "pair", "experiment", "trial", "checkpoint", "eval", "judge")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ that found its schedule. Search trials use their own seeds (:data:`SEARCH_SEED`,
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ..config import TrainConfig
@@ -65,6 +66,12 @@ class Arm:
     # Options over the size's ``evaluation`` for this arm's models (e.g. a generator arm's own
     # generator as a reported transfer attack): the judge is the same, what it reports may differ.
     evaluation: dict = field(default_factory=dict)
+    # A single-run arm whose models pair with a searched arm's populations (``"population"``: seeds
+    # 1..populations, the seeds its replays use) rather than with the seeds 1..N (``"seed"``).
+    unit: str = "seed"
+    # A single-run arm trained at another arm's cost (b) per model instead of the per-model budget
+    # (``"searched"``: :meth:`Study.declared_cost_b`): what that arm's compute buys as plain training.
+    budget_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,12 @@ class Study:
                 raise UserError(f"study {self.name}: arm {arm.name} has unknown kind {arm.kind!r}; choose one of {ARM_KINDS}")
             if (arm.kind in ("replay", "transfer")) != bool(arm.source):
                 raise UserError(f"study {self.name}: arm {arm.name}: replay and transfer arms (only) name a source arm")
+            if arm.unit not in ("seed", "population") or (arm.unit == "population" and arm.kind != "single"):
+                raise UserError(f"study {self.name}: arm {arm.name}: unit is 'seed' or, for a single-run arm, 'population'")
+            if arm.budget_of and (arm.kind != "single" or arm.budget_of not in names
+                                  or self.arm(arm.budget_of).kind != "searched"):
+                raise UserError(f"study {self.name}: arm {arm.name}: budget_of names a searched arm of the study "
+                                f"(got {arm.budget_of!r})")
             if arm.source and arm.source not in names[: names.index(arm.name)]:
                 raise UserError(f"study {self.name}: arm {arm.name}'s source {arm.source!r} must be declared before it")
         for a, b, _ in self.contrasts:
@@ -200,16 +213,40 @@ class Study:
         """
         arm = self.arm(arm) if isinstance(arm, str) else arm
         values = self.common_config(size)
-        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single":
+        # The fixed schedule's rounds are exactly its budget; any other arm (a controller, a search,
+        # a cheaper attack: PGD-4 buys more rounds than PGD-10) runs until the budget stops it.
+        cheaper = arm.config.get("steps", values.get("steps")) != values.get("steps")
+        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single" or cheaper:
             values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
         values.update(arm.config)
         values.update(self.sizes[size].arm_config.get(arm.name, {}))
+        if arm.budget_of:
+            budget = self.declared_cost_b(arm.budget_of, size)
+            values["budget_grad_evals"] = budget
+            # The budget stops the run; its rounds only need to outlast it (a fixed schedule's ramp and
+            # lr milestones are fractions of the budget, so the schedule stretches with it).
+            values["rounds"] = math.ceil(int(values.get("rounds", TrainConfig.rounds)) * budget / self.sizes[size].budget_grad_evals)
         if values.get("controller") == "policy":
             values.update(self.sizes[size].policy)
             if self.space:  # without a space the policy keeps its config's own grids
                 values.update(policy_grid_config(self.space, float(values.get("eps", TrainConfig.eps)),
                                                  float(values.get("lr", TrainConfig.lr))))
         return values
+
+    def declared_cost_b(self, arm: Arm | str, size: str) -> int:
+        """A searched arm's cost (b) per final model, declared before the run: its population's
+        training (every member runs to the per-model budget: an exploit restores a donor's weights,
+        the member's own work goes on) plus the validations its decisions read (per member, one at
+        each perturbation point after burn-in and one for the final pick; each costs the arm's
+        validation attack on its validation examples). ``analysis.cost`` measures the same from the rows."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        s, c = self.sizes[size], self.arm_config(arm, size)
+        pbt = {**self.pbt, **s.pbt}
+        interval, burn_in = float(pbt.get("perturbation_interval") or 0), float(pbt.get("burn_in_period") or 0)
+        reads = 1 + (int(s.budget_grad_evals // interval) if interval and burn_in <= s.budget_grad_evals else 0)
+        steps = c.get("val_apgd_iters", 20) if c.get("val_attack", "pgd") != "pgd" else c.get("val_pgd_steps", TrainConfig.val_pgd_steps)
+        read_cost = int(steps) * int(c.get("val_size", TrainConfig.val_size))
+        return int(s.population * (s.budget_grad_evals + reads * read_cost))
 
     def evaluation(self, arm: Arm | str, size: str) -> dict:
         """The judge's options for ``arm``'s models: the size's, then the arm's own."""
@@ -274,7 +311,7 @@ class Study:
             return s.search_samples + s.seeds, s.seeds
         if arm.kind == "searched":
             return s.populations * s.population, s.populations
-        if arm.kind == "replay" and self.arm(arm.source).kind == "searched":
+        if (arm.kind == "replay" and self.arm(arm.source).kind == "searched") or arm.unit == "population":
             return s.populations, s.populations
         return s.seeds, s.seeds
 
@@ -307,6 +344,9 @@ class Study:
                                   "planned_trials": self.planned(a, size)[0], "planned_models": self.planned(a, size)[1],
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
                                   **({"source": a.source} if a.source else {}),
+                                  **({"unit": a.unit} if a.unit != "seed" else {}),
+                                  **({"budget_grad_evals": self.declared_cost_b(a.budget_of, size), "budget_of": a.budget_of}
+                                     if a.budget_of else {}),
                                   **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}
                          for a in self.arms},
                 "contrasts": [list(c) for c in self.contrasts], "aim": dict(self.aim)}

@@ -127,7 +127,8 @@ def phase1_units(study: Study, size) -> list[Unit]:
     units = []
     for arm in study.arms:
         if arm.kind == "single":
-            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(arm_seeds(size))))
+            seeds = arm_seeds(size) if arm.unit == "seed" else list(range(1, size.populations + 1))
+            units.append(Unit(arm, arm.name, len(seeds), seeds=tuple(seeds)))
         elif arm.kind == "tuned":
             units.append(Unit(arm, "search", size.search_samples, space=dict(study.space),
                               seeds=tuple(search_seeds(size))))
