@@ -445,3 +445,31 @@ def test_a_searched_arm_is_replayed_once_per_population_not_once_per_seed():
     assert replay_seeds(both, REPLAY_LEARNED, size) == list(range(1, size.seeds + 1))
     assert derived_trials(STUDY, size) == size.populations  # the one replay, once per population
     assert derived_trials(both, size) == size.populations + size.seeds
+
+
+def test_an_untrusted_model_is_judged_again_with_square_so_it_counts_at_a_measured_worst_case(tmp_path, monkeypatch):
+    import metaadv.evaluation as evaluation
+    from metaadv.study import evaluate as study_evaluate
+
+    calls = []
+
+    def fake(path, *, eps, **options):
+        calls.append(options)
+        square = "square" in (options.get("attacks") or [])
+        trusted = path.name != "masked"
+        per_attack = {"pgd": 0.9, **({"square": 0.2} if square else {})}
+        return {"robust_acc": 0.2 if square else 0.9, "clean_acc": 0.95, "trusted": trusted, "per_attack": per_attack,
+                "untrusted_reasons": [] if trusted else ["fgsm beats pgd"]}
+
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", fake)
+    for name in ("masked", "honest"):
+        (tmp_path / name).mkdir()
+        verdict = study_evaluate._evaluate(str(tmp_path / name), str(tmp_path / f"{name}.json"), 0.3, {"aa_version": "fast"})
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        if name == "masked":
+            assert len(calls) == 2 and calls[1]["attacks"][-1] == "square" and "attacks" not in calls[0]
+            assert verdict["robust_acc"] == 0.2 and report["square_rejudged"]["first"]["robust_acc"] == 0.9
+        else:
+            assert len(calls) == 3 and verdict["robust_acc"] == 0.9 and "square_rejudged" not in report
+    # A standard AutoAttack already ran Square: no second judge.
+    assert not study_evaluate.needs_square({"trusted": False, "per_attack": {}}, {"aa_version": "standard"})

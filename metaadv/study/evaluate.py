@@ -13,7 +13,7 @@ from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
 
-__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options"]
+__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options", "needs_square"]
 
 # A ``transfer`` item (``Arm.evaluation={"transfer": "own"}``; a comma list may hold it beside
 # ``metaadv evaluate --transfer`` items) meaning the evaluated model's own run: a generator arm's own
@@ -46,8 +46,24 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     torch.set_num_threads(1)
     path = local_checkpoint(checkpoint)
     result = evaluate_checkpoint(path.parent, eps=eps, **judge_options(options, path))
+    if needs_square(result, options):
+        # A masked model's gradient attacks say nothing of its robustness: judge it again with the
+        # gradient-free Square beside them, so the analysis counts it at a measured worst case, not at 0.
+        from ..evaluation.robust import DEFAULT_ATTACKS
+
+        first = {"robust_acc": result["robust_acc"], "untrusted_reasons": result.get("untrusted_reasons")}
+        result = evaluate_checkpoint(path.parent, eps=eps, **{**judge_options(options, path),
+                                                              "attacks": [*DEFAULT_ATTACKS, "square"]})
+        result["square_rejudged"] = {"reason": "untrusted without a gradient-free attack", "first": first}
     write_json(Path(out), result)
     return verdict_of(result)
+
+
+def needs_square(result: dict, options: dict) -> bool:
+    """An untrusted verdict that no gradient-free attack took part in (Square alone, or inside the
+    standard AutoAttack), from an evaluation that did not choose its attacks itself."""
+    square = "square" in (result.get("per_attack") or {}) or options.get("aa_version") in ("standard", "plus")
+    return result.get("trusted") is False and not square and not options.get("attacks")
 
 
 def judge_options(options: dict, checkpoint: Path) -> dict:
