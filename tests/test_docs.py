@@ -167,8 +167,10 @@ def test_ci_runs_the_readme_test_command():
 
 
 def readme_example() -> str:
-    after = README.read_text().split("\n## From Python\n", 1)[1]
-    return after.split("```python\n", 1)[1].split("```", 1)[0]
+    """The first python block under the README's "## From Python" heading."""
+    parts = README.read_text().split("\n## From Python\n", 1)
+    assert len(parts) == 2 and "```python\n" in parts[1], "the README's Python example is under '## From Python'"
+    return parts[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
 # The example at full size trains for minutes; these replace its sizes and its study folder, and
