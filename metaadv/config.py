@@ -60,7 +60,7 @@ class TrainConfig:
     eps_ramp_rounds: int = 3
     eps_ramp_by: str = "step"  # "step": eps rises smoothly within each ramp round; "round": one value per round
     # Default: lr x0.1 for the last fifth of the run (3 of 15 epochs); with the 3-epoch eps ramp this
-    # is what lets the default pgd-at beat the reference loop (README, "Results").
+    # is what lets the default pgd-at beat the reference loop (docs/training.md, "Results").
     lr_schedule: str = "step"
     lr_milestones: tuple[float, ...] = (0.8,)  # fractions of the rounds, for lr_schedule=step
     lr_gamma: float = 0.1

@@ -1,6 +1,6 @@
 """The metrics row: one flat dict per round, the contract everything downstream reads.
 
-Stable column names (see README "The metrics row"):
+Stable column names (see docs/training.md, "The metrics row"):
 
 - ``round`` (1-based), ``step`` (optimizer steps so far), ``epoch`` (examples seen / train size)
 - ``train/loss``, ``train/adv_acc`` (accuracy on the examples trained against, this round)
