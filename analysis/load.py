@@ -209,13 +209,20 @@ def _load_experiment(folder: Path) -> pd.DataFrame:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     if is_pbt:
-        frame["final_model"] = frame["trial"] == _best_trial(frame)
+        frame["final_model"] = frame["trial"] == _best_trial(frame, folder)
     return add_round_costs(frame)
 
 
-def _best_trial(frame: pd.DataFrame) -> str | None:
+def _best_trial(frame: pd.DataFrame, folder: Path | None = None) -> str | None:
     """A PBT population's pick outside a study: the trial with the best last ``val/robust_acc``
-    (what ``metaadv tune`` reports as the best trial)."""
+    (what ``metaadv tune`` reports as the best trial), as Ray's ``ExperimentAnalysis.get_best_trial``
+    says where the experiment's state is on disk; else (trial folders only) the same rule on the rows."""
+    if folder is not None and list(folder.glob("experiment_state-*.json")):
+        from ray.tune import ExperimentAnalysis
+
+        best = ExperimentAnalysis(str(folder.resolve())).get_best_trial("val/robust_acc", "max", scope="last")
+        if best is not None:
+            return best.trial_id
     last = frame.sort_values("report", kind="stable").groupby("trial", sort=False).tail(1)
     scores = pd.to_numeric(last.get("val/robust_acc"), errors="coerce")
     return None if scores is None or scores.isna().all() else last.loc[scores.idxmax(), "trial"]

@@ -473,3 +473,23 @@ def test_an_untrusted_model_is_judged_again_with_square_so_it_counts_at_a_measur
             assert len(calls) == 3 and verdict["robust_acc"] == 0.9 and "square_rejudged" not in report
     # A standard AutoAttack already ran Square: no second judge.
     assert not study_evaluate.needs_square({"trusted": False, "per_attack": {}}, {"aa_version": "standard"})
+
+
+def test_a_pbt_lineage_is_the_rows_its_checkpoint_carries_and_the_log_parse_only_cross_checks(tmp_path, monkeypatch):
+    import analysis.lineage
+    from metaadv.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from metaadv.study.derive import lineage_rows
+
+    rows = [{"round": r, "hp/eps": 0.1 * r, "hp/steps": 3, "hp/lr": 1e-3, "val/robust_acc": 0.5} for r in (1, 2, 3)]
+    save_checkpoint({"kind": "train", "rows": rows}, tmp_path / CHECKPOINT_NAME)
+    trial = {"trial": "t_00001", "checkpoint": str(tmp_path)}
+    import pandas as pd
+
+    agree = pd.DataFrame([{k: v for k, v in r.items() if k != "val/robust_acc"} for r in rows])
+    monkeypatch.setattr(analysis.lineage, "trial_schedule", lambda folder, tid: agree)
+    got = lineage_rows(str(tmp_path), trial)
+    assert [r["hp/eps"] for r in got] == pytest.approx([0.1, 0.2, 0.3]) and "val/robust_acc" not in got[0]
+    # The logs rebuild a different history (an exploit lost from them): a warning; the checkpoint's rows still win.
+    monkeypatch.setattr(analysis.lineage, "trial_schedule", lambda folder, tid: agree.iloc[:2])
+    with pytest.warns(UserWarning, match="differs from its checkpoint"):
+        assert [r["round"] for r in lineage_rows(str(tmp_path), trial)] == [1, 2, 3]
