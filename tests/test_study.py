@@ -336,27 +336,27 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
         run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=log))
 
 
-def test_untrusted_verdicts_are_flagged_left_out_of_means_and_never_lead():
+def test_untrusted_verdicts_are_flagged_counted_at_their_worst_case_and_never_lead():
     from metaadv.study.evaluate import verdict_of
     from metaadv.study.progress import summary_lines
 
-    def v(robust, trusted="absent"):
-        r = {"robust_acc": robust, "clean_acc": 0.9}
+    def v(robust, trusted="absent", square=False):
+        r = {"robust_acc": robust, "clean_acc": 0.9, "per_attack": {"pgd": robust, **({"square": robust} if square else {})}}
         if trusted != "absent":
             r.update(trusted=trusted, untrusted_reasons=[] if trusted else ["fgsm_vs_pgd failed"])
         return verdict_of(r)
 
-    # learned's untrusted model would lead by far; random-policy's only model is untrusted;
-    # fixed's second verdict predates the trust key (trust unknown, counted).
+    # learned's untrusted model would lead by far (no Square: it counts 0, not dropped); random-policy's
+    # only model is untrusted but Square measured it; fixed's second verdict predates the trust key.
     verdicts = {("fixed", "seed1"): v(0.40, True), ("fixed", "seed2"): v(0.50),
                 ("learned", "seed1"): v(0.95, False), ("learned", "seed2"): v(0.30, True),
-                ("random-policy", "seed1"): v(0.99, False), ("tuned", "seed1"): v(0.44, True)}
+                ("random-policy", "seed1"): v(0.20, False, square=True), ("fixed-pgd4", "seed1"): v(0.44, True)}
     models = [{"arm": a, "model": m} for a, m in verdicts]
     lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts})
     row = {line.split()[0]: line for line in lines[4:] if line.split()[0] in {a for a, _ in verdicts}}
     assert row["fixed"].split()[1:5] == ["2", "0.450", "0.900", "0"]  # the unknown-trust verdict counts
-    assert row["learned"].split()[1:5] == ["2", "0.300", "0.900", "1"] and "UNTRUSTED" in row["learned"]
-    assert row["random-policy"].split()[1:4] == ["1", "UNTRUSTED", "1"]
+    assert row["learned"].split()[1:5] == ["2", "0.150", "0.900", "1"] and "UNTRUSTED" in row["learned"]
+    assert row["random-policy"].split()[1:5] == ["1", "0.200", "0.900", "1"] and "UNTRUSTED" in row["random-policy"]
     lead = next(line for line in lines if "highest mean robust" in line)
     assert ": fixed (0.450)" in lead and "1 verdict(s) of unknown trust" in lead
     assert verdict_of({"robust_acc": 0.1, "clean_acc": 0.2})["trusted"] is None

@@ -13,7 +13,7 @@ from .folder import StudyOptions, write_json
 from .progress import Progress, duration
 from .units import local_checkpoint
 
-__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options", "needs_square"]
+__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options", "needs_square", "counted_robust"]
 
 # A ``transfer`` item (``Arm.evaluation={"transfer": "own"}``; a comma list may hold it beside
 # ``metaadv evaluate --transfer`` items) meaning the evaluated model's own run: a generator arm's own
@@ -26,9 +26,20 @@ def verdict_of(result: dict) -> dict:
     True or False as ``metaadv evaluate`` said, or None when its JSON has no ``trusted`` key (an
     evaluation from before the trust checks: trust unknown, not trusted)."""
     trusted = result.get("trusted")
+    aa = ((result.get("attacks") or {}).get("autoattack") or {}).get("version", result.get("aa_version"))
     return {"robust_acc": result["robust_acc"], "clean_acc": result["clean_acc"],
             "trusted": None if trusted is None else bool(trusted),
-            "untrusted_reasons": list(result.get("untrusted_reasons") or [])}
+            "untrusted_reasons": list(result.get("untrusted_reasons") or []),
+            # whether a gradient-free attack took part (Square alone, or inside the standard AutoAttack)
+            "square": "square" in (result.get("per_attack") or {}) or aa in ("standard", "plus")}
+
+
+def counted_robust(verdict: dict) -> float:
+    """Robust accuracy as the tables count it: an untrusted verdict at its worst case, the measured
+    value when a gradient-free attack took part, else 0 (its gradient attacks say nothing)."""
+    if verdict.get("trusted") is False and not verdict.get("square"):
+        return 0.0
+    return float(verdict["robust_acc"])
 
 
 def trust_label(verdict: dict) -> str:

@@ -48,9 +48,11 @@ def duration(seconds: float) -> str:
 
 def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
     """The printed summary. A model whose verdict is untrusted (``"trusted": false``: a
-    gradient-masking check failed, or AutoAttack was missing) is listed as UNTRUSTED and left out of
-    its arm's means; an arm with any untrusted model never leads. A verdict without the key is
-    counted, and said to be of unknown trust."""
+    gradient-masking check failed, or AutoAttack was missing) is never dropped: it counts at its
+    worst case (:func:`~metaadv.study.evaluate.counted_robust`: measured if Square took part, else 0),
+    is flagged, and its arm never leads. A verdict without the key is counted, and said to be of unknown trust."""
+    from .evaluate import counted_robust
+
     s = study.sizes[size]
     phases = ", ".join(f"{k} {duration(v)}" for k, v in summary.get("phases", {}).items())
     lines = [f"study {study.name} ({size}) done in {duration(summary['seconds'])}" + (f" ({phases})" if phases else "")
@@ -60,26 +62,23 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
              + (f"on {s.evaluation.get('n') or 'all'} test digits, AutoAttack {s.evaluation.get('aa_version')}"
                 if study.kind == "train" else f"({study.kind}: {s.evaluation.get('tasks', 600)} meta-test tasks, "
                 f"robust at this eps of the sweep; per-arm budgets in study.json)"),
-             f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}{'untrusted':>11}   (mean over models not untrusted; "
-             "worst case over attacks)"]
+             f"  {'arm':<18}{'models':>7}{'robust':>9}{'clean':>8}{'untrusted':>11}   (mean over every model, an untrusted "
+             "one at its worst case; worst case over attacks)"]
     leader, unknown = None, 0
     for arm in study.arms:
         got = [summary["verdicts"][(m["arm"], m["model"])] for m in summary["models"] if m["arm"] == arm.name
                and (m["arm"], m["model"]) in summary["verdicts"]]
-        kept = [g for g in got if g.get("trusted") is not False]
-        bad = len(got) - len(kept)
-        unknown += sum(g.get("trusted") is None for g in kept)
+        bad = sum(g.get("trusted") is False for g in got)
+        unknown += sum(g.get("trusted") is None for g in got)
         if not got:
             lines.append(f"  {arm.name:<18}{0:>7}")
             continue
-        if not kept:
-            lines.append(f"  {arm.name:<18}{len(got):>7}{'UNTRUSTED':>17}{bad:>11}   every verdict untrusted")
-            continue
-        mean = lambda key: sum(g[key] for g in kept) / len(kept)  # noqa: E731
-        flag = "   UNTRUSTED verdicts left out; this arm cannot lead" if bad else ""
-        lines.append(f"  {arm.name:<18}{len(got):>7}{mean('robust_acc'):>9.3f}{mean('clean_acc'):>8.3f}{bad:>11}{flag}")
-        if not bad and (leader is None or mean("robust_acc") > leader[1]):
-            leader = (arm.name, mean("robust_acc"))
+        robust = sum(counted_robust(g) for g in got) / len(got)
+        clean = sum(g["clean_acc"] for g in got) / len(got)
+        flag = "   UNTRUSTED verdicts counted at their worst case; this arm cannot lead" if bad else ""
+        lines.append(f"  {arm.name:<18}{len(got):>7}{robust:>9.3f}{clean:>8.3f}{bad:>11}{flag}")
+        if not bad and (leader is None or robust > leader[1]):
+            leader = (arm.name, robust)
     if leader:
         lines.append(f"  highest mean robust accuracy among arms with no untrusted verdict: {leader[0]} ({leader[1]:.3f}); "
                      "no CI at this line" + (f"; {unknown} verdict(s) of unknown trust (no 'trusted' key)" if unknown else ""))
