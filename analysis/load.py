@@ -350,7 +350,10 @@ def _join_models(frame: pd.DataFrame, models: pd.DataFrame, folder: Path) -> pd.
             frame.loc[hit, "seed"] = int(m["seed"])
         # The paired unit (models.csv ``pair``: a searched model's population); folders written before it: the seed.
         pair = m.get("pair")
-        frame.loc[hit, "pair"] = int(pair) if pair is not None and not pd.isna(pair) else frame.loc[hit, "seed"]
+        if pair is None or pd.isna(pair):  # written before the column: a searched model's population, else its seed
+            population = re.fullmatch(r"pbt-(\d+)", str(m["model"]))
+            pair = int(population.group(1)) + 1 if population else frame.loc[hit, "seed"]
+        frame.loc[hit, "pair"] = pair
         if isinstance(m.get("eval"), str) and (folder / m["eval"]).is_file():
             for key, value in read_eval(folder / m["eval"]).items():
                 if key not in frame:

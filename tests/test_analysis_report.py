@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -415,3 +416,25 @@ def test_a_replay_carries_its_sources_cost_b_per_model():
     assert cost.loc["searched", "cost_b"] == 4 * 200 + 4 * 10  # training of 4 trials + their last reads
     assert cost.loc["replay-searched", "cost_b_source"] == 840 and cost.loc["replay-searched", "cost_b"] == 200 + 840
     assert cost.loc["fixed", "cost_b"] == 200 and cost.loc["fixed", "cost_b_source"] == 0
+
+
+def test_analyze_reads_a_study_folder_written_before_the_aim_pairs_and_new_cost_rules(tmp_path):
+    """tests/fixtures/study_61b0fad: a tiny study as 61b0fad wrote it (its README says how)."""
+    from analysis.report import analyze, write_report
+
+    old = Path(__file__).parent / "fixtures" / "study_61b0fad"
+    tables = analyze(old)
+    models = tables["models"].set_index(["arm", "model"])
+    assert len(models) == 14 and models.loc[("searched", "pbt-0"), "pair"] == 1  # its population, though no column said so
+    assert models.loc[("fixed", "seed2"), "pair"] == 2
+    arms = tables["arms"].set_index("arm")
+    costs = __import__("analysis.cost", fromlist=["arm_cost"]).arm_cost(tables["results"]).set_index("arm")
+    # The replay carries its search's cost (b) per model; a search pays only the validation its decisions read.
+    assert costs.loc["replay-searched", "cost_b_source"] == pytest.approx(costs.loc["searched", "cost_b"])
+    assert arms.loc["replay-searched", "cost_b"] > costs.loc["searched", "cost_b"]
+    assert costs.loc["searched", "cost_b_validation"] < tables["results"].query("arm == 'searched'")[
+        "cost/round_eval_grad_evals"].sum()
+    assert "meets_aim" in tables["contrasts"] and not tables["contrasts"]["meets_aim"].any()  # no aim declared then
+    out = write_report([old], tmp_path / "report")
+    text = (out / "report.md").read_text()
+    assert "No aim was declared" in text and all(a in text for a in ("tuned", "transfer-learned", "replay-searched"))
