@@ -493,3 +493,31 @@ def test_a_pbt_lineage_is_the_rows_its_checkpoint_carries_and_the_log_parse_only
     monkeypatch.setattr(analysis.lineage, "trial_schedule", lambda folder, tid: agree.iloc[:2])
     with pytest.warns(UserWarning, match="differs from its checkpoint"):
         assert [r["round"] for r in lineage_rows(str(tmp_path), trial)] == [1, 2, 3]
+
+
+def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the_best_mean():
+    from metaadv.study.units import best_config, phase1_units
+    from metaadv.tune.schedulers import param_space
+
+    study = STUDY.replace(arms=(Arm("pgd-k", "tuned", "the best PGD-k", {"controller": "schedule", "step_ratio": 0.5},
+                                    space={"steps": Grid(2, 3, 4, 5)}, search="grid"),), contrasts=(), aim={})
+    size = study.sizes["tiny"]
+    (unit,) = phase1_units(study, size)
+    assert unit.trials == 4 * size.search_samples == study.planned("pgd-k", "tiny")[0] - size.seeds
+    assert unit.searcher == "grid" and len(unit.seeds) == size.search_samples
+    space = param_space(_Runner(study).experiment(unit), "tiny")
+    assert space["steps"] == {"grid_search": [2, 3, 4, 5]}
+    # k = 5 has the single best trial, k = 4 the best mean over the pilot seeds: the mean decides.
+    scores = {(2, 1): 0.30, (3, 1): 0.40, (4, 1): 0.50, (4, 2): 0.50, (5, 1): 0.60, (5, 2): 0.20, (2, 2): 0.3, (3, 2): 0.4}
+    trials = [{"config": {"steps": k, "seed": s}, "metrics": {"val/robust_acc": v}, "checkpoint": "c", "error": None}
+              for (k, s), v in scores.items()]
+    assert best_config(trials, ["steps"]) == {"steps": 4}
+    with pytest.raises(UserError, match="grid search needs Grid"):
+        STUDY.replace(arms=(Arm("x", "tuned", "x", space={"lr": __import__("metaadv.tune.space", fromlist=["Range"]).Range(
+            1e-4, 1e-3)}, search="grid"),), contrasts=(), aim={})
+
+
+def _Runner(study):
+    from metaadv.study.units import Runner
+
+    return Runner(study, _Opts("tiny"), None, None)

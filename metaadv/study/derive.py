@@ -13,7 +13,7 @@ from ..config import TrainConfig
 from ..errors import UserError
 from .spec import Arm, Study, arm_seeds
 from .folder import Folder
-from .units import Unit, best_trial, local_checkpoint, score
+from .units import Unit, best_config, best_trial, local_checkpoint, score
 
 __all__ = ["phase2_units", "final_models", "schedule_rows", "write_schedule", "lineage_rows",
            "save_policy", "rotated", "replay_seeds"]
@@ -82,8 +82,7 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
     units = []
     for arm in study.arms:
         if arm.kind == "tuned":
-            best = best_trial(results[arm.name]["search"])
-            picked = {k: best["config"][k] for k in study.space}
+            picked = best_config(results[arm.name]["search"], list(study.search_space(arm)))
             units.append(Unit(arm, "rerun", size.seeds, base=picked, seeds=tuple(seeds)))
         elif arm.kind == "replay":
             schedules, rounds = {}, {}

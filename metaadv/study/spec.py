@@ -66,6 +66,11 @@ class Arm:
     # Options over the size's ``evaluation`` for this arm's models (e.g. a generator arm's own
     # generator as a reported transfer attack): the judge is the same, what it reports may differ.
     evaluation: dict = field(default_factory=dict)
+    # A tuned arm's own search space (TrainConfig keys -> Grid; empty: the study's space) and how it
+    # searches it: "random" (``search_samples`` draws) or "grid" (every combination, each on the
+    # ``search_samples`` pilot seeds; the combination with the best mean validation is rerun).
+    space: dict = field(default_factory=dict)
+    search: str = "random"
     # A single-run arm whose models pair with a searched arm's populations (``"population"``: seeds
     # 1..populations, the seeds its replays use) rather than with the seeds 1..N (``"seed"``).
     unit: str = "seed"
@@ -146,6 +151,11 @@ class Study:
                 raise UserError(f"study {self.name}: arm {arm.name} has unknown kind {arm.kind!r}; choose one of {ARM_KINDS}")
             if (arm.kind in ("replay", "transfer")) != bool(arm.source):
                 raise UserError(f"study {self.name}: arm {arm.name}: replay and transfer arms (only) name a source arm")
+            if arm.search not in ("random", "grid") or ((arm.space or arm.search != "random") and arm.kind != "tuned"):
+                raise UserError(f"study {self.name}: arm {arm.name}: an own space and search ('random' or 'grid') "
+                                "belong to a tuned arm")
+            if arm.search == "grid" and any(not isinstance(d, Grid) for d in self.search_space(arm).values()):
+                raise UserError(f"study {self.name}: arm {arm.name}: a grid search needs Grid dimensions")
             if arm.unit not in ("seed", "population") or (arm.unit == "population" and arm.kind != "single"):
                 raise UserError(f"study {self.name}: arm {arm.name}: unit is 'seed' or, for a single-run arm, 'population'")
             if arm.budget_of and (arm.kind != "single" or arm.budget_of not in names
@@ -233,6 +243,18 @@ class Study:
                                                  float(values.get("lr", TrainConfig.lr))))
         return values
 
+    def search_space(self, arm: Arm | str) -> dict:
+        """What a tuned arm searches: its own space, else the study's."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        return dict(arm.space or self.space)
+
+    def search_trials(self, arm: Arm | str, size: "str | StudySize") -> int:
+        """A tuned arm's search trials: ``search_samples`` draws, or every grid combination on each of
+        ``search_samples`` pilot seeds."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        n = (self.sizes[size] if isinstance(size, str) else size).search_samples
+        return n * math.prod(len(d.values) for d in self.search_space(arm).values()) if arm.search == "grid" else n
+
     def declared_cost_b(self, arm: Arm | str, size: str) -> int:
         """A searched arm's cost (b) per final model, declared before the run: its population's
         training (every member runs to the per-model budget: an exploit restores a donor's weights,
@@ -268,6 +290,11 @@ class Study:
                 self.config_class.from_dict(values)
             if self.kind == "meta":
                 self._check_meta(size)
+            for arm in self.arms:
+                if arm.space:
+                    for corner in (0, -1):
+                        values = {**self.arm_config(arm, size), **{k: d.values[corner] for k, d in arm.space.items()}}
+                        self.config_class.from_dict({k: v for k, v in values.items() if k != "val_eps"})
             for corner in (0, -1):
                 if self.space:
                     self.config_class.from_dict({**self.common_config(size),
@@ -308,7 +335,7 @@ class Study:
         arm = self.arm(arm) if isinstance(arm, str) else arm
         s = self.sizes[size]
         if arm.kind == "tuned":
-            return s.search_samples + s.seeds, s.seeds
+            return self.search_trials(arm, size) + s.seeds, s.seeds
         if arm.kind == "searched":
             return s.populations * s.population, s.populations
         if (arm.kind == "replay" and self.arm(arm.source).kind == "searched") or arm.unit == "population":
@@ -341,6 +368,8 @@ class Study:
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
+                                  **({"space": {k: list(d.values) for k, d in a.space.items()}, "search": a.search}
+                                     if a.kind == "tuned" and (a.space or a.search != "random") else {}),
                                   "planned_trials": self.planned(a, size)[0], "planned_models": self.planned(a, size)[1],
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
                                   **({"source": a.source} if a.source else {}),

@@ -19,7 +19,7 @@ from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
 from .folder import Folder, StudyOptions
 from .progress import Progress
 
-__all__ = ["Unit", "Runner", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
+__all__ = ["Unit", "Runner", "best_config", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
 
 KEPT_METRICS = ("round", "status", "val/robust_acc", "val/clean_acc", "cost/grad_evals", "cost/eval_grad_evals",
                 "cost/reward_grad_evals", "cost/seconds")
@@ -38,6 +38,7 @@ class Unit:
     seeds: tuple[int, ...] = ()
     per_seed: dict = field(default_factory=dict)  # config key -> {seed: value}
     experiment_seed: int = 0
+    searcher: str = "random"  # "grid": every combination of the space's grids (metaadv.tune)
 
     @property
     def label(self) -> str:
@@ -58,7 +59,7 @@ class Runner:
             options, time_attr = {**s.pbt, **self.size.pbt}, s.pbt_time_attr
         return Experiment(name=unit.name, description=unit.arm.description, space=unit.space,
                           sizes={size: Size(unit.trials // max(1, len(unit.seeds)), {"val_eps": s.val_eps(size)})},
-                          base=base, scheduler=unit.scheduler, searcher="random", metric=s.metric, mode="max",
+                          base=base, scheduler=unit.scheduler, searcher=unit.searcher, metric=s.metric, mode="max",
                           scheduler_options=options, threat_eps=s.val_eps(size), seed=unit.experiment_seed,
                           time_attr=time_attr, kind=s.kind)
 
@@ -107,6 +108,18 @@ def score(trial: dict) -> float:
     return float(value) if ok and isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
+def best_config(trials: list[dict], keys) -> dict:
+    """The searched values (``keys``) of the configuration whose trials have the best mean score over
+    their seeds (a grid search's pilot seeds; with one trial per configuration, the best trial's)."""
+    groups: dict[tuple, list[float]] = {}
+    for t in trials:
+        groups.setdefault(tuple(t["config"].get(k) for k in keys), []).append(score(t))
+    finite = {values: sum(scores) / len(scores) for values, scores in groups.items() if all(v > -math.inf for v in scores)}
+    if not finite:
+        raise UserError("no configuration finished on every seed with a finite val/robust_acc and a checkpoint")
+    return dict(zip(keys, max(finite, key=finite.get)))
+
+
 def best_trial(trials: list[dict]) -> dict:
     best = max(trials, key=score)
     if score(best) == -math.inf:
@@ -130,8 +143,8 @@ def phase1_units(study: Study, size) -> list[Unit]:
             seeds = arm_seeds(size) if arm.unit == "seed" else list(range(1, size.populations + 1))
             units.append(Unit(arm, arm.name, len(seeds), seeds=tuple(seeds)))
         elif arm.kind == "tuned":
-            units.append(Unit(arm, "search", size.search_samples, space=dict(study.space),
-                              seeds=tuple(search_seeds(size))))
+            units.append(Unit(arm, "search", study.search_trials(arm, size), space=study.search_space(arm),
+                              seeds=tuple(search_seeds(size)), searcher=arm.search))
         elif arm.kind == "searched":
             for p in range(size.populations):
                 units.append(Unit(arm, f"pbt-{p}", size.population, space=dict(study.space), scheduler="pbt",
@@ -145,6 +158,6 @@ def derived_trials(study: Study, size) -> int:
     def trials(arm: Arm) -> int:
         if arm.kind == "replay" and study.arm(arm.source).kind == "searched":
             return size.populations
-        return size.seeds if arm.kind in ("tuned", "replay", "transfer") else 0
+        return size.seeds if arm.kind in ("tuned", "replay", "transfer") else 0  # a search's trials are phase 1's
 
     return sum(trials(a) for a in study.arms)

@@ -18,7 +18,7 @@ from .space import Dimension, Grid, LogRange, Range
 __all__ = ["Experiment", "Size", "SCHEDULERS", "SEARCHERS", "SIZES", "REQUIRED_SIZES"]
 
 SCHEDULERS = ("pbt", "pb2", "asha", "fifo")
-SEARCHERS = ("random", "optuna")
+SEARCHERS = ("random", "optuna", "grid")  # grid: every combination of the Grid dimensions, num_samples times
 SIZES = ("tiny", "smoke", "medium", "full")
 # Every named experiment has these; ``tiny`` (tests) and ``medium`` (hours on 2 CPUs) are optional.
 REQUIRED_SIZES = ("smoke", "full")
@@ -66,6 +66,8 @@ class Experiment:
     def __post_init__(self):
         _one_of("scheduler", self.scheduler, SCHEDULERS)
         _one_of("searcher", self.searcher, SEARCHERS)
+        if self.searcher == "grid" and any(not isinstance(d, Grid) for d in self.space.values()):
+            raise UserError(f"{self.name}: searcher 'grid' enumerates Grid dimensions only")
         if self.scheduler in ("pbt", "pb2") and self.searcher != "random":
             raise UserError(f"{self.name}: {self.scheduler} mutates its own population; it takes no searcher")
         if self.multi_objective and (self.scheduler != "fifo" or self.searcher != "optuna"):

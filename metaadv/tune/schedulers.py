@@ -53,6 +53,8 @@ def _sampler(dim):
 
 def param_space(exp: Experiment, size: str) -> dict:
     """The trial config: constants plus one Tune sampler per searched key (initial values)."""
+    if exp.searcher == "grid":  # every combination, each ``num_samples`` times (or once per seed)
+        return {**exp.fixed_config(size), **{k: tune.grid_search(list(d.values)) for k, d in exp.space.items()}}
     return {**exp.fixed_config(size), **{k: _sampler(d) for k, d in exp.space.items()}}
 
 
