@@ -51,7 +51,7 @@ def summary_lines(study: Study, size: str, summary: dict) -> list[str]:
     gradient-masking check failed, or AutoAttack was missing) is never dropped: it counts at its
     worst case (:func:`~metaadv.study.evaluate.counted_robust`: measured if Square took part, else 0),
     is flagged, and its arm never leads. A verdict without the key is counted, and said to be of unknown trust."""
-    from .evaluate import counted_robust
+    from .verdict import counted_robust
 
     s = study.sizes[size]
     phases = ", ".join(f"{k} {duration(v)}" for k, v in summary.get("phases", {}).items())
