@@ -638,3 +638,22 @@ def test_square_is_named_explicitly_and_its_budget_is_checked(cnn, digits):
     _, _, x, y = digits
     with pytest.raises(UserError, match="square-queries must be >= 1"):
         evaluate_model(cnn, x[:4], y[:4], eps=0.1, attacks="square", square_queries=0)
+
+
+def test_a_surrogate_transfer_attack_breaks_masked_gradients_and_enters_the_worst_case(cnn, digits, tmp_path):
+    """A black-box transfer (PGD on an independent copy, shown to the masked model) finds what PGD on
+    the masked model's noise gradients cannot, and the verdict takes it into the worst case."""
+    from metaadv.checkpoint import save_checkpoint
+    from metaadv.evaluation.transfer import surrogate_attacks
+
+    _, _, x, y = digits
+    x, y = x[:40], y[:40]
+    save_checkpoint({"kind": "train", "arch": "digits-net", "model_kwargs": {"mean": (0.3,), "std": (0.4,)},
+                     "trainer": {"model": cnn.state_dict()}}, tmp_path / "surrogate.pt")
+    attacks = {"pgd": "pgd", **surrogate_attacks(str(tmp_path / "surrogate.pt"))}
+    (name,) = [k for k in attacks if k.startswith("transfer-pgd:")]
+    r = evaluate_model(NoiseGradient(cnn), x, y, eps=0.2, attacks=attacks, pgd_steps=10, pgd_restarts=1, checks=False)
+    assert r["per_attack"][name] < r["per_attack"]["pgd"] - 0.1
+    assert r["robust_acc"] <= r["per_attack"][name]
+    with pytest.raises(UserError, match="no checkpoint at"):
+        surrogate_attacks(str(tmp_path / "missing.pt"))

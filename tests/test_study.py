@@ -521,3 +521,17 @@ def _Runner(study):
     from metaadv.study.units import Runner
 
     return Runner(study, _Opts("tiny"), None, None)
+
+
+def test_a_models_surrogates_are_another_arms_models_trained_on_other_seeds():
+    from metaadv.study.evaluate import surrogate_options
+
+    models = [{"arm": a, "model": f"seed{s}", "seed": s, "_checkpoint": f"{a}/{s}"} for a in ("pgd10", "las") for s in (1, 2, 3)]
+    opts = {"n": 10, "surrogates": ["arm:pgd10", "/elsewhere/ckpt.pt"]}
+    for m, want in ((models[3], "pgd10/2"), (models[5], "pgd10/1")):  # the next seed, wrapping; never its own
+        assert surrogate_options(opts, m, models)["surrogates"] == [want, "/elsewhere/ckpt.pt"]
+    # A pgd10 model is attacked from another pgd10 model, not itself.
+    assert surrogate_options(opts, models[0], models)["surrogates"][0] == "pgd10/2"
+    lonely = surrogate_options({"surrogates": ["arm:nobody"]}, models[0], models)
+    assert lonely["surrogates"] == [] and lonely["surrogates_missing"] == ["arm:nobody"]
+    assert surrogate_options({"n": 5}, models[0], models) == {"n": 5}

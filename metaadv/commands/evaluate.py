@@ -54,6 +54,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("--transfer", default=None, metavar="SPEC[,SPEC]",
                    help="learned attackers reported apart, never in robust accuracy: a generator run's checkpoint "
                         "(meta-generator, advgan, meta-adv), or advgan[:STEPS] to fit AdvGAN against this model")
+    a.add_argument("--surrogate", default=None, metavar="CHECKPOINT[,CHECKPOINT]",
+                   help="black-box transfer attacks: PGD-40 on each independently trained model, its examples shown "
+                        "to this one; part of the per-example worst case")
     d = p.add_argument_group("data and device")
     d.add_argument("--n", type=_count, default=None,
                    help=f"evaluate the first N examples of the split, or all (default {DEFAULT_N}, or the whole split if smaller)")
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, eps=args.eps, norm=args.norm, split=args.split, n=args.n, data_dir=args.data_dir,
         device=args.device, examples=args.examples, attacks=args.attacks, pgd_steps=args.pgd_steps,
         pgd_restarts=args.pgd_restarts, pgd_step_size=args.pgd_step_size, aa_version=args.aa_version,
-        square_queries=args.square_queries,
+        square_queries=args.square_queries, surrogates=args.surrogate,
         aa_impl=args.aa_impl, batch_size=args.batch_size, seed=args.seed, checks=not args.no_checks,
         progress=False if args.no_progress else None,
         transfer=transfer_attacks(args.transfer, args.checkpoint, data_dir=args.data_dir))

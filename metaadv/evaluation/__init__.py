@@ -63,6 +63,13 @@ def evaluate_checkpoint(path: str | Path, *, eps: float | None = None, norm: str
     n_default = n is None
     if n != "all":
         x, y = x[: DEFAULT_N if n is None else n], y[: DEFAULT_N if n is None else n]
+    surrogates = options.pop("surrogates", None)
+    if surrogates:  # transfer attacks from independently trained models: part of the worst case
+        from .robust import DEFAULT_ATTACKS, resolve_attacks
+        from .transfer import surrogate_attacks
+
+        chosen, _ = resolve_attacks(options.get("attacks") or list(DEFAULT_ATTACKS), options.get("aa_impl", "pyautoattack"))
+        options["attacks"] = {**chosen, **surrogate_attacks(surrogates)}
     ev = run_evaluation(model, x, y, eps=eps, norm=norm, keep=64 if examples else 0, **options)
     result = {**ev.result, "checkpoint": str(resolve_checkpoint_path(path)), "dataset": dataset, "split": split,
               "arch": payload["arch"], "method": method, "n_default": n_default, "split_size": split_size,

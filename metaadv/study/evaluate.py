@@ -14,7 +14,8 @@ from .progress import Progress, duration
 from .units import local_checkpoint
 from .verdict import counted_robust, trust_label, verdict_of
 
-__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options", "needs_square", "counted_robust"]
+__all__ = ["evaluate_all", "evaluate_into", "verdict_of", "trust_label", "OWN", "judge_options", "needs_square", "counted_robust",
+           "surrogate_options"]
 
 # A ``transfer`` item (``Arm.evaluation={"transfer": "own"}``; a comma list may hold it beside
 # ``metaadv evaluate --transfer`` items) meaning the evaluated model's own run: a generator arm's own
@@ -30,6 +31,8 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
 
     torch.set_num_threads(1)
     path = local_checkpoint(checkpoint)
+    if options.get("surrogates"):  # study models (maybe at a URI), resolved by surrogate_options
+        options = {**options, "surrogates": [str(local_checkpoint(c)) for c in options["surrogates"]]}
     result = evaluate_checkpoint(path.parent, eps=eps, **judge_options(options, path))
     if needs_square(result, options):
         # A masked model's gradient attacks say nothing of its robustness: judge it again with the
@@ -113,10 +116,38 @@ def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options,
     return verdicts
 
 
+def surrogate_options(options: dict, model: dict, models: list[dict]) -> dict:
+    """``options`` with its ``surrogates`` (``"arm:NAME"`` items) resolved to the checkpoints of
+    NAME's models trained independently of ``model``: the one on the next seed (wrapping), never
+    the model itself or one of its seed. No such model: the item is dropped, and said so."""
+    items = options.get("surrogates")
+    if not items:
+        return options
+    resolved, missing = [], []
+    for item in items:
+        name = item.split(":", 1)[1] if item.startswith("arm:") else None
+        if name is None:
+            resolved.append(item)
+            continue
+        others = sorted((m for m in models if m["arm"] == name and m["seed"] != model["seed"] and m is not model),
+                        key=lambda m: int(m["seed"]))
+        if not others:
+            missing.append(item)
+            continue
+        after = [m for m in others if int(m["seed"]) > int(model["seed"])]
+        resolved.append((after or others)[0]["_checkpoint"])
+    out = {**options, "surrogates": resolved}
+    if missing:
+        out["surrogates_missing"] = missing
+    return out
+
+
 def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict], progress: Progress) -> dict:
     options = dict(study.sizes[opts.size].evaluation)
     eps = study.val_eps(opts.size)
-    return evaluate_into(root, models, "eval", eps, lambda m: study.evaluation(m["arm"], opts.size), opts, progress,
+    per_model = lambda m: {k: v for k, v in surrogate_options(study.evaluation(m["arm"], opts.size), m, models).items()  # noqa: E731
+                           if k != "surrogates_missing"}
+    return evaluate_into(root, models, "eval", eps, per_model, opts, progress,
                          none_left="every model was evaluated before",
                          starting=lambda n: f"{n} model(s) (eps {eps:g}, {options})",
                          describe=lambda m, v: f"robust {v['robust_acc']:.3f}, {trust_label(v)}",
