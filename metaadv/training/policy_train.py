@@ -237,12 +237,13 @@ def prepare(config: TrainConfig, out_dir: str | Path, settings: MetaSettings, *,
     state_path = out / FILES["state"]
     if not resume:
         if state_path.exists():
+            if (out / FILES["summary"]).exists():
+                raise UserError(f"{str(out)!r} already holds a finished policy training (its policy.pt deploys); "
+                                "choose another --out")
             raise UserError(f"{str(out)!r} already holds a policy training; add --resume to continue it or choose another --out")
         if out.exists() and any(out.iterdir()):
             raise UserError(f"{str(out)!r} holds other files, not a policy training; choose a new or empty --out")
         return _MetaTrainer(config, settings)
-    if not state_path.is_file():
-        raise UserError(f"nothing to resume: {str(state_path)!r} not found (start without --resume)")
     state = read_stored_state(out)
     if state["config"] != config.to_dict() or state["settings"] != asdict(settings):
         changed = [k for k, v in config.to_dict().items() if state["config"].get(k) != v]
@@ -255,4 +256,7 @@ def prepare(config: TrainConfig, out_dir: str | Path, settings: MetaSettings, *,
 
 def read_stored_state(out: str | Path) -> dict:
     """The ``meta_state.pt`` of a policy training folder, refusing any other kind of file."""
-    return read_checkpoint(Path(out) / FILES["state"], kind=STATE_KIND)
+    path = Path(out) / FILES["state"]
+    if not path.is_file():
+        raise UserError(f"nothing to resume: {str(path)!r} not found (start without --resume)")
+    return read_checkpoint(path, kind=STATE_KIND)
