@@ -179,7 +179,7 @@ CASES = [
         files=[("intkey_exp.py", "from tune_experiments.pbt_pgd_at import EXPERIMENT as E\n"
                                   "EXPERIMENT = E.replace(base={**E.base, 1: 2})\n")]),
     # metaadv policy train (each refused before Ray starts).
-    policy_train("--episodes 1", "--episodes", "1"),
+    policy_train("--episodes 1", "--episodes=1"),
     policy_train("--parallel 0", "--parallel", "0"),
     policy_train("--episodes not a number", "--episodes", "many"),
     policy_train("--out holding a finished policy training", out="{W}/policy-train"),
