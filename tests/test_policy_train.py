@@ -135,6 +135,30 @@ def test_an_episode_policy_does_not_move_but_an_in_run_learner_does(frozen):
     assert record["states"].shape == (6, len(controller.state))
 
 
+def test_a_real_episode_that_diverges_returns_zero_with_its_last_decision(monkeypatch):
+    """run_episode in this process on tiny sizes; the second round's training loss 'diverges'."""
+    from metaadv.training import policy_episode
+    from metaadv.training.trainer import DivergedError, Trainer
+
+    real_round, calls = Trainer.train_round, []
+
+    def train_round(self, hp):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DivergedError("training loss became nan")
+        return real_round(self, hp)
+
+    monkeypatch.setattr(Trainer, "train_round", train_round)
+    config = toy_config(rounds=4, steps_per_round=1, val_size=8, val_pgd_steps=1, policy_reward_size=8,
+                        policy_reward_steps=1, device="cpu")
+    weights = {k: v.clone() for k, v in PolicyController(config).net.state_dict().items()}
+    result = policy_episode.run_episode(config.to_dict(), weights, 30_000)
+    assert result["diverged"] and result["return"] == 0.0 and result["rounds"] == 1
+    assert result["decisions"]["index"].tolist() == [0, 1]  # round 1's, and round 2's that diverged
+    assert result["decisions"]["round"].tolist() == [0, 1]
+    assert result["cost/grad_evals"] > 0 and result["cost/reward_grad_evals"] > 0
+
+
 def test_decision_record_survives_a_resume():
     controller = PolicyController(toy_config())
     for r in range(3):
