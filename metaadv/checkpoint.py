@@ -98,10 +98,12 @@ KIND_READERS = {
     "train": "metaadv evaluate, metaadv train --resume or metaadv.load_model",
     "meta": "metaadv meta-evaluate (meta-test) or metaadv meta --resume",
     "policy": "metaadv train --controller policy --policy-file",
+    "policy-meta": "metaadv policy train --resume",
 }
 KIND_NAMES = {"train": "a training run's checkpoint (made by metaadv train)",
               "meta": "a meta-learning run's checkpoint (made by metaadv meta)",
-              "policy": "a policy file (made by metaadv train --save-policy)"}
+              "policy": "a policy file (made by metaadv train --save-policy)",
+              "policy-meta": "a policy training's state (made by metaadv policy train)"}
 
 
 def read_checkpoint(path: str | Path, kind: str | None = None) -> dict:

@@ -20,6 +20,7 @@ COMMANDS = [
     "metaadv.commands.meta",
     "metaadv.commands.study",
     "metaadv.commands.analyze",
+    "metaadv.commands.policy",
 ]
 
 

@@ -59,6 +59,10 @@ def meta(what, *argv, files=()):
     return cli("metaadv meta", what, "meta", "--out", "{OUT}", *META_TINY, *argv, files=files)
 
 
+def policy_train(what, *argv, out="{OUT}"):
+    return cli("metaadv policy train", what, "policy", "train", "--out", out, *TINY, *argv)
+
+
 CASES = [
     # metaadv train: values accepted before that failed rounds later or did nothing.
     train("--lr-gamma 0", "--lr-gamma", "0"),
@@ -174,6 +178,16 @@ CASES = [
     cli("metaadv tune", "experiment whose base config has a non-string key", "tune", "{W}/intkey_exp.py",
         files=[("intkey_exp.py", "from tune_experiments.pbt_pgd_at import EXPERIMENT as E\n"
                                   "EXPERIMENT = E.replace(base={**E.base, 1: 2})\n")]),
+    # metaadv policy train (each refused before Ray starts).
+    policy_train("--episodes 1", "--episodes=1"),
+    policy_train("--parallel 0", "--parallel", "0"),
+    policy_train("--episodes not a number", "--episodes", "many"),
+    policy_train("--out holding a finished policy training", out="{W}/policy-train"),
+    policy_train("--out holding a foreign folder (a training run)", out="{W}/train"),
+    policy_train("--resume with nothing to resume", "--resume"),
+    policy_train("every --policy-* grid empty", "--policy-eps", "--policy-step-ratio", "--policy-steps", "--policy-lr-mult",
+                 "--policy-weight-decay", "--policy-adv-mix"),
+    policy_train("--controller other than policy", "--controller", "schedule"),
     # Python API.
     api("metaadv.load_model", "a meta-learning checkpoint", lambda w: metaadv.load_model(w / "meta")),
     api("metaadv.load_model", "a policy file", lambda w: metaadv.load_model(w / "policy.pt")),
@@ -221,6 +235,9 @@ def world(tmp_path_factory) -> Path:
                      "model_kwargs": model_kwargs(dataset_info("digits")), "learner": {}, "rows": [], "seconds": 0.0},
                     w / "meta" / "checkpoint.pt")
     save_checkpoint({"kind": "policy", "grids": {}, "state_dim": 1, "hidden": 1, "net": {}}, w / "policy.pt")
+    # A finished policy training's folder, as far as the refusal reads it (its state file is there).
+    save_checkpoint({"kind": "policy-meta", "rows": []}, w / "policy-train" / "meta_state.pt")
+    (w / "policy-train" / "summary.json").write_text("{}\n")
     (w / "a-file").write_text("not a checkpoint\n")
     return w
 
@@ -284,6 +301,8 @@ def test_the_messages_say_what_to_do(outcomes):
     assert "must hold a mapping" in said[("metaadv train", "config that is a list")]
     assert "is empty" in said[("metaadv train", "config file empty")]
     assert "line 2: RuntimeError: boom" in said[("metaadv tune", "experiment file that raises")]
+    assert "finished policy training" in said[("metaadv policy train", "--out holding a finished policy training")]
+    assert "not a policy training" in said[("metaadv policy train", "--out holding a foreign folder (a training run)")]
 
 
 def render_table(outcomes: list[Outcome]) -> str:

@@ -12,8 +12,8 @@ from ..errors import UserError
 __all__ = ["ensure_ray"]
 
 
-def ensure_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start a local Ray sized to this machine; True if we started it."""
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray sized to this machine (or to ``num_cpus``); True if we started it."""
     import ray
 
     if ray.is_initialized():
@@ -24,5 +24,5 @@ def ensure_ray(address: str | None) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
     else:
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, num_cpus=num_cpus)
     return True

@@ -13,6 +13,11 @@ an optimizer's descent step is the ascent step ``psi <- psi + beta * grad``.
 With delayed credit the advantage is ``G_t - b`` for a return ``G_t`` instead of one reward:
 :func:`discounted_returns` gives the truncated n-step discounted return (Sutton & Barto 2018,
 sec. 7.1 and 13.4 "REINFORCE with baseline"; the baseline is then an estimate of ``E[G]``).
+
+Across runs (``metaadv policy train``): every decision ``t`` of an episode is credited with the
+episode's return ``G`` (gamma = 1), compared with a baseline ``b_t`` of its own decision index
+(:func:`index_baselines`, :func:`update_index_baselines`), and the batch's advantages are divided
+by their root mean square ``sigma`` (:func:`episode_reinforce_loss`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["PolicyNet", "discounted_returns", "log_prob_and_entropy", "reinforce_loss", "sample_actions"]
+__all__ = ["PolicyNet", "discounted_returns", "episode_reinforce_loss", "index_baselines", "log_prob_and_entropy",
+           "reinforce_loss", "sample_actions", "update_index_baselines"]
+
+SIGMA_FLOOR = 1e-3  # a tenth of a percent of accuracy: advantages below it are not scaled up
 
 
 class PolicyNet(nn.Module):
@@ -85,3 +93,45 @@ def discounted_returns(rewards: Sequence[float], gamma: float, horizon: int) -> 
         raise ValueError(f"need horizon >= 1 and gamma in [0, 1], got {horizon} and {gamma}")
     weights = [gamma**k for k in range(horizon)]
     return [sum(w * r for w, r in zip(weights, rewards[t : t + horizon])) for t in range(len(rewards) - horizon + 1)]
+
+
+def index_baselines(baselines: Sequence[float], indices: torch.Tensor, fallback: float) -> torch.Tensor:
+    """``b_t`` for each decision, ``(N,)``: ``baselines[t]`` for its decision index ``t``, or
+    ``fallback`` where index ``t`` has no history yet (``t >= len(baselines)``)."""
+    known = torch.as_tensor(list(baselines), dtype=torch.float32)
+    out = torch.full(indices.shape, float(fallback), dtype=torch.float32)
+    has = indices < len(known)
+    out[has] = known[indices[has]]
+    return out
+
+
+def update_index_baselines(baselines: Sequence[float], counts: Sequence[int], episodes: Sequence[tuple[float, int]],
+                           rate: float) -> tuple[list[float], list[int]]:
+    """The per-index baselines after ``episodes``, each ``(return G, decisions T)``, in order.
+
+    Every index ``t < T`` of an episode moves ``b_t <- b_t + r_t (G - b_t)`` with
+    ``r_t = max(rate, 1 / n_t)`` (``n_t``: episodes seen at index ``t``, this one included): a plain
+    mean over an index's first ``1 / rate`` episodes, then an exponential moving average.
+    """
+    b, n = list(baselines), list(counts)
+    for ret, length in episodes:
+        for t in range(length):
+            if t == len(b):
+                b.append(0.0)
+                n.append(0)
+            n[t] += 1
+            b[t] += max(rate, 1.0 / n[t]) * (ret - b[t])
+    return b, n
+
+
+def episode_reinforce_loss(logits: Sequence[torch.Tensor], actions: torch.Tensor, returns: torch.Tensor,
+                           baselines: torch.Tensor, entropy_coef: float) -> torch.Tensor:
+    """``-mean_i[(G_i - b_i) / sigma * log pi(a_i | s_i) + c * H(pi(. | s_i))]`` over a batch's decisions.
+
+    ``returns`` ``(N,)``: each decision's episode return; ``baselines`` ``(N,)``: its index's ``b_t``;
+    ``sigma = max(sqrt(mean_i (G_i - b_i)^2), SIGMA_FLOOR)``, so the step size does not depend on
+    the return's units or spread.
+    """
+    advantage = (returns - baselines).detach()
+    sigma = max(advantage.pow(2).mean().sqrt().item(), SIGMA_FLOOR) if len(advantage) else 1.0
+    return reinforce_loss(logits, actions, advantage / sigma, entropy_coef)

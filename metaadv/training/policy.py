@@ -119,6 +119,8 @@ class PolicyController:
         self.prev = {"grad_evals": 0, "reward_grad_evals": 0, "step": 0}
         self.pending: dict | None = None
         self.window: list[dict] = []  # choices waiting for their return: {"state", "actions", "round", "reward"}
+        # Every observed decision, for a meta-trainer that credits them after the run (metaadv policy train).
+        self.decisions: list[dict] = []  # {"index", "round", "state", "actions", "entropy"}
         self.last: dict[str, float] = {}
         if config.policy_file:
             load_policy_file(self, config.policy_file)
@@ -128,7 +130,7 @@ class PolicyController:
             logits = self.net(self.state[None])
         actions = sample_actions(logits, self.rng)
         entropy = log_prob_and_entropy(logits, actions)[1].item()
-        self.pending = {"state": self.state, "actions": actions[0].tolist(), "entropy": entropy}
+        self.pending = {"state": self.state, "actions": actions[0].tolist(), "entropy": entropy, "round": round_index}
         choices = {dim: grid[a] for (dim, grid), a in zip(self.grids.items(), self.pending["actions"])}
         return apply_choices(self.schedule.propose(round_index), choices, self.eps_target)
 
@@ -146,6 +148,8 @@ class PolicyController:
         reward = change - self.cost_weight * cost - self.gap_weight * gap
         pending, self.pending = self.pending, None
         if pending is not None:
+            self.decisions.append({"index": len(self.decisions), "round": row["round"] - 1, "state": pending["state"],
+                                   "actions": pending["actions"], "entropy": pending["entropy"]})
             self.last = {"policy/reward": reward, "policy/entropy": pending["entropy"], "policy/cost": cost, "policy/gap": gap}
             self.window.append({"state": pending["state"], "actions": pending["actions"], "round": row["round"], "reward": reward})
             if len(self.window) == self.horizon:  # the oldest choice's n rewards are all in
@@ -164,6 +168,23 @@ class PolicyController:
         this round (``policy/return``, credited to the choice of round ``policy/return_round``) with
         the baseline it was compared with."""
         return dict(self.last)
+
+    def decision_record(self, *, include_pending: bool = False) -> dict[str, torch.Tensor]:
+        """The decisions of this run as tensors: ``states`` ``(T, state_dim)``, ``actions`` ``(T, K)``
+        grid indices, ``index`` ``(T,)`` (0, 1, ... in the order made), ``round`` ``(T,)`` (0-based) and
+        ``entropy`` ``(T,)`` of the distribution each was drawn from. ``include_pending`` adds a
+        decision proposed but never observed (the round that diverged)."""
+        decisions = list(self.decisions)
+        if include_pending and self.pending is not None:
+            decisions.append({**self.pending, "index": len(decisions)})
+        k, d = len(self.grids), len(self.state)
+        return {
+            "states": torch.stack([x["state"] for x in decisions]) if decisions else torch.zeros(0, d),
+            "actions": torch.tensor([x["actions"] for x in decisions], dtype=torch.long).reshape(-1, k),
+            "index": torch.tensor([x["index"] for x in decisions], dtype=torch.long),
+            "round": torch.tensor([x["round"] for x in decisions], dtype=torch.long),
+            "entropy": torch.tensor([x["entropy"] for x in decisions], dtype=torch.float32),
+        }
 
     def _credit(self, decision: dict, ret: float) -> None:
         self.last.update({"policy/return": ret, "policy/return_round": decision["round"], "policy/baseline": self.baseline})
@@ -194,7 +215,7 @@ class PolicyController:
         return {"net": self.net.state_dict(), "optimizer": self.opt.state_dict(), "rng": self.rng.get_state(),
                 "baseline": self.baseline, "var": self.var, "updates": self.updates, "state": self.state,
                 "prev": dict(self.prev), "pending": self.pending, "window": [dict(d) for d in self.window],
-                "last": dict(self.last)}
+                "last": dict(self.last), "decisions": [dict(d) for d in self.decisions]}
 
     def load_state_dict(self, state: dict) -> None:
         if "window" not in state:
@@ -206,6 +227,7 @@ class PolicyController:
         self.baseline, self.var, self.updates = float(state["baseline"]), float(state["var"]), int(state["updates"])
         self.state, self.prev, self.pending, self.last = state["state"], dict(state["prev"]), state["pending"], dict(state["last"])
         self.window = [dict(d) for d in state["window"]]
+        self.decisions = [dict(d) for d in state.get("decisions", [])]  # absent in checkpoints older than the record
 
 
 def save_policy_file(controller: PolicyController, path: str | Path) -> None:
