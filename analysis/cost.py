@@ -20,7 +20,8 @@ Units are gradient evaluations (forward+backward passes summed over examples, th
   policy controller's reward checks (``cost/reward_grad_evals``: validation its choices read, always
   counted; zero for other runs), plus, for an arm built from another (a replay of a searched
   schedule, a transferred policy: study.json ``arms.ARM.source``), its source's cost (b) per model
-  for each of its models (``cost_b_source``): a replayed schedule carries its search.
+  for each of its models (``cost_b_source``): a replayed schedule carries its search; plus, for a
+  deployed meta-trained policy, its whole meta-training once (``cost_b_meta``, every episode's work).
   ``cost_b_total`` is the sum; ``cost_b`` is per final model (``cost_b_total / n_models``),
   comparable with (a).
 """
@@ -117,14 +118,16 @@ def arm_cost(frame: pd.DataFrame) -> pd.DataFrame:
         reward = (group["cost/round_reward_grad_evals"].sum(skipna=False)
                   if "cost/round_reward_grad_evals" in group else 0.0)
         n_models = group.loc[group["final_model"].astype(bool), "model"].nunique()
-        total = float(train) + float(val) + float(reward)
+        # A deployed policy's meta-training (every episode's work), once for the arm: its models share it.
+        meta = float(group["cost/meta_training"].iloc[0]) if "cost/meta_training" in group else 0.0
+        total = float(train) + float(val) + float(reward) + meta
         source = group["cost_source"].dropna().iloc[0] if "cost_source" in group and group["cost_source"].notna().any() else None
         rows.append({"arm": arm, "n_trials": group[["experiment", "trial"]].drop_duplicates().shape[0],
                      "n_models": n_models, "cost_b_train": float(train), "cost_b_validation": float(val),
-                     "cost_b_reward": float(reward), "cost_b_source": 0.0, "_source": source,
+                     "cost_b_reward": float(reward), "cost_b_meta": meta, "cost_b_source": 0.0, "_source": source,
                      "cost_b_total": total, "cost_b": total / n_models if n_models else np.nan})
     out = pd.DataFrame(rows, columns=["arm", "n_trials", "n_models", "cost_b_train", "cost_b_validation", "cost_b_reward",
-                                      "cost_b_source", "_source", "cost_b_total", "cost_b"])
+                                      "cost_b_meta", "cost_b_source", "_source", "cost_b_total", "cost_b"])
     own = out.set_index("arm")["cost_b"].to_dict()  # before carrying: a source's own cost (b) per model
     for i, r in out.iterrows():
         if isinstance(r["_source"], str):

@@ -284,7 +284,8 @@ def _load_study(folder: Path) -> pd.DataFrame:
                 # A tuned arm's rerun validates for the log only: its search's validation made the pick.
                 decides = bool(entry.get("decision_validation", False)) and not (entry.get("kind") == "tuned"
                                                                                  and exp == "rerun")
-                frame = frame.assign(arm=arm, decision_validation=decides, cost_source=entry.get("source"))
+                frame = frame.assign(arm=arm, decision_validation=decides, cost_source=entry.get("source"),
+                                     **_meta_training_cost(folder, entry))
                 mode = {"searched": "pbt", "tuned": "last"}.get(entry.get("kind"), "every")
                 frames.append(_mark_decision_reads(frame, spec, mode))
     if not frames:
@@ -296,6 +297,16 @@ def _load_study(folder: Path) -> pd.DataFrame:
         if len(table):
             frame = _join_models(frame, table, folder)
     return frame
+
+
+def _meta_training_cost(folder: Path, entry: dict) -> dict:
+    """A deployed arm's meta-training cost (its ``summary.json``, all episodes' grad evals), as the
+    constant column ``cost/meta_training`` (NaN while the meta-training has not finished)."""
+    if not entry.get("meta_training"):
+        return {}
+    summary = folder / entry["meta_training"] / "summary.json"
+    total = json.loads(summary.read_text())["meta_cost"]["total_grad_evals"] if summary.is_file() else float("nan")
+    return {"cost/meta_training": float(total)}
 
 
 def _mark_decision_reads(frame: pd.DataFrame, spec: dict, mode: str) -> pd.DataFrame:

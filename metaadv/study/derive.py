@@ -99,6 +99,13 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
             units.append(Unit(arm, arm.name, len(seeds_r), seeds=tuple(seeds_r),
                               base={"schedule": schedules[longest], "rounds": rounds[longest]},
                               per_seed={"schedule": schedules, "rounds": rounds}))
+        elif arm.kind == "deployed":
+            from .meta_train import policy_path
+
+            policy = policy_path(root, arm)
+            if not policy.is_file():
+                raise UserError(f"arm {arm.name}: no meta-trained policy at {policy}")
+            units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds), base={"policy_file": str(policy)}))
         elif arm.kind == "transfer":
             files = {}
             for s, trial in rotated(source_trials(results, arm.source), seeds).items():

@@ -14,6 +14,7 @@ from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
 from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
 from .judge import judge_best
+from .meta_train import meta_train_arms
 from .progress import Progress, summary_lines
 from .units import Runner, derived_trials, phase1_units
 
@@ -51,6 +52,7 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         results: dict[str, dict[str, list[dict]]] = {}
         for unit in units_1:
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
+        meta_train_arms(study, opts, root, progress)
         progress.begin(f"2/{n} derive")
         for unit in phase2_units(study, size, root, results):
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)

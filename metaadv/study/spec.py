@@ -15,6 +15,9 @@ Arm kinds (what Tune runs for an arm, and which final models it yields):
 - ``replay``: the schedules of ``source``'s final models (their rows' ``hp/*``), each retrained
   from scratch with ``controller: replay`` on a seed that did not produce it.
 - ``transfer``: ``source``'s saved policy networks, frozen, driving fresh runs on such seeds.
+- ``deployed``: one REINFORCE policy meta-trained across ``episodes`` whole runs of the arm's own
+  config (``metaadv policy train``, in ``meta/ARM``; episodes on seeds 30000+), then deployed
+  frozen on the arm's seeds; its meta-training cost counts in the arm's cost (b).
 
 Seeds: ``single``, ``tuned`` (rerun), ``replay`` and ``transfer`` arms all run on the seeds
 ``1..seeds``, so arms can be compared paired on seed (same initial weights and batch order).
@@ -38,7 +41,7 @@ from ..tune.space import Grid
 __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
            "arm_seeds", "population_seeds", "search_seeds"]
 
-ARM_KINDS = ("single", "tuned", "searched", "replay", "transfer")
+ARM_KINDS = ("single", "tuned", "searched", "replay", "transfer", "deployed")
 SEARCH_SEED = 20_000  # random-search trial k trains on seed SEARCH_SEED + k
 POPULATION_SEED = 10_000  # PBT population p, member m trains on seed POPULATION_SEED + 100 p + m
 # Every arm but the fixed schedule runs until the budget stops it: cheap rounds (PGD-1) buy more
@@ -94,6 +97,10 @@ class StudySize:
     corners: str = ""  # what this size cuts, said in study.json and the printed summary
     pbt: dict = field(default_factory=dict)  # PBT options over the study's
     cpus_per_trial: float = 1.0
+    # A ``deployed`` arm's meta-training: episodes (whole runs at the per-model budget), and how many
+    # run side by side (one policy update per batch of them).
+    episodes: int = 0
+    episode_parallel: int = 2
     # TrainConfig keys for the policy-controller arms only: the reward check's batch and attack
     # (policy_reward_size, policy_reward_steps), sized so the check is a modest share of a round.
     policy: dict = field(default_factory=dict)
@@ -283,6 +290,13 @@ class Study:
                 raise UserError(f"study {self.name} ({size}): {n} must be >= 1")
         if s.budget_grad_evals <= 0:
             raise UserError(f"study {self.name} ({size}): budget_grad_evals must be > 0")
+        if any(a.kind == "deployed" for a in self.arms):
+            from ..training.policy_train import MetaSettings
+
+            MetaSettings(episodes=s.episodes, parallel=s.episode_parallel)  # refuses fewer than 2 episodes
+            for a in self.arms:
+                if a.kind == "deployed" and a.config.get("controller") != "policy":
+                    raise UserError(f"study {self.name}: arm {a.name}: a deployed arm drives the policy controller")
         try:
             for arm in self.arms:
                 values = {k: v for k, v in self.arm_config(arm, size).items() if k not in ("schedule", "controller")
@@ -373,6 +387,8 @@ class Study:
                                   "planned_trials": self.planned(a, size)[0], "planned_models": self.planned(a, size)[1],
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
                                   **({"source": a.source} if a.source else {}),
+                                  **({"meta_training": f"meta/{a.name}", "episodes": s.episodes}
+                                     if a.kind == "deployed" else {}),
                                   **({"unit": a.unit} if a.unit != "seed" else {}),
                                   **({"budget_grad_evals": self.declared_cost_b(a.budget_of, size), "budget_of": a.budget_of}
                                      if a.budget_of else {}),

@@ -158,6 +158,6 @@ def derived_trials(study: Study, size) -> int:
     def trials(arm: Arm) -> int:
         if arm.kind == "replay" and study.arm(arm.source).kind == "searched":
             return size.populations
-        return size.seeds if arm.kind in ("tuned", "replay", "transfer") else 0  # a search's trials are phase 1's
+        return size.seeds if arm.kind in ("tuned", "replay", "transfer", "deployed") else 0  # a search's trials are phase 1's
 
     return sum(trials(a) for a in study.arms)
