@@ -72,7 +72,8 @@ def _grid_value_error(dim: str, v: float, config) -> str:
     if dim == "eps":
         if not 0.0 < v <= 2.0:
             return "eps choices are fractions of --eps in (0, 2] (LAS-AT's 3-14/255 around 8/255 is 0.375-1.75)"
-        return eps_error(config, v * config.eps)
+        error = eps_error(config, v * config.eps)
+        return f"{v:g} x --eps {config.eps:g} = {v * config.eps:g}: {error}; lower --eps or the grid" if error else ""
     if dim == "steps":
         return "" if v >= 1 and v.is_integer() else "attack steps must be whole numbers >= 1"
     return "" if v > 0 else "step ratios (step size / the example's eps) must be > 0"
