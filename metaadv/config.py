@@ -109,6 +109,23 @@ class TrainConfig:
     policy_return: str = "immediate"  # credit a choice with its round's reward, or a discounted n-step return
     policy_gamma: float = 0.9  # discount of the n-step return (policy_return=discounted)
     policy_horizon: int = 10  # n, rounds of reward in the n-step return (policy_return=discounted)
+    # The per-example attack strategy (--controller las, pgd-at and trades); see metaadv/training/las.py, docs/las.md.
+    # Grids its strategy network samples from, per example: LAS-AT's 3-14/255 around 8/255, 3-13 steps, 1-4/255 steps.
+    las_eps: tuple[float, ...] = (0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.125, 1.25, 1.375, 1.5, 1.625, 1.75)  # fractions of eps
+    las_steps: tuple[float, ...] = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+    las_step_ratio: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5)  # step size / the example's own eps
+    las_lr: float = 1e-3  # Adam step of the strategy network
+    las_hidden: int = 16  # channels of its two convolutions
+    las_interval: int = 1  # a REINFORCE update every N batches
+    las_frozen: bool = False  # act, never update (the uniform random-strategy control; no look-ahead is paid for)
+    las_lookahead_size: int = 32  # examples of the batch the one-step look-ahead is measured on
+    las_lookahead_steps: int = 5  # PGD steps of the look-ahead's robust check (one random start, target eps)
+    las_baseline_rate: float = 0.1  # moving-average rate of the reward baselines
+    # Per-example reward = w_loss * min(CE on its adversarial example, 10) + w_robust * look-ahead robust correct
+    # + w_clean * look-ahead clean correct: the authors' weights (1, R2_param 4, R3_param 2), see docs/las.md.
+    las_loss_weight: float = 1.0
+    las_robust_weight: float = 4.0
+    las_clean_weight: float = 2.0
     budget_grad_evals: int = 0  # stop once cost/grad_evals reaches this (0 = no budget; rounds still caps)
     # The threat model's tail: the last fraction of the budget (of the rounds, without one) trains at
     # the target eps with the configured attack and the lr in force when it began, whatever the
@@ -161,6 +178,7 @@ class TrainConfig:
         self.hparams()  # validates eps, steps, lr, ... with their own messages
         _check_eps(self)
         _check_generator_and_policy(self)
+        _check_las(self)
         _check_schedule(self)
 
     def hparams(self) -> HParams:
@@ -240,6 +258,15 @@ def _check_generator_and_policy(c: TrainConfig) -> None:
     if not 0.0 <= c.policy_gamma <= 1.0:
         raise UserError(f"policy_gamma must be in [0, 1], got {c.policy_gamma}")
     policy_grids(c)  # each grid value checked, one line on error
+
+
+def _check_las(c: TrainConfig) -> None:
+    """--controller las: the method, the grids (eps within the norm's bound) and the strategy's settings.
+    Other controllers never read the las_* keys, so their grids are not held against them."""
+    if c.controller == "las":
+        from .training.las import check_las_config
+
+        check_las_config(c)
 
 
 def _check_schedule(c: TrainConfig) -> None:

@@ -98,6 +98,15 @@ CASES = [
     train("unknown --device", "--device", "tpu"),
     train("--policy-file without --controller policy", "--policy-file", "{W}/policy.pt"),
     train("--policy-file that is not a policy", "--controller", "policy", "--policy-file", "{W}/train/checkpoint.pt"),
+    # --controller las (docs/las.md).
+    train("--controller las with --las-eps empty", "--controller", "las", "--las-eps"),
+    train("--controller las with --las-eps 2.5 (a fraction outside (0, 2])", "--controller", "las", "--las-eps", "0.5", "2.5"),
+    train("--controller las with --eps 0.6 (1.75 x 0.6 is above 1 for linf)", "--controller", "las", "--eps", "0.6"),
+    train("--controller las with --las-interval 0", "--controller", "las", "--las-interval", "0"),
+    train("--controller las with --las-steps 2.5", "--controller", "las", "--las-steps", "3", "2.5"),
+    train("--controller las with --method standard (no attack)", "--controller", "las", "--method", "standard"),
+    train("--controller las with --method fast-at", "--controller", "las", "--method", "fast-at"),
+    train("--controller las with --workers 2", "--controller", "las", "--workers", "2"),
     train("--out is a file", "--out", "{W}/a-file"),
     train("--resume of a meta-learning run", "--out", "{W}/meta", "--resume"),
     train("--resume of a folder without a run", "--resume"),
@@ -303,6 +312,9 @@ def test_the_messages_say_what_to_do(outcomes):
     assert "line 2: RuntimeError: boom" in said[("metaadv tune", "experiment file that raises")]
     assert "finished policy training" in said[("metaadv policy train", "--out holding a finished policy training")]
     assert "not a policy training" in said[("metaadv policy train", "--out holding a foreign folder (a training run)")]
+    assert "1.75 x --eps 0.6 = 1.05" in said[("metaadv train", "--controller las with --eps 0.6 (1.75 x 0.6 is above 1 for linf)")]
+    assert "use pgd-at or trades" in said[("metaadv train", "--controller las with --method standard (no attack)")]
+    assert "for now" in said[("metaadv train", "--controller las with --workers 2")]
 
 
 def render_table(outcomes: list[Outcome]) -> str:

@@ -52,7 +52,7 @@ def test_the_guard_is_on_for_generator_methods_and_reverts_to_the_best_round(dig
 def test_the_guard_also_catches_a_generator_run_that_never_became_robust(digits_splits, monkeypatch):
     run = TrainingRun(tiny(method="meta-generator", co_gap=0.5), splits=digits_splits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp: {**real_round(hp), "train/adv_acc": 0.9})
+    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.9})
     monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.05})
     with pytest.warns(UserWarning, match="accuracy on its training examples 0.900 exceeds val PGD accuracy"):
         row = run.step()

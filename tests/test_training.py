@@ -293,7 +293,7 @@ def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatc
     # and only once eps has reached its target (during the ramp the two eps differ).
     run = TrainingRun(tiny(method="fast-at", rounds=6, eps_ramp_rounds=2, co_gap=0.5), splits=digits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp: {**real_round(hp), "train/adv_acc": 0.9})
+    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.9})
     monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.05})
     rows = [run.step()]
     with pytest.warns(UserWarning, match="catastrophic overfitting"):
@@ -305,7 +305,7 @@ def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatc
 def test_fast_at_guard_leaves_a_small_gap_alone(digits, monkeypatch):
     run = TrainingRun(tiny(method="fast-at", rounds=3, eps_ramp_rounds=0, co_gap=0.5), splits=digits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp: {**real_round(hp), "train/adv_acc": 0.7})
+    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.7})
     monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.4})
     assert [run.step()["train/co_detected"] for _ in range(3)] == [0, 0, 0] and not run.stopped_reason
 

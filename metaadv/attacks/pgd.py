@@ -13,7 +13,18 @@ from ._common import LossFn, cross_entropy, frozen_eval, input_grad
 from .noise import draw
 from .projection import normalize_l2, per_example, project, random_start
 
-__all__ = ["pgd", "ascent_step"]
+__all__ = ["pgd", "ascent_step", "start_delta"]
+
+
+def start_delta(x: torch.Tensor, eps_b: torch.Tensor, norm: str, random_init: bool, init_std: float | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """PGD's first point: zero, a uniform point of the ball, or ``init_std * N(0, 1)`` projected."""
+    if not random_init:
+        return torch.zeros_like(x)
+    if init_std is not None:
+        noise = draw(torch.randn, x.shape, generator, x.device, x.dtype)
+        return project(init_std * noise, x, eps_b, norm)
+    return random_start(x, eps_b, norm, generator)
 
 
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, norm: str) -> torch.Tensor:
@@ -71,13 +82,7 @@ def pgd(
     best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with frozen_eval(model):
         for _ in range(restarts):
-            if not random_init:
-                delta = torch.zeros_like(x)
-            elif init_std is not None:
-                noise = draw(torch.randn, x.shape, generator, x.device, x.dtype)
-                delta = project(init_std * noise, x, eps_b, norm)
-            else:
-                delta = random_start(x, eps_b, norm, generator)
+            delta = start_delta(x, eps_b, norm, random_init, init_std, generator)
             for _ in range(steps):
                 grad, _, _ = input_grad(model, x + delta, y, loss_fn)
                 delta = project(ascent_step(delta, grad, step_b, norm), x, eps_b, norm)

@@ -34,7 +34,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trades-beta", type=float, default=S, help=f"TRADES beta (default {d.trades_beta})")
     g.add_argument("--adv-mix", type=float, default=S, help="weight of the adversarial loss vs the clean loss (default 1)")
     s = p.add_argument_group("schedule")
-    s.add_argument("--controller", default=S, help="who picks the hyperparameters each round: schedule (default), policy, or replay")
+    s.add_argument("--controller", default=S, help="who picks the hyperparameters each round: schedule (default), policy, replay, or las (the schedule, with a learned attack per example)")
     s.add_argument("--schedule", default=S, metavar="FILE",
                    help="--controller replay: CSV of round and hp/* columns (a metrics.csv works); its values replace the schedule's")
     s.add_argument("--eps-ramp-rounds", type=int, default=S, help="ramp eps linearly over this many rounds (default 3; 0 = off)")
@@ -119,6 +119,29 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
                    "at the target eps with the configured attack, whatever the controller chooses (default 0 = off)")
     r.add_argument("--tail-steps", type=int, default=S, help="the tail's attack steps (default 0 = --steps)")
     r.add_argument("--tail-step-ratio", type=float, default=S, help="the tail's step size / eps (default 0 = --step-ratio)")
+    add_las_flags(p)
+
+
+def add_las_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the per-example attack strategy, ``--controller las`` (docs/las.md)."""
+    d = TrainConfig()
+    grid = {"type": float, "nargs": "*", "default": S, "metavar": "V"}
+    g = p.add_argument_group("per-example attack strategy (--controller las, for pgd-at and trades; docs/las.md)")
+    g.add_argument("--las-eps", **grid, help="grid of each example's eps, as fractions of --eps in (0, 2] (default 0.375 0.5 ... 1.75)")
+    g.add_argument("--las-steps", **grid, help="grid of each example's PGD steps (default 3 4 ... 13)")
+    g.add_argument("--las-step-ratio", **grid, help="grid of each example's step size / its eps (default 0.125 0.25 0.375 0.5)")
+    g.add_argument("--las-lr", type=float, default=S, help=f"Adam step of the strategy network (default {d.las_lr})")
+    g.add_argument("--las-hidden", type=int, default=S, help=f"channels of the strategy network (default {d.las_hidden})")
+    g.add_argument("--las-interval", type=int, default=S, help=f"a strategy update every N batches (default {d.las_interval})")
+    g.add_argument("--las-frozen", action="store_true", default=S,
+                   help="act with the strategy, never update it: the uniform random-strategy control (no look-ahead cost)")
+    g.add_argument("--las-lookahead-size", type=int, default=S,
+                   help=f"examples of each update batch the one-step look-ahead is measured on (default {d.las_lookahead_size})")
+    g.add_argument("--las-lookahead-steps", type=int, default=S, help=f"PGD steps of the look-ahead's check (default {d.las_lookahead_steps})")
+    g.add_argument("--las-baseline-rate", type=float, default=S, help=f"moving-average rate of the reward baselines (default {d.las_baseline_rate})")
+    g.add_argument("--las-loss-weight", type=float, default=S, help=f"reward weight of the attack's CE, capped at 10 (default {d.las_loss_weight})")
+    g.add_argument("--las-robust-weight", type=float, default=S, help=f"reward weight of look-ahead robust correctness (default {d.las_robust_weight})")
+    g.add_argument("--las-clean-weight", type=float, default=S, help=f"reward weight of look-ahead clean correctness (default {d.las_clean_weight})")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -141,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(args, TrainConfig, lambda path: read_checkpoint(path, kind="train"))
     else:  # a folder whose checkpoint.pt is gone still holds Ray Train's checkpoints
         from ..distributed.train import read_stored_state
+        from ..training.las import check_las_workers
 
         config = run_config(args, TrainConfig, lambda path: read_stored_state(Path(path).parent, "train"))
+        check_las_workers(config, spec.workers)
     _check_save_policy(args.save_policy, config)
     warn_if_bf16_is_emulated(config.precision, config.device)
     rounds = config.rounds

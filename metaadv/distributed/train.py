@@ -75,6 +75,10 @@ def run_distributed(kind: str, config, out_dir: str | Path, spec: WorkerSpec, *,
     out = Path(out_dir).expanduser().absolute()
     check_out_folder(out)
     check_device_request(config.device, spec)
+    if kind == "train":
+        from ..training.las import check_las_workers
+
+        check_las_workers(config, spec.workers)
     if resume:
         # The folder's checkpoint (or, if it is gone, the newest Train checkpoint) says which run
         # this is; the workers go on from the newest Train checkpoint.

@@ -17,12 +17,26 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..attacks import fgsm, frozen_eval, kl_to_target, pgd, vat
+from ..attacks import fgsm, frozen_eval, kl_to_target, pgd, pgd_per_example_steps, vat
 from .hparams import HParams
 from .parallel import SINGLE_PROCESS, DataParallel
 
-__all__ = ["METHOD_DEFAULTS", "METHOD_STEPS", "METHODS", "Method", "StepContext", "StepOutput", "attacker", "build_method",
+__all__ = ["METHOD_DEFAULTS", "METHOD_STEPS", "METHODS", "PLANNED_METHODS", "AttackPlan", "Method", "StepContext", "StepOutput", "attacker", "build_method",
            "register_method"]
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """Each example's own attack (a per-example strategy, ``--controller las``): eps and step size in
+    pixel units and PGD steps, tensors of shape ``(B,)``; they replace the round's eps, step_ratio and steps."""
+
+    eps: torch.Tensor
+    step_size: torch.Tensor
+    steps: torch.Tensor  # integer
+
+    def passes(self) -> float:
+        """Attack passes per example, a mean: ``passes * B`` is the exact sum of the examples' steps."""
+        return float(self.steps.sum().item()) / len(self.steps)
 
 
 @dataclass
@@ -39,6 +53,7 @@ class StepContext:
     attack_model: torch.nn.Module | None = None  # None: the step's model
     parallel: "DataParallel" = SINGLE_PROCESS
     loss_weight: float = 1.0
+    plan: AttackPlan | None = None  # per-example attacks (PLANNED_METHODS only); None: the round's hp
 
 
 def attacker(model, ctx: StepContext):
@@ -70,14 +85,24 @@ def standard_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     return StepOutput(F.cross_entropy(logits, y), logits, 1)
 
 
+def _pgd_attack(model, x, target, hp: HParams, ctx: StepContext, **kw) -> tuple[torch.Tensor, float]:
+    """PGD with the round's eps, step size and steps, or with ``ctx.plan``'s per-example ones;
+    returns (x_adv, attack passes per example)."""
+    if ctx.plan is not None:
+        p = ctx.plan
+        x_adv = pgd_per_example_steps(attacker(model, ctx), x, target, eps=p.eps, step_size=p.step_size, steps=p.steps,
+                                      norm=ctx.norm, generator=ctx.generator, **kw)
+        return x_adv, p.passes()
+    if hp.eps == 0:
+        return x, 0
+    x_adv = pgd(attacker(model, ctx), x, target, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
+                generator=ctx.generator, **kw)
+    return x_adv, hp.steps
+
+
 def pgd_at_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     """Madry et al. 2018: train on PGD examples from a random start."""
-    attack_passes = 0
-    x_adv = x
-    if hp.eps > 0:
-        x_adv = pgd(attacker(model, ctx), x, y, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
-                    generator=ctx.generator)
-        attack_passes = hp.steps
+    x_adv, attack_passes = _pgd_attack(model, x, y, hp, ctx)
     loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
     return StepOutput(loss, logits_adv, attack_passes + passes)
 
@@ -105,13 +130,11 @@ def trades_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     statistics of the mixture, in training and in its running averages.
     """
     x_adv, attack_passes = x, 0
-    if hp.eps > 0:
+    if hp.eps > 0 or ctx.plan is not None:
         frozen = attacker(model, ctx)
         with frozen_eval(frozen), torch.no_grad():
             target = F.softmax(frozen(x), dim=1)
-        x_adv = pgd(frozen, x, target, eps=hp.eps, step_size=hp.step_size, steps=hp.steps, norm=ctx.norm,
-                    init_std=TRADES_INIT_STD, loss_fn=kl_to_target, generator=ctx.generator)
-        attack_passes = hp.steps
+        x_adv, attack_passes = _pgd_attack(model, x, target, hp, ctx, init_std=TRADES_INIT_STD, loss_fn=kl_to_target)
     logits_clean = model(x)
     logits_adv = model(x_adv)
     robust = kl_to_target(logits_adv, F.softmax(logits_clean, dim=1)).mean()
@@ -131,6 +154,9 @@ def vat_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
     lds = kl_to_target(logits_adv, F.softmax(logits_clean, dim=1).detach()).mean()
     return StepOutput(ce + ctx.vat_weight * lds, logits_adv, attack_passes + 2)
 
+
+# The methods whose attack a per-example strategy may plan (``StepContext.plan``).
+PLANNED_METHODS = ("pgd-at", "trades")
 
 METHOD_STEPS: dict[str, Callable[..., StepOutput]] = {
     "standard": standard_step,

@@ -15,6 +15,9 @@ Stable column names (see docs/training.md, "The metrics row"):
   ``policy/reward``, ``policy/cost``, ``policy/gap``, ``policy/entropy``, and ``policy/return``,
   ``policy/return_round``, ``policy/baseline`` of the return completed that round (see
   metaadv/training/policy.py).
+- ``las/*`` (``--controller las``, docs/las.md): the per-example choices' mean and quantiles
+  (``las/eps_mean``, ``las/eps_q10``, ``las/eps_q90``, likewise ``steps`` and ``step_ratio``),
+  ``las/reward`` and its terms, ``las/updates``, ``las/kl`` (KL to the initial, uniform strategy).
 - method extras, e.g. ``train/co_detected`` and ``train/grad_align`` (``co_guard`` runs), ``gen/*``.
 """
 

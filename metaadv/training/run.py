@@ -100,7 +100,7 @@ class TrainingRun:
         reward = self.trainer.reward_check(self.round, before=True) if check else {}
         guard = self.config.co_guard
         before = copy.deepcopy(self.trainer.model.state_dict()) if guard else None
-        train = self.trainer.train_round(hp)
+        train = self.trainer.train_round(hp, chosen)
         val = self.trainer.validate()
         if check:
             reward.update(self.trainer.reward_check(self.round, before=False))

@@ -12,6 +12,7 @@ from ..data import BatchStream, Splits
 from ..errors import UserError
 from ..models import build_model, model_kwargs
 from .hparams import HParams
+from .las import KL_SIZE, LasStrategy, check_las_workers
 from .methods import StepContext, build_method
 from .parallel import SINGLE_PROCESS, DataParallel
 from .precision import resolve_precision, with_precision
@@ -90,6 +91,13 @@ class Trainer:
         # Attacks go through the model itself, never through a data-parallel wrapper: they need
         # input gradients only, and DDP's forward would prepare a gradient all-reduce for them.
         self.attack_model = self.step_model if parallel.world_size == 1 else with_precision(self.model, self.precision, device)
+        # --controller las: the per-example attack strategy (metaadv/training/las.py), trained with the
+        # classifier and saved with it; las/kl is read on the first KL_SIZE validation examples.
+        self.las = None
+        if config.controller == "las":
+            check_las_workers(config, parallel.world_size)
+            self.las = LasStrategy(config, splits.info, device)
+            self.kl_x = self.pool_x[:KL_SIZE]
         self.global_step = 0
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
@@ -115,8 +123,12 @@ class Trainer:
         # run draws exactly what the uninterrupted run drew, with no RNG state to save.
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.global_step)
 
-    def train_round(self, hp: HParams) -> dict[str, float]:
+    def train_round(self, hp: HParams, chosen: bool = True) -> dict[str, float]:
         """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics.
+
+        ``chosen``: the controller chose this round (False in the threat model's tail): only then does a
+        per-example strategy (``--controller las``) plan the attacks and learn; in the tail ``hp``'s
+        attack holds for every example. Its look-ahead passes count in ``cost/reward_grad_evals``.
 
         With several data-parallel processes each trains on its slice of every global batch; the
         loss sum is all-reduced every step (so all processes see a divergence at once), the
@@ -135,16 +147,18 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = grad_evals = 0
+        las = self.las is not None and chosen
         budget, spent = self.config.budget_grad_evals, self.grad_evals  # every process's work before this round
         for i in range(n_steps):
             step_hp = hp.at_fraction((i + 1) / n_steps)
             shard = dp.shard(self.stream.next_indices())
             idx = shard.indices
             x, y = self.train_x[idx], self.train_y[idx]
+            actions, plan = self.las.act(x, self.global_step) if las else (None, None)
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight,
-                              attack_model=self.attack_model, parallel=dp, loss_weight=shard.weight)
+                              attack_model=self.attack_model, parallel=dp, loss_weight=shard.weight, plan=plan)
             with shard.noise():
                 out = self.method.step(self.step_model, x, y, step_hp, ctx)
             batch_loss = dp.sum(out.loss.detach() * shard.count)
@@ -154,6 +168,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             (out.loss if shard.weight == 1.0 else out.loss * shard.weight).backward()
             self.optimizer.step()
+            if las:  # the model just stepped on this batch's adversarial examples: the strategy's look-ahead
+                self.reward_grad_evals += self.las.observe(self.model, x, y, actions, out.adv_logits, self.global_step)
             loss_sum += batch_loss
             correct += (out.adv_logits.detach()[: shard.count].argmax(1) == y[: shard.count]).sum()
             seen += shard.count
@@ -169,8 +185,9 @@ class Trainer:
                                      torch.tensor(float(grad_evals), dtype=torch.float64, device=self.device)]))
         correct_total, seen_total, grad_evals_total = counts.tolist()
         self.grad_evals += int(grad_evals_total) - grad_evals  # every process's work, once the round is whole
+        extra = self.las.round_metrics(self.kl_x, acted=las) if self.las is not None else {}
         return {"train/loss": loss_sum.item() / seen_total, "train/adv_acc": correct_total / seen_total,
-                **self.method.round_metrics()}
+                **self.method.round_metrics(), **extra}
 
     def validate(self) -> dict[str, float]:
         """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""
@@ -227,6 +244,7 @@ class Trainer:
             "grad_evals": self.grad_evals,
             "eval_grad_evals": self.eval_grad_evals,
             "reward_grad_evals": self.reward_grad_evals,
+            **({"las": self.las.state_dict()} if self.las is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -239,3 +257,7 @@ class Trainer:
         self.eval_grad_evals = int(state["eval_grad_evals"])
         # Checkpoints from before the reward check existed spent nothing on it.
         self.reward_grad_evals = int(state.get("reward_grad_evals", 0))
+        if self.las is not None:
+            if "las" not in state:
+                raise UserError("this checkpoint holds no LAS strategy (it was not trained with --controller las)")
+            self.las.load_state_dict(state["las"])
