@@ -15,7 +15,7 @@ AVAILABLE = ("pbt_pgd_at", "pb2_pgd_at", "random_pgd_at", "asha_optuna_trades", 
              "pbt_adml", "pbt_aq")
 
 # Studies (``metaadv study``): modules defining ``STUDY``, a metaadv.study.spec.Study.
-STUDIES = ("learned_vs_searched", "generator", "few_shot")
+STUDIES = ("learned_vs_searched", "learner", "generator", "few_shot")
 
 # Planned, waiting for their trainers; listed so nobody mistakes them for missing by accident.
 NOT_YET_AVAILABLE: dict[str, str] = {}
