@@ -142,11 +142,11 @@ def test_a_real_episode_that_diverges_returns_zero_with_its_last_decision(monkey
 
     real_round, calls = Trainer.train_round, []
 
-    def train_round(self, hp):
+    def train_round(self, hp, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise DivergedError("training loss became nan")
-        return real_round(self, hp)
+        return real_round(self, hp, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_round", train_round)
     config = toy_config(rounds=4, steps_per_round=1, val_size=8, val_pgd_steps=1, policy_reward_size=8,
@@ -157,6 +157,27 @@ def test_a_real_episode_that_diverges_returns_zero_with_its_last_decision(monkey
     assert result["decisions"]["index"].tolist() == [0, 1]  # round 1's, and round 2's that diverged
     assert result["decisions"]["round"].tolist() == [0, 1]
     assert result["cost/grad_evals"] > 0 and result["cost/reward_grad_evals"] > 0
+
+
+def test_an_episode_validates_its_return_at_val_eps_as_a_tune_trial_does(monkeypatch):
+    """A study trains at eps 0.3 and validates at its threat eps: the episode's return is read there."""
+    from metaadv.training import policy_episode
+    from metaadv.training.run import TrainingRun
+
+    seen = []
+    real_init = TrainingRun.__init__
+
+    def spy(self, config, *a, **k):
+        seen.append((config.eps, k["controller"].eps_target))
+        real_init(self, config, *a, **k)
+
+    monkeypatch.setattr(TrainingRun, "__init__", spy)
+    config = toy_config(rounds=1, steps_per_round=1, val_size=8, val_pgd_steps=1, policy_reward_size=8,
+                        policy_reward_steps=1, device="cpu")
+    weights = {k: v.clone() for k, v in PolicyController(config).net.state_dict().items()}
+    policy_episode.run_episode({**config.to_dict(), "val_eps": 0.1}, weights, 30_000)
+    policy_episode.run_episode(config.to_dict(), weights, 30_000)
+    assert seen == [(0.1, config.eps), (config.eps, config.eps)]  # the policy's grid stays relative to the training eps
 
 
 def test_decision_record_survives_a_resume():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import UserError
 from .folder import StudyOptions
 from .progress import Progress
 from .spec import Arm, Study
@@ -39,11 +38,9 @@ def meta_train_arms(study: Study, opts: StudyOptions, root: Path, progress: Prog
             opts.log(f"{label}: finished before, skipped", flush=True)
             continue
         values = {k: v for k, v in study.arm_config(arm, opts.size).items() if k != "val_eps"}
-        if float(values.get("eps", TrainConfig.eps)) != study.val_eps(opts.size):
-            raise UserError(f"arm {arm.name}: an episode's return is its validation at its training eps; the study "
-                            f"validates at {study.val_eps(opts.size):g}, so train at that eps")
         config = TrainConfig.from_dict({**values, "seed": 0})  # seeds only the initial policy; episodes have their own
-        settings = MetaSettings(episodes=size.episodes, parallel=size.episode_parallel)
+        # Episodes are the deployed runs: trained at the arm's eps, their return validated at the study's threat eps.
+        settings = MetaSettings(episodes=size.episodes, parallel=size.episode_parallel, val_eps=study.val_eps(opts.size))
         resume = (folder / FILES["state"]).is_file()
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # killed before its first batch was saved: nothing to keep

@@ -37,16 +37,19 @@ def episode_config(config: TrainConfig, seed: int) -> TrainConfig:
 
 
 def run_episode(config: dict, net_state: dict, seed: int) -> dict:
-    """Train ``config`` (a TrainConfig's dict) on ``seed`` with the policy weights ``net_state``.
+    """Train ``config`` (a TrainConfig's dict, plus an optional ``val_eps``) on ``seed`` with the policy weights ``net_state``.
 
     Returns ``return``, ``diverged``, ``rounds``, ``seconds``, the three :data:`COST_COLUMNS` and
     ``decisions`` (:meth:`PolicyController.decision_record`). A run whose loss diverges ends
     there with return 0 (no robust accuracy left to count), its last decision included: a failed
     run is a bad outcome of its decisions, not a missing episode.
     """
-    run_config = episode_config(TrainConfig.from_dict(config), seed)
-    controller = PolicyController(run_config)
+    values = dict(config)
+    val_eps = values.pop("val_eps", None)  # as a Tune trial does (metaadv.tune.kinds): the policy trains at eps,
+    train_config = episode_config(TrainConfig.from_dict(values), seed)  # the return is validated at val_eps
+    controller = PolicyController(train_config)
     controller.net.load_state_dict(net_state)
+    run_config = train_config if val_eps is None else train_config.replace(eps=float(val_eps))
     run = TrainingRun(run_config, controller=controller)
     diverged = False
     try:

@@ -57,6 +57,9 @@ class MetaSettings:
     lr: float = 0.02
     entropy: float = 0.01
     baseline_rate: float = 0.2
+    # The threat model the return is validated at, where it differs from the training eps (a study
+    # that trains at 0.3 and validates at 0.2, as its Tune trials do); None: the config's eps.
+    val_eps: float | None = None
 
     def __post_init__(self):
         if not 2 <= self.episodes <= EPISODE_SEED_SPAN:
@@ -128,7 +131,10 @@ class _MetaTrainer:
     def run_batch(self, run_batch: BatchRunner, episode_fn: Callable) -> dict:
         episodes = self.next_episodes()
         weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        results = run_batch(episode_fn, self.config.to_dict(), weights, [episode_seed(e) for e in episodes])
+        config = self.config.to_dict()
+        if self.settings.val_eps is not None:
+            config["val_eps"] = float(self.settings.val_eps)
+        results = run_batch(episode_fn, config, weights, [episode_seed(e) for e in episodes])
         loss = self.update(results)
         for e, r in zip(episodes, results):
             self.rows.append(_episode_row(e, self.batches, r))
