@@ -214,7 +214,7 @@ def plot_exploit_tree(tree: pd.DataFrame, path: Path, colors: dict | None = None
         color = colors.get(arm)
         for _, s in g.iterrows():
             final = bool(s["in_final"])
-            _tag(ax.plot([s["start_cost"], s["end_cost"]], [y[s["trial"]]] * 2, lw=1.5, color="0.6"), arm)
+            ax.plot([s["start_cost"], s["end_cost"]], [y[s["trial"]]] * 2, lw=1.5, color="0.6")
             if final:  # thick only as far as the final model's lineage runs along it
                 _tag(ax.plot([s["start_cost"], s["final_until_cost"]], [y[s["trial"]]] * 2, lw=4, color=color,
                              solid_capstyle="butt"), arm)
