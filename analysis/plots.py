@@ -188,9 +188,10 @@ def plot_attacks(breakdown: pd.DataFrame, path: Path, colors: dict | None = None
     styles = styles or arm_styles(colors)
     stages = [c for c in breakdown.columns if c not in ("arm", "n_models", "n_untrusted")]
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(stages) + 2), 4))
-    for _, r in breakdown.iterrows():
+    for i, (_, r) in enumerate(breakdown.iterrows()):
         line, marker = styles.get(r["arm"], ("-", "o"))
-        _tag(ax.plot(range(len(stages)), _percent([r[s] for s in stages]), marker=marker, linestyle=line,
+        x = [k + _dodge(i, len(breakdown)) / 2 for k in range(len(stages))]  # arms with equal values side by side
+        _tag(ax.plot(x, _percent([r[s] for s in stages]), marker=marker, linestyle=line,
                      color=colors.get(r["arm"]), label=r["arm"]), r["arm"])
     ax.set_xticks(range(len(stages)), ["worst case" if s == "robust" else s for s in stages])
     ax.set(ylabel="accuracy (%)", title="clean -> each attack alone -> worst case (mean over models)")

@@ -306,12 +306,12 @@ def _breakdown_lines(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return []
     stages = [c for c in table.columns if c not in ("arm", "n_models", "n_untrusted")]
-    head = ["arm", "models (untrusted)", *(("worst case" if s == "robust" else s) + " %" for s in stages)]
+    head = ["arm", "models (untrusted, left out)", *(("worst case" if s == "robust" else s) + " %" for s in stages)]
     lines = ["## Where the accuracy goes: clean -> each attack -> worst case", "",
              "Per arm, the mean over its evaluated models of the clean accuracy, each attack's accuracy alone "
              "(`eval/per_attack/*`) and the verdict's per-example worst case over all of them (at most every attack's "
-             "column). Measured values: an untrusted model enters as measured here (the main table counts it at its "
-             "worst case). A weak attack below a strong one is a sign of gradient masking. Table "
+             "column). Untrusted models are left out here (their measured values are listed above). A weak attack "
+             "below a strong one is a sign of gradient masking. Table "
              "`attack_breakdown.csv`; plot `attacks.png`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
