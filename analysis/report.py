@@ -104,15 +104,31 @@ def _mean_and_ci(r, models: pd.DataFrame | None = None) -> tuple[str, str]:
 
 
 def _seed_diffs(models: pd.DataFrame, r) -> str:
-    """``+1.0 (seed 0), +2.0 (seed 1)``: a contrast's paired differences in points."""
-    value = models.set_index(["arm", "seed"])["robust_counted"]
+    """``+1.0 at seed 0, +2.0 at seed 1``: a contrast's paired differences in points, over the units it
+    paired (``pair``: the seed, or a searched model's population, named as such)."""
+    on = "pair" if "pair" in models else "seed"
     parts = []
-    for seed in str(r["seeds"]).split(","):
-        key = next((k for k in value.index if k[0] == r["a"] and str(k[1]) == seed), None)
-        other = next((k for k in value.index if k[0] == r["b"] and str(k[1]) == seed), None)
-        if key is not None and other is not None:
-            parts.append(f"{100 * (value[key] - value[other]):+.1f} at seed {seed}")
+    for unit in str(r["seeds"]).split(","):
+        both = [models[(models["arm"] == arm) & (models[on].map(lambda v: _same_unit(v, unit)))] for arm in (r["a"], r["b"])]
+        if all(len(m) == 1 for m in both):
+            a, b = both[0].iloc[0], both[1].iloc[0]
+            seed = _same_unit(a["seed"], unit) and _same_unit(b["seed"], unit)
+            label = f"seed {_unit(unit)}" if seed else f"pair {_unit(unit)}"
+            parts.append(f"{100 * (a['robust_counted'] - b['robust_counted']):+.1f} at {label}")
     return ", ".join(parts) or "n/a"
+
+
+def _unit(value) -> str:
+    """A pairing unit as written: ``2.0`` -> ``2``."""
+    try:
+        f = float(value)
+        return str(int(f)) if f.is_integer() else str(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _same_unit(value, unit: str) -> bool:
+    return _unit(value) == _unit(unit)
 
 
 def _pct(x) -> str:
