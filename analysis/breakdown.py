@@ -16,33 +16,39 @@ import pandas as pd
 
 __all__ = ["attack_breakdown", "STAGES"]
 
-# The order a reader follows: no attack, the single step, the iterated one, the ensemble.
-STAGES = ("clean", "fgsm", "pgd", "autoattack", "square")
+# The order a reader follows: no attack, the single step, the iterated one, the ensemble, the
+# gradient-free one, transfer from an independently trained surrogate.
+STAGES = ("clean", "fgsm", "pgd", "autoattack", "square", "transfer-pgd")
 
 
 def attack_breakdown(frame: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
     """Per arm: ``arm, n_models`` (the models averaged), ``n_untrusted`` (left out), then ``clean``,
-    each attack present in any verdict (``fgsm, pgd, autoattack, square`` in that order, others after
-    them alphabetically) and ``robust`` (the worst case), each a mean over the arm's models with a
+    each attack present in any verdict (``fgsm, pgd, autoattack, square, transfer-pgd`` in that order,
+    others after them alphabetically; ``transfer-pgd:PATH`` of every surrogate as one ``transfer-pgd``) and ``robust`` (the worst case), each a mean over the arm's models with a
     verdict that is not untrusted (fractions, as every table; NaN for an arm with only untrusted
     ones). Arms in ``finals``' order; empty where no model has a verdict."""
-    attacks = [c.removeprefix("eval/per_attack/") for c in frame.columns if c.startswith("eval/per_attack/")]
-    attacks = [a for a in STAGES if a in attacks] + sorted(a for a in attacks if a not in STAGES)
+    # One stage per kind: ``transfer-pgd:PATH`` names each model's own surrogate, so its columns are
+    # taken together (a model's worst over its surrogates).
+    columns: dict[str, list[str]] = {}
+    for c in (c for c in frame.columns if c.startswith("eval/per_attack/")):
+        columns.setdefault(c.removeprefix("eval/per_attack/").split(":", 1)[0], []).append(c)
+    attacks = [a for a in STAGES if a in columns] + sorted(a for a in columns if a not in STAGES)
     cols = ["arm", "n_models", "n_untrusted", "clean", *attacks, "robust"]
     judged = finals[finals["metric_source"] == "eval"] if len(finals) else finals
     if judged.empty:
         return pd.DataFrame(columns=cols)
     last = (frame[frame["final_model"].astype(bool)].sort_values("report", kind="stable")
             .groupby(["arm", "model"], sort=False).tail(1))
-    per = [f"eval/per_attack/{a}" for a in attacks]
-    rows = judged[["arm", "model", "trusted", "clean_acc", "robust_acc"]].merge(
-        last[["arm", "model", *per]], on=["arm", "model"], how="left")
+    stages = last[["arm", "model"]].copy()
+    for a in attacks:
+        stages[a] = last[columns[a]].apply(pd.to_numeric, errors="coerce").min(axis=1, skipna=True)
+    rows = judged[["arm", "model", "trusted", "clean_acc", "robust_acc"]].merge(stages, on=["arm", "model"], how="left")
     out = []
     for arm, everyone in rows.groupby("arm", sort=False):
         bad = everyone["trusted"].map(lambda v: str(v) == "False").astype(bool)
         g = everyone[~bad]
         row = {"arm": arm, "n_models": len(g), "n_untrusted": int(bad.sum()),
                "clean": g["clean_acc"].astype(float).mean(), "robust": g["robust_acc"].astype(float).mean()}
-        row.update({a: pd.to_numeric(g[f"eval/per_attack/{a}"], errors="coerce").mean() for a in attacks})
+        row.update({a: g[a].mean() for a in attacks})
         out.append(row)
     return pd.DataFrame(out, columns=cols)

@@ -219,12 +219,16 @@ def test_per_arm_attack_breakdown_in_stage_order(written):
     # every stage, in the order a reader follows, and attacks not in the list after them
     frame = pd.DataFrame([{"arm": "a", "model": f"m{i}", "final_model": True, "report": 0, "eval/per_attack/zoo": 0.6,
                            "eval/per_attack/square": 0.5, "eval/per_attack/pgd": 0.45, "eval/per_attack/fgsm": 0.7 - 0.1 * i,
-                           "eval/per_attack/autoattack": 0.42} for i in range(2)])
+                           "eval/per_attack/autoattack": 0.42, f"eval/per_attack/transfer-pgd:/s/seed{i + 1}": 0.8 - 0.1 * i}
+                          for i in range(2)]).assign(**{"eval/per_attack/transfer-pgd:/s/seed9": [0.75, np.nan]})
     finals = pd.DataFrame({"arm": "a", "model": ["m0", "m1"], "trusted": True, "clean_acc": [0.9, 0.8],
                            "robust_acc": [0.4, 0.4], "metric_source": "eval"})
     t = attack_breakdown(frame, finals)
-    assert list(t.columns) == ["arm", "n_models", "n_untrusted", "clean", "fgsm", "pgd", "autoattack", "square", "zoo", "robust"]
+    assert list(t.columns) == ["arm", "n_models", "n_untrusted", "clean", "fgsm", "pgd", "autoattack", "square",
+                               "transfer-pgd", "zoo", "robust"]
     assert t.loc[0, "fgsm"] == pytest.approx(0.65) and t.loc[0, "clean"] == pytest.approx(0.85)
+    # each model's own surrogates (paths differ per model) as one stage: m0 worst of 0.8 and 0.75, m1 0.7
+    assert t.loc[0, "transfer-pgd"] == pytest.approx((0.75 + 0.7) / 2)
     assert attack_breakdown(frame, finals.assign(metric_source="val")).empty  # no verdict, no breakdown
 
 
