@@ -94,32 +94,37 @@ def plot_robust_vs_cost(curves: pd.DataFrame, arms: pd.DataFrame, path: Path, co
 
 
 def _dodge(position: int, count: int) -> float:
-    """A small horizontal offset (in rounds) per arm, so equal schedules do not hide one another."""
+    """A small horizontal offset per arm (in category steps), so equal values do not hide one another."""
     width = min(0.3, 0.6 / max(count, 1))
     return (position - (count - 1) / 2) * width
 
 
 def plot_schedules(sched: pd.DataFrame, path: Path, colors: dict | None = None, styles: dict | None = None) -> Path:
-    """eps, attack steps, step size and lr (a meta run's inner/meta lr) over rounds, one line per arm
-    (its best model), each arm in its own colour, line style and marker, and shifted a little along
-    the rounds so that an arm with the same schedule as another stays visible beside it."""
+    """eps, attack steps, step size and lr (a meta run's inner/meta lr) over rounds of each arm's best
+    model, as small multiples: one row of panels per arm (its colour, line style and marker), one
+    column per hyperparameter with a shared y axis. An arm whose schedule equals another's has its own
+    panel, so no arm hides under another (a flat schedule would, overlaid, whatever the offset)."""
     colors = colors or arm_colors(sched["arm"])
     styles = styles or arm_styles(colors)
     cols = [c for c in ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
             if c in sched and sched[c].notna().any()]
-    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(3.2 * max(1, len(cols)), 3.4), squeeze=False)
-    shown = list(dict.fromkeys(sched["arm"]))
-    for ax, col in zip(axes[0], cols):
-        for arm, g in sched.groupby("arm", sort=False):
-            line, marker = styles.get(arm, ("-", "."))
-            x = g["round"].astype(float) + _dodge(shown.index(arm), len(shown))
-            _tag(ax.step(x, g[col], where="mid", marker=marker, linestyle=line, label=arm, color=colors.get(arm),
-                         markersize=4, alpha=0.85), arm)
-        ax.set(xlabel="round (arms offset slightly)", title=col.removeprefix("hp/"))
-        if col.endswith("lr"):
-            ax.set_yscale("log")
-    if cols:
-        axes[0][0].legend(fontsize=7)
+    arms = list(dict.fromkeys(sched["arm"]))
+    nrows, ncols = max(1, len(arms)), max(1, len(cols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 1.4 * nrows + 0.8), squeeze=False,
+                             sharex=True, sharey="col")
+    for row, arm in enumerate(arms):
+        g = sched[sched["arm"] == arm]
+        line, marker = styles.get(arm, ("-", "."))
+        for ax, col in zip(axes[row], cols):
+            _tag(ax.step(g["round"], g[col], where="mid", marker=marker, linestyle=line, label=arm,
+                         color=colors.get(arm), markersize=4), arm)
+            if col.endswith("lr"):
+                ax.set_yscale("log")
+            if row == 0:
+                ax.set_title(col.removeprefix("hp/"))
+        axes[row][0].set_ylabel(arm, rotation=0, ha="right", va="center", color=colors.get(arm), fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("round")
     return _save(fig, path)
 
 

@@ -375,8 +375,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
               "Cost views: left, validation robust accuracy along the final models' lineages against cost (a), mean and "
               f"95% CI band where {FEW_SEEDS} or more models reach that cost (table `robust_vs_cost.csv`); right, final "
               "robust accuracy against cost (b) per model.", "", "![schedules](schedules.png)", "",
-              "The schedule (eps, attack steps, step size, lr per round) of each arm's best trusted model; each arm is "
-              "shifted a little along the rounds so that equal schedules stay visible side by side.", "",
+              "The schedule (eps, attack steps, step size, lr per round) of each arm's best trusted model: one row "
+              "of panels per arm, so that equal schedules stay visible; one y scale per column.", "",
               "![Pareto front](pareto.png) ![per seed](per_seed.png)", ""]
     lines += _tree_lines(t.get("pbt_tree", pd.DataFrame()))
     lines += ["## Pareto front (clean vs robust)", "",

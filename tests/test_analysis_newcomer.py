@@ -161,17 +161,21 @@ def test_each_arm_keeps_one_colour_in_every_plot(written):
 
 
 def test_no_arm_hides_under_another_in_the_schedule_plot(tmp_path):
-    sched = pd.concat([pd.DataFrame({"round": [1, 2, 3], "hp/eps": [0.1, 0.2, 0.3], "arm": arm, "model": "m"})
+    """Two arms with the same (flat) schedule: each in its own panel, its own colour, style and marker."""
+    sched = pd.concat([pd.DataFrame({"round": [1, 2, 3], "hp/eps": [0.3, 0.3, 0.3], "hp/lr": 1e-3, "arm": arm, "model": "m"})
                        for arm in ("a", "b")])
     figures = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig))
         plots.plot_schedules(sched, tmp_path / "s.png", plots.arm_colors(["a", "b"]), plots.arm_styles(["a", "b"]))
-    lines = {a.get_gid(): a for a in figures["s.png"].findobj(Line2D) if str(a.get_gid()).startswith("arm:")}
-    a, b = lines["arm:a"], lines["arm:b"]
-    assert not np.allclose(a.get_xdata(), b.get_xdata())  # equal schedules side by side, not on top
-    assert np.allclose(np.asarray(b.get_xdata()) - np.asarray(a.get_xdata()), 0.3)  # a fixed, small offset
+    lines = [x for x in figures["s.png"].findobj(Line2D) if str(x.get_gid()).startswith("arm:")]
+    assert len(lines) == 4  # 2 arms x 2 hyperparameters
+    panels = {(line.get_gid(), line.axes) for line in lines}
+    assert len({ax for _, ax in panels}) == 4  # every line alone in its panel: none drawn over another
+    by_arm = {gid: next(x for x in lines if x.get_gid() == gid) for gid in ("arm:a", "arm:b")}
+    a, b = by_arm["arm:a"], by_arm["arm:b"]
     assert a.get_marker() != b.get_marker() and a.get_linestyle() != b.get_linestyle()
+    assert a.axes.get_shared_y_axes().joined(a.axes, b.axes)  # one y scale per hyperparameter: comparable
 
 
 def _legend(finals, front, tmp_path) -> list[str]:
