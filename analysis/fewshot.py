@@ -80,8 +80,21 @@ def _seed_means(frame: pd.DataFrame, eps: float, metric: str, where: dict) -> pd
     return sel.groupby(["method", "train_seed"], as_index=False)[metric].mean()
 
 
+def _per_seed(values: pd.Series) -> str:
+    """``"seed:value;..."``: what a report prints instead of an interval below 3 seeds."""
+    return ";".join(f"{s}:{float(v)!r}" for s, v in values.items())
+
+
+def _seed_diffs(means: pd.DataFrame, a: str, b: str, metric: str) -> str:
+    wide = means.pivot(index="train_seed", columns="method", values=metric) if len(means) else pd.DataFrame()
+    if not {a, b} <= set(wide.columns):
+        return ""
+    return _per_seed((wide[a] - wide[b]).dropna())
+
+
 def compare(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "robust_acc", **where) -> dict:
-    """``a - b`` at ``eps``: the task-level and the seed-level paired difference, and whether both agree."""
+    """``a - b`` at ``eps``: the task-level and the seed-level paired difference (and ``seed_diffs``,
+    each shared seed's difference as ``"seed:diff;..."``), and whether both agree."""
     task = paired_task_diff(frame, a, b, eps=eps, metric=metric, **where)
     means = _seed_means(frame, eps, metric, where)
     seed = paired_diff(means, a, b, on="train_seed", value=metric, arm="method")
@@ -89,7 +102,7 @@ def compare(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "r
         seed["p"] = 1.0 if seed["n"] >= 2 else seed["p"]
     out = {"a": a, "b": b, "eps": eps, "metric": metric, "diff": task["mean"],
            **{f"task_{k}": task[k] for k in ("lo", "hi", "n")},
-           **{f"seed_{k}": seed[k] for k in ("mean", "lo", "hi", "n", "p")}}
+           **{f"seed_{k}": seed[k] for k in ("mean", "lo", "hi", "n", "p")}, "seed_diffs": _seed_diffs(means, a, b, metric)}
     above = task["lo"] > 0 and seed["lo"] > 0 and seed["excludes_zero"]
     below = task["hi"] < 0 and seed["hi"] < 0 and seed["excludes_zero"]
     out["decided"] = bool(above or below) and not math.isnan(task["lo"])
@@ -98,14 +111,15 @@ def compare(frame: pd.DataFrame, a: str, b: str, *, eps: float, metric: str = "r
 
 def method_table(frame: pd.DataFrame, *, metric: str = "robust_acc") -> pd.DataFrame:
     """Per (dataset, ways, shots, method, eps): the mean over seeds of the per-seed task mean, its
-    CI over seeds (t), the seeds, and the task-level half-width of the seed-averaged tasks."""
+    CI over seeds (t), the seeds, the task-level half-width of the seed-averaged tasks, and
+    ``seed_values`` (each seed's task mean, ``"seed:value;..."``)."""
     rows = []
     for keys, sel in frame.dropna(subset=[metric]).groupby([*_KEYS, "method", "eps"]):
         seed_means = sel.groupby("train_seed")[metric].mean()
         task_means = sel.groupby("task")[metric].mean()
         s, t = mean_ci(seed_means.to_numpy()), mean_ci(task_means.to_numpy())
         rows.append({**dict(zip([*_KEYS, "method", "eps"], keys)), "mean": s["mean"], "seed_half": s["half"],
-                     "seeds": s["n"], "task_half": t["half"], "tasks": t["n"]})
+                     "seeds": s["n"], "task_half": t["half"], "tasks": t["n"], "seed_values": _per_seed(seed_means)})
     return pd.DataFrame(rows)
 
 

@@ -3,7 +3,8 @@
 From the per-task CSVs beside the verdicts (:func:`analysis.fewshot.study_per_task`): per arm, the
 eps sweep, AutoAttack and the support-attack pass as ``mean +- seed CI [+- task CI]`` (the mean
 over training seeds of each seed's mean over the shared meta-test tasks; the t interval over seeds;
-the t interval over tasks of the seed-averaged per-task accuracies), and for every declared
+the t interval over tasks of the seed-averaged per-task accuracies; below 3 seeds each seed's value
+instead of the seed interval), and for every declared
 contrast the task-level and seed-level paired differences (:func:`analysis.fewshot.compare`) at
 every eps, with the seed-level p-values Holm-adjusted across the table (:mod:`analysis.stats`).
 Formerly ``benchmarks/meta_learning_report.py``.
@@ -23,9 +24,10 @@ from .stats import holm
 __all__ = ["fewshot_tables", "fewshot_lines", "SWEEP_COLUMNS", "CONTRAST_COLUMNS"]
 
 SWEEP_COLUMNS = ["study", "measure", "dataset", "ways", "shots", "arm", "eps", "mean", "seed_half", "seeds",
-                 "task_half", "tasks"]
+                 "task_half", "tasks", "seed_values"]
 CONTRAST_COLUMNS = ["study", "a", "b", "question", "measure", "eps", "metric", "diff", "task_lo", "task_hi", "task_n",
-                    "seed_mean", "seed_lo", "seed_hi", "seed_n", "seed_p", "seed_p_holm", "decided"]
+                    "seed_mean", "seed_lo", "seed_hi", "seed_n", "seed_p", "seed_p_holm", "decided", "seed_diffs"]
+FEW_SEEDS = 3  # below it a seed interval spans most of the range: the cells print each seed's value
 # measure -> (which pass, metric, rows): the sweep's PGD, clean, PGD + AutoAttack, PGD alone on the
 # tasks AutoAttack ran on, and PGD after the support attack
 _MEASURES = {"robust": ("sweep", "robust_acc", False), "clean": ("sweep", "clean_acc", False),
@@ -89,10 +91,21 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def _seed_list(text, signed: bool = False) -> str:
+    """``"0:0.41;1:0.43"`` as ``41.0, 43.0 (seeds 0, 1)`` (points with a sign where ``signed``)."""
+    pairs = [p.split(":", 1) for p in str(text).split(";") if ":" in p]
+    values = ", ".join((f"{100 * float(v):+.1f}" if signed else _pct(float(v))) for _, v in pairs)
+    return f"{values} (seed{'s' if len(pairs) > 1 else ''} {', '.join(s for s, _ in pairs)})" if pairs else "n/a"
+
+
 def _cell(row, seeds: int) -> str:
-    """``mean +- seed CI [+- task CI]`` in %; says so when fewer than the size's ``seeds`` went in."""
+    """``mean +- seed CI [+- task CI]`` in %, below FEW_SEEDS seeds ``each seed's value [+- task CI]``;
+    says so when fewer than the size's ``seeds`` went in."""
     if row is None:
         return "n/a"
+    if row["seeds"] < FEW_SEEDS and isinstance(row.get("seed_values"), str) and row["seed_values"]:
+        few = f" ({int(row['seeds'])} of {seeds} seeds)" if row["seeds"] < seeds else ""
+        return f"{_seed_list(row['seed_values'])} [+- {_pct(row['task_half'])}]{few}"
     seed = "" if math.isnan(row["seed_half"]) else f" +- {_pct(row['seed_half'])}"
     few = f" ({int(row['seeds'])} of {seeds} seeds)" if row["seeds"] < seeds else ""
     return f"{_pct(row['mean'])}{seed} [+- {_pct(row['task_half'])}]{few}"
@@ -130,7 +143,8 @@ def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost:
              f"Every model meta-tested on the same {ev.get('tasks')} seeded tasks of unseen classes, PGD-{ev.get('pgd_steps')} "
              f"x {ev.get('pgd_restarts')} restart(s) against the adapted model, clean support; the main table's robust "
              f"accuracy is the sweep's at eps {headline:g}. Cells: mean over training seeds +- 95% t-interval over seeds "
-             "[+- 95% t-interval over tasks], %; a cell with fewer than the size's seeds says so.", ""]
+             "[+- 95% t-interval over tasks], %; below 3 seeds each seed's value instead of the seed interval (and in the "
+             "contrasts, each seed's difference); a cell with fewer than the size's seeds says so.", ""]
     declared = list(spec.get("arms") or {})  # the study's order; arms it does not declare after them
     for ways in sorted(set(sweep["ways"])):
         present = set(sweep.loc[sweep["ways"] == ways, "arm"])
@@ -169,8 +183,11 @@ def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost:
     for _, r in contrasts.iterrows():
         diff = "n/a" if pd.isna(r["diff"]) else f"{100 * r['diff']:+.1f}"
         p = "n/a" if pd.isna(r["seed_p"]) else f"{r['seed_p']:.3g} ({r['seed_p_holm']:.3g})"
+        seed_ci = ("per seed: " + _seed_list(r["seed_diffs"], signed=True)
+                   if 0 < r["seed_n"] < FEW_SEEDS and isinstance(r.get("seed_diffs"), str) and r["seed_diffs"]
+                   else _interval(r["seed_lo"], r["seed_hi"]))
         lines.append(f"| {r['a']} - {r['b']} | {r['measure']} | {r['eps']:g} | {diff} | "
-                     f"{_interval(r['task_lo'], r['task_hi'])} | {_interval(r['seed_lo'], r['seed_hi'])} "
+                     f"{_interval(r['task_lo'], r['task_hi'])} | {seed_ci} "
                      f"({int(r['seed_n'])}) | {p} | {'yes' if r['decided'] else 'no'} |")
     return lines + [""]
 

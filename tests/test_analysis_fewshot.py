@@ -76,3 +76,23 @@ def test_equal_differences_written_from_float32_show_no_spread(tmp_path):
     c = compare(load_per_task([tmp_path / "tasks.csv"]), "aq", "maml", eps=0.2)
     assert c["seed_mean"] == pytest.approx(1 / 3) and c["seed_n"] == 3
     assert c["seed_p"] == 1.0 and not c["decided"]
+
+
+def test_below_three_seeds_the_few_shot_tables_print_each_seeds_value():
+    from analysis.fewshot_report import _seed_list
+
+    two = _frame()[lambda f: (f["ways"] == 3) & (f["train_seed"] < 2)]
+    c = compare(two, "aq", "maml", eps=0.1)
+    # per seed, task means: aq 3/4, 1/2; maml 1/4, 1/4 -> differences 1/2, 1/4
+    assert c["seed_n"] == 2 and _seed_list(c["seed_diffs"], signed=True) == "+50.0, +25.0 (seeds 0, 1)"
+    row = method_table(two).query("method == 'aq' and eps == 0.1").iloc[0]
+    assert _seed_list(row["seed_values"]) == "75.0, 50.0 (seeds 0, 1)"
+    from analysis.fewshot_report import _contrast_table, _study_lines, _sweep_table
+
+    spec = {"study": "s", "contrasts": [["aq", "maml", "q"]], "size_settings": {"seeds": 2},
+            "evaluation": {"eps": 0.1, "tasks": 4, "pgd_steps": 2, "pgd_restarts": 1}, "arms": {"aq": {}, "maml": {}}}
+    frames = {"sweep": two, "support": two.iloc[0:0]}
+    text = "\n".join(_study_lines(spec, _sweep_table("s", frames), _contrast_table("s", spec, frames),
+                                  pd.DataFrame(columns=["arm", "outer_steps", "grad_evals"])))
+    assert "| 75.0, 50.0 (seeds 0, 1) [+- " in text and "| per seed: +50.0, +25.0 (seeds 0, 1) (2) |" in text
+    assert " +- " not in text.split("| aq |")[1].split("\n")[0]  # no seed interval in a 2-seed row

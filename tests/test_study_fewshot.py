@@ -104,7 +104,9 @@ def test_the_reports_cells_say_when_a_seed_is_missing():
     table = method_table(pd.DataFrame(rows))
     row = {m: table[table["method"] == m].iloc[0] for m in ("aq-3way", "maml-3way")}
     assert _cell(row["aq-3way"], 3).endswith("(2 of 3 seeds)") and "seeds" not in _cell(row["maml-3way"], 3)
-    assert _cell(row["aq-3way"], 3).startswith("50.0 +- ")
+    # 2 seeds: each seed's value, not a t-interval 12.7 standard errors wide (issue 24)
+    assert _cell(row["aq-3way"], 3).startswith("50.0, 50.0 (seeds 1, 2) [+- ")
+    assert _cell(row["maml-3way"], 3).startswith("50.0 +- ")
 
 
 # ----------------------------------------------------------------------------------------------
