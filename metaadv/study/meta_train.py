@@ -46,6 +46,11 @@ def meta_train_arms(study: Study, opts: StudyOptions, root: Path, progress: Prog
             shutil.rmtree(folder)  # killed before its first batch was saved: nothing to keep
         opts.log(f"{label}: {'resuming' if resume else 'starting'} {size.episodes} episodes, "
                  f"{size.episode_parallel} side by side", flush=True)
-        log = lambda info: opts.log(f"{label}: {info}", flush=True)  # noqa: E731
+        batches = -(-size.episodes // size.episode_parallel)
+
+        def log(info: dict) -> None:
+            opts.log(f"{label}: batch {info['batch'] + 1}/{batches} (episodes {info['episodes'][0]}-{info['episodes'][-1]}), "
+                     f"mean return {info['mean_return']:.3f}", flush=True)
+
         with ray_episode_runner(opts.address, size.episode_parallel) as run_batch:
             train_policy(config, folder, settings, resume=resume, run_batch=run_batch, on_batch=log)
