@@ -22,7 +22,7 @@ from tune_experiments.registry import STUDIES, load_study
 
 from .conftest import local_ray
 
-ARMS = ("fixed", "fixed-pgd4", "random-policy", "learned", "searched", "replay-searched", "fixed-long")
+ARMS = ("fixed", "fixed-pgd4", "las", "las-frozen", "policy", "random-policy", "searched", "replay-searched", "fixed-long")
 
 
 def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
@@ -30,7 +30,7 @@ def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
     assert all(a.kind in ARM_KINDS for a in STUDY.arms)
     names = {a.name for a in STUDY.arms}
     assert {(a, b) for a, b, _ in STUDY.contrasts} == {
-        ("learned", "random-policy"), ("learned", "fixed-pgd4"), ("replay-searched", "fixed-pgd4"),
+        ("las", "fixed-pgd4"), ("policy", "fixed-pgd4"), ("replay-searched", "fixed-pgd4"),
         ("searched", "fixed-long"), ("fixed-pgd4", "fixed")}
     # The aim is declared before any run, in study.json, over declared contrasts.
     aim = STUDY.declaration("smoke")["aim"]
@@ -44,7 +44,7 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
     from metaadv.study.units import Runner, phase1_units
 
     for size in STUDY.sizes:
-        for arm in ("learned", "random-policy"):
+        for arm in ("policy", "random-policy"):
             config = STUDY.arm_config(arm, size)
             assert config["policy_eps"] == [round(v / EPS, 10) for v in SPACE["eps"].values]
             assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
@@ -98,11 +98,11 @@ def test_fixed_long_trains_at_the_searched_arms_declared_cost_b_one_model_per_po
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"contrasts": (("learned", "nobody", "?"),)}, "unknown arm 'nobody'"),
+    ({"contrasts": (("las", "nobody", "?"),)}, "unknown arm 'nobody'"),
     ({"space": {**SPACE, "trades_beta": Grid(1.0, 6.0)}}, "cannot choose 'trades_beta'"),
     ({"arms": STUDY.arms[::-1]}, "must be declared before it"),
     ({"aim": {"min_effect": 3}}, "fraction in \\(0, 1\\)"),
-    ({"aim": {"min_effect": 0.03, "contrasts": ["learned - nobody"]}}, "undeclared contrast"),
+    ({"aim": {"min_effect": 0.03, "contrasts": ["las - nobody"]}}, "undeclared contrast"),
 ])
 def test_bad_declarations_fail_before_ray_starts(changes, message):
     with pytest.raises(UserError, match=message):
@@ -116,7 +116,7 @@ def test_policy_arms_pay_a_reward_check_of_about_a_tenth_of_a_round_and_count_it
         fixed = STUDY.arm_config("fixed", size)
         pgd10_round = 11 * (fixed["batch_size"] * fixed["steps_per_round"] or 3500)
         pool = {"digits": len(load_splits("digits").val_y), "mnist5k": 500}[fixed["dataset"]]
-        for arm in ("learned", "random-policy"):
+        for arm in ("policy", "random-policy"):
             c = STUDY.arm_config(arm, size)
             check = (2 * c["policy_reward_steps"] + 1) * c["policy_reward_size"]
             assert 0.05 <= check / pgd10_round <= 0.15, (size, arm, check, pgd10_round)
@@ -133,6 +133,8 @@ def test_policy_grids_leave_undeclared_dimensions_to_the_config():
 
 
 # Arm kinds the engine keeps for other studies, though learned_vs_searched no longer declares them.
+LEARNED = Arm("learned", "single", "the REINFORCE policy learning in the run",
+              {"controller": "policy", "eps_ramp_rounds": 0, "lr_schedule": "constant"})
 REPLAY_LEARNED = Arm("replay-learned", "replay", "a learned run's schedule, retrained on another seed",
                      {"controller": "replay", "eps_ramp_rounds": 0, "lr_schedule": "constant"}, source="learned")
 
@@ -234,7 +236,10 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     assert meta["evaluation"]["aa_version"] == "fast" and meta["budget_grad_evals"] == STUDY.sizes["tiny"].budget_grad_evals
     assert set(meta["arms"]) == set(ARMS) and meta["arms"]["searched"]["decision_validation"] is True
     assert meta["arms"]["fixed"]["decision_validation"] is False and meta["status"] == "done"
-    assert meta["arms"]["learned"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
+    assert meta["arms"]["policy"]["cost_b"] == ["cost/grad_evals", "cost/reward_grad_evals"]
+    # The deployed policy was meta-trained in the study (meta/policy) and its models ran with that file.
+    summary = json.loads((root / "meta" / "policy" / "summary.json").read_text())
+    assert summary["episodes"] == STUDY.sizes["tiny"].episodes and summary["meta_cost"]["total_grad_evals"] > 0
     assert meta["pbt_time_attr"] == meta["pbt"]["time_attr"] == "cost/grad_evals"
     expected = set(ARMS)
     assert set(meta["phase_seconds_last_session"]) == {"1/4 train", "2/4 derive", "3/4 evaluate", "4/4 judge"}
@@ -346,16 +351,16 @@ def test_untrusted_verdicts_are_flagged_counted_at_their_worst_case_and_never_le
             r.update(trusted=trusted, untrusted_reasons=[] if trusted else ["fgsm_vs_pgd failed"])
         return verdict_of(r)
 
-    # learned's untrusted model would lead by far (no Square: it counts 0, not dropped); random-policy's
+    # las's untrusted model would lead by far (no Square: it counts 0, not dropped); random-policy's
     # only model is untrusted but Square measured it; fixed's second verdict predates the trust key.
     verdicts = {("fixed", "seed1"): v(0.40, True), ("fixed", "seed2"): v(0.50),
-                ("learned", "seed1"): v(0.95, False), ("learned", "seed2"): v(0.30, True),
+                ("las", "seed1"): v(0.95, False), ("las", "seed2"): v(0.30, True),
                 ("random-policy", "seed1"): v(0.20, False, square=True), ("fixed-pgd4", "seed1"): v(0.44, True)}
     models = [{"arm": a, "model": m} for a, m in verdicts]
     lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts})
     row = {line.split()[0]: line for line in lines[4:] if line.split()[0] in {a for a, _ in verdicts}}
     assert row["fixed"].split()[1:5] == ["2", "0.450", "0.900", "0"]  # the unknown-trust verdict counts
-    assert row["learned"].split()[1:5] == ["2", "0.150", "0.900", "1"] and "UNTRUSTED" in row["learned"]
+    assert row["las"].split()[1:5] == ["2", "0.150", "0.900", "1"] and "UNTRUSTED" in row["las"]
     assert row["random-policy"].split()[1:5] == ["1", "0.200", "0.900", "1"] and "UNTRUSTED" in row["random-policy"]
     lead = next(line for line in lines if "highest mean robust" in line)
     assert ": fixed (0.450)" in lead and "1 verdict(s) of unknown trust" in lead
@@ -407,7 +412,7 @@ def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_l
     from metaadv.tune.runner import _stop
     from metaadv.study import derive, units
 
-    study = STUDY.replace(arms=(STUDY.arm("learned"), REPLAY_LEARNED), contrasts=(), aim={})
+    study = STUDY.replace(arms=(LEARNED, REPLAY_LEARNED), contrasts=(), aim={})
     row = {"hp/eps": 0.15, "hp/steps": 3, "hp/lr": 1e-3}
     sources = {1: ("learned-seed2", [{"round": r, **row} for r in range(1, 10)]),  # 9 rounds
                2: ("learned-seed1", [{"round": r, **row} for r in range(1, 11)])}  # 10 rounds
@@ -441,10 +446,11 @@ def test_a_searched_arm_is_replayed_once_per_population_not_once_per_seed():
     replay = STUDY.arm("replay-searched")
     assert replay_seeds(STUDY, replay, size) == list(range(1, size.populations + 1))
     assert STUDY.planned(replay, "medium" if "medium" in STUDY.sizes else "smoke") == (size.populations,) * 2
-    both = STUDY.replace(arms=(*STUDY.arms, REPLAY_LEARNED))
+    both = STUDY.replace(arms=(*STUDY.arms, LEARNED, REPLAY_LEARNED))
     assert replay_seeds(both, REPLAY_LEARNED, size) == list(range(1, size.seeds + 1))
-    assert derived_trials(STUDY, size) == size.populations  # the one replay, once per population
-    assert derived_trials(both, size) == size.populations + size.seeds
+    deployed = size.seeds * sum(a.kind == "deployed" for a in STUDY.arms)  # the meta-trained policy's deployments
+    assert derived_trials(STUDY, size) == size.populations + deployed  # the one replay, once per population
+    assert derived_trials(both, size) == size.populations + deployed + size.seeds
 
 
 def test_an_untrusted_model_is_judged_again_with_square_so_it_counts_at_a_measured_worst_case(tmp_path, monkeypatch):

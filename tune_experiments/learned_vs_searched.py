@@ -43,10 +43,14 @@ ARMS = (
     Arm("fixed-pgd4", "single", "the same schedule with PGD-4 at step 0.5 eps: the best hand-made PGD-k at this budget "
         "(docs/meta-adversarial.md: PGD-4 AT 60.6% against PGD-10 AT's 45.0% at equal cost)",
         {"controller": "schedule", "steps": 4, "step_ratio": 0.5}),
-    Arm("random-policy", "single", "the policy controller frozen at its uniform initial weights (the control)",
+    Arm("las", "single", "the per-example learned attack strategy (docs/las.md), learning in the run",
+        {"controller": "las", **TAIL}),
+    Arm("las-frozen", "single", "the same strategy frozen at its exactly uniform start (its random control)",
+        {"controller": "las", "las_frozen": True, **TAIL}),
+    Arm("policy", "deployed", "one REINFORCE policy meta-trained across whole runs at this budget (docs/policy-train.md), "
+        "deployed frozen", {"controller": "policy", "policy_frozen": True, **FREE, **TAIL}),
+    Arm("random-policy", "single", "the same policy frozen at its uniform start (its random control)",
         {"controller": "policy", "policy_frozen": True, **FREE, **TAIL}),
-    Arm("learned", "single", "the REINFORCE policy picking each round's hyperparameters from the space",
-        {"controller": "policy", **FREE, **TAIL}),
     Arm("searched", "searched", "PBT populations over the space, one dimension perturbed at a time; each population's "
         "best final model", {**FREE, **TAIL}, decision_validation=True),
     Arm("replay-searched", "replay", "each population's best lineage (hp in force every round), retrained from scratch "
@@ -58,20 +62,22 @@ ARMS = (
 )
 
 CONTRASTS = (
-    ("learned", "random-policy", "does learning help? the policy against itself frozen at its uniform start, equal cost (a)"),
-    ("learned", "fixed-pgd4", "the learned schedule against the best hand-made arm, equal cost (a)"),
+    ("las", "fixed-pgd4", "the learned per-example strategy against the best hand-made arm, equal cost (a)"),
+    ("policy", "fixed-pgd4", "the meta-trained policy against the best hand-made arm, equal cost (a)"),
     ("replay-searched", "fixed-pgd4", "the searched schedule, retrained without PBT's selection, against the best "
      "hand-made arm, equal cost (a)"),
     ("searched", "fixed-long", "PBT against plain training with all of PBT's compute, equal cost (b)"),
     ("fixed-pgd4", "fixed", "is PGD-4 the best hand-made arm at this budget, as declared?"),
 )
+# Each learner against its own random control is the learner study's question (tune_experiments/learner.py);
+# here the learners meet the searched schedule and the hand-made arms.
 
 # Declared before any run (study.json ``aim``): what would count as learning or search paying off.
 AIM = {"min_effect": 0.03, "planned_seeds": 10,
        "statement": "a learned or searched arm at least 3 points of robust accuracy above the best hand-made arm "
                     "(fixed-pgd4) at equal cost (a), and PBT above fixed-long at equal cost (b), each with a "
                     "Holm-adjusted lower bound above zero",
-       "contrasts": ["learned - fixed-pgd4", "replay-searched - fixed-pgd4", "searched - fixed-long"]}
+       "contrasts": ["las - fixed-pgd4", "policy - fixed-pgd4", "replay-searched - fixed-pgd4", "searched - fixed-long"]}
 
 # One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
 # the fixed schedule's rounds of PGD-10, so it ends exactly at its last round.
@@ -93,7 +99,7 @@ SIZES = {
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
         corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
         pbt={"perturbation_interval": 550, "burn_in_period": 550},  # half a round: a few chances to exploit
-        policy={"policy_reward_size": 20, "policy_reward_steps": 3},
+        policy={"policy_reward_size": 20, "policy_reward_steps": 3}, episodes=2, episode_parallel=2,
         judge={"n": 10, "pgd_steps": 2, "pgd_restarts": 1, "aa_version": "fast"}),  # the phase's mechanics only
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
@@ -104,7 +110,7 @@ SIZES = {
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
                 "AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
         pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
-        policy={"policy_reward_size": 50, "policy_reward_steps": 5}),
+        policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
         seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
@@ -113,7 +119,7 @@ SIZES = {
         corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) for every model; the standard "
                 "AutoAttack for each arm's best only",
         pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},
-        policy={"policy_reward_size": 200, "policy_reward_steps": 10},
+        policy={"policy_reward_size": 200, "policy_reward_steps": 10}, episodes=64, episode_parallel=2,
         # Each arm's best model (by the fast verdict) judged again by the standard AutoAttack.
         judge={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
@@ -123,7 +129,7 @@ SIZES = {
         evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
         corners="none",
         pbt={"perturbation_interval": 77_000, "burn_in_period": 77_000},
-        policy={"policy_reward_size": 250, "policy_reward_steps": 10}),
+        policy={"policy_reward_size": 250, "policy_reward_steps": 10}, episodes=128, episode_parallel=16),
 }
 
 STUDY = Study(
