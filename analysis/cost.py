@@ -119,7 +119,8 @@ def arm_cost(frame: pd.DataFrame) -> pd.DataFrame:
                   if "cost/round_reward_grad_evals" in group else 0.0)
         n_models = group.loc[group["final_model"].astype(bool), "model"].nunique()
         # A deployed policy's meta-training (every episode's work), once for the arm: its models share it.
-        meta = float(group["cost/meta_training"].iloc[0]) if "cost/meta_training" in group else 0.0
+        meta = group["cost/meta_training"].dropna() if "cost/meta_training" in group else pd.Series(dtype=float)
+        meta = float(meta.iloc[0]) if len(meta) else 0.0  # other arms' rows hold NaN in the shared column
         total = float(train) + float(val) + float(reward) + meta
         source = group["cost_source"].dropna().iloc[0] if "cost_source" in group and group["cost_source"].notna().any() else None
         rows.append({"arm": arm, "n_trials": group[["experiment", "trial"]].drop_duplicates().shape[0],

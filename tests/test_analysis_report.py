@@ -438,3 +438,17 @@ def test_analyze_reads_a_study_folder_written_before_the_aim_pairs_and_new_cost_
     out = write_report([old], tmp_path / "report")
     text = (out / "report.md").read_text()
     assert "No aim was declared" in text and all(a in text for a in ("tuned", "transfer-learned", "replay-searched"))
+
+
+def test_a_deployed_policys_meta_training_counts_once_in_its_arms_cost_b_only():
+    from analysis.cost import arm_cost
+
+    rows = []
+    for arm, meta in (("policy", 5000.0), ("fixed", None)):
+        for seed in (1, 2):
+            rows.append({"arm": arm, "experiment": arm, "trial": f"{arm}{seed}", "model": f"seed{seed}", "round": 1,
+                         "cost/round_grad_evals": 100.0, "decision_validation": False, "decision_read": False,
+                         "final_model": True, **({"cost/meta_training": meta} if meta else {})})
+    cost = arm_cost(pd.DataFrame(rows)).set_index("arm")  # fixed's rows hold NaN in the shared column
+    assert cost.loc["policy", "cost_b_meta"] == 5000 and cost.loc["policy", "cost_b"] == (200 + 5000) / 2
+    assert cost.loc["fixed", "cost_b_meta"] == 0 and cost.loc["fixed", "cost_b"] == 100
