@@ -25,6 +25,7 @@ from .breakdown import attack_breakdown
 from .exploits import pbt_tree
 from .headline import FEW_SEEDS, headline, named, per_seed, same_models_line, size_banner
 from .same_models import same_model_arms, twins_of
+from .cost import arm_cost
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
 __all__ = ["analyze", "write_report", "verdict_sentences", "study_specs", "partial_studies", "arm_order"]
@@ -354,6 +355,33 @@ def _tree_lines(tree: pd.DataFrame) -> list[str]:
     return lines + ["", "![PBT exploit tree](pbt_tree.png)", ""]
 
 
+def meta_training_lines(t: dict) -> list[str]:
+    """Each deployed (meta-trained) arm's meta-training cost, in total and as the number of deployed
+    models at which its cost (b) per model, meta-training shared among them, falls to the best
+    hand-made arm's (a fixed schedule; the highest robust mean among them)."""
+    from metaadv.training.policy_train import break_even_models
+
+    frame, arms = t["results"], t["arms"]
+    if "cost/meta_training" not in frame or frame["cost/meta_training"].dropna().empty:
+        return []
+    costs = arm_cost(frame).set_index("arm")
+    handmade = [a for a in frame.loc[frame["controller"] == "schedule", "arm"].unique() if costs.loc[a, "cost_b_meta"] == 0]
+    ranked = arms[arms["arm"].isin(handmade)].sort_values("robust_mean", ascending=False)
+    lines = ["## Meta-training", "", "Cost view: (b). A meta-trained policy's episodes are paid once, shared by every "
+             "model it is deployed on."]
+    for arm, c in costs[costs["cost_b_meta"] > 0].iterrows():
+        own = (c["cost_b_total"] - c["cost_b_meta"]) / c["n_models"] if c["n_models"] else float("nan")
+        line = f"- **{arm}**: meta-training {_num(c['cost_b_meta'])} grad evals in all; {_num(own)} per deployed model besides."
+        if len(ranked):
+            best = ranked.iloc[0]["arm"]
+            n = break_even_models(c["cost_b_meta"], own, costs.loc[best, "cost_b"])
+            line += (f" Against {best} ({_num(costs.loc[best, 'cost_b'])} per model, the best hand-made arm): "
+                     + (f"breaks even at {n} deployed models." if n else "never breaks even (its own per-model cost, "
+                        "decisions included, is not below the hand-made arm's)."))
+        lines.append(line)
+    return lines + [""]
+
+
 def _markdown(t: dict, specs: list[dict], paths) -> str:
     models = t["models"]
     twins = twins_of(t["same_models"]) if "same_models" in t else {}
@@ -367,7 +395,7 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
                                             "no main table, contrasts or plots.", "",
                                             "Tables: " + ", ".join(f"`{n}.csv`" for n in t), ""])
     lines += _verdict_lines(t, specs, twins) + partial + _main_table(t, specs) + _contrast_lines(t, specs, twins)
-    lines += _judged_lines(t["judged"]) + _breakdown_lines(t["attack_breakdown"])
+    lines += _judged_lines(t["judged"]) + _breakdown_lines(t["attack_breakdown"]) + meta_training_lines(t)
     if "fewshot_sweep" in t:
         lines += fewshot_lines(t, specs)
     lines += ["## Plots", "", "Every plot draws each arm in one colour (and line style), the same in all of them; "

@@ -452,3 +452,22 @@ def test_a_deployed_policys_meta_training_counts_once_in_its_arms_cost_b_only():
     cost = arm_cost(pd.DataFrame(rows)).set_index("arm")  # fixed's rows hold NaN in the shared column
     assert cost.loc["policy", "cost_b_meta"] == 5000 and cost.loc["policy", "cost_b"] == (200 + 5000) / 2
     assert cost.loc["fixed", "cost_b_meta"] == 0 and cost.loc["fixed", "cost_b"] == 100
+
+
+def test_the_report_says_when_a_meta_trained_policy_breaks_even_with_the_best_hand_made_arm():
+    from analysis.report import meta_training_lines
+
+    rows = []
+    for arm, controller, per_round, meta in (("policy", "policy", 100.0, 1000.0), ("pgd4", "schedule", 150.0, None),
+                                             ("pgd10", "schedule", 300.0, None)):
+        for seed in (1, 2):
+            rows.append({"arm": arm, "controller": controller, "experiment": arm, "trial": f"{arm}{seed}",
+                         "model": f"seed{seed}", "round": 1, "cost/round_grad_evals": per_round,
+                         "decision_validation": False, "decision_read": False, "final_model": True,
+                         **({"cost/meta_training": meta} if meta else {})})
+    arms = pd.DataFrame({"arm": ["policy", "pgd4", "pgd10"], "robust_mean": [0.5, 0.45, 0.40]})
+    lines = meta_training_lines({"results": pd.DataFrame(rows), "arms": arms})
+    # (1000 + N * 100) / N <= 150 (pgd4, the best hand-made arm) from N = 20.
+    assert "meta-training 1,000 grad evals" in lines[3] and "Against pgd4" in lines[3] and "breaks even at 20" in lines[3]
+    arms["robust_mean"] = [0.5, 0.40, 0.45]  # now pgd10 is the best hand-made arm: (1000 + 100 N) / N <= 300 from N = 5
+    assert "breaks even at 5" in meta_training_lines({"results": pd.DataFrame(rows), "arms": arms})[3]
