@@ -91,6 +91,7 @@ class Trainer:
         # input gradients only, and DDP's forward would prepare a gradient all-reduce for them.
         self.attack_model = self.step_model if parallel.world_size == 1 else with_precision(self.model, self.precision, device)
         self.global_step = 0
+        self.round_hp: HParams | None = None  # what the last round trained with, as its row shows it (train_round)
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
         self.reward_grad_evals = 0  # the same for the policy's reward check (a decision cost)
@@ -115,8 +116,14 @@ class Trainer:
         # run draws exactly what the uninterrupted run drew, with no RNG state to save.
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.global_step)
 
-    def train_round(self, hp: HParams) -> dict[str, float]:
+    def train_round(self, hp: HParams, at_step=None) -> dict[str, float]:
         """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics.
+
+        Each step trains with ``at_step(spent, i, n_steps)`` when given (a schedule counted in the
+        cost: ``spent`` is the training cost of every process before step ``i``), else with
+        ``hp`` at the step's share of the round (its within-round ramp). :attr:`round_hp` is then
+        what the round's row shows: ``hp``, or the last step's values with ``eps_start`` the first
+        step's eps.
 
         With several data-parallel processes each trains on its slice of every global batch; the
         loss sum is all-reduced every step (so all processes see a divergence at once), the
@@ -129,6 +136,7 @@ class Trainer:
         the same step.
         """
         self._set_hparams(hp)
+        first = step_hp = hp
         n_steps = self.config.steps_per_round or self.stream.steps_left_in_epoch()
         self.model.train()
         dp = self.parallel
@@ -137,7 +145,12 @@ class Trainer:
         seen = grad_evals = 0
         budget, spent = self.config.budget_grad_evals, self.grad_evals  # every process's work before this round
         for i in range(n_steps):
-            step_hp = hp.at_fraction((i + 1) / n_steps)
+            if at_step is None:
+                step_hp = hp.at_fraction((i + 1) / n_steps)
+            else:
+                step_hp = at_step(spent, i, n_steps)
+                self._set_hparams(step_hp)
+                first = step_hp if i == 0 else first
             shard = dp.shard(self.stream.next_indices())
             idx = shard.indices
             x, y = self.train_x[idx], self.train_y[idx]
@@ -161,10 +174,11 @@ class Trainer:
             self.grad_evals += local  # this process's work so far: what a diverged round reports
             grad_evals += local
             self.global_step += 1
-            if budget:
+            if budget or at_step is not None:
                 spent += round(dp.sum(torch.tensor(float(local), dtype=torch.float64, device=self.device)).item())
-                if spent >= budget:
+                if budget and spent >= budget:
                     break
+        self.round_hp = hp if at_step is None else step_hp.replace(eps_start=None if first.eps == step_hp.eps else first.eps)
         counts = dp.sum(torch.stack([correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=self.device),
                                      torch.tensor(float(grad_evals), dtype=torch.float64, device=self.device)]))
         correct_total, seen_total, grad_evals_total = counts.tolist()
