@@ -14,6 +14,7 @@ from pathlib import Path
 from ._config_values import check_finite, coerce, config_keys
 from ._eps_bounds import eps_bound, eps_error  # noqa: F401  (eps_bound: public here too)
 from .attacks import NORMS
+from .attacks.apgd_reference import APGD_INSTALL_HINT, apgd_available
 from .data import DATASETS
 from .errors import UserError
 from .training.hparams import HParams
@@ -25,6 +26,7 @@ __all__ = ["METHODS", "TrainConfig", "read_config_file"]
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 POLICY_RETURNS = ("immediate", "discounted")
+VAL_ATTACKS = ("pgd", "apgd-ce")
 
 
 
@@ -119,9 +121,13 @@ class TrainConfig:
     # the target eps with the configured attack and the lr in force when it began, whatever the
     # controller would choose (0 = off). A schedule that ends below the threat model is no model of it.
     tail_fraction: float = 0.0
-    # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
+    # Validation every round: clean and robust accuracy on a fixed subset of the validation split,
+    # under PGD-val_pgd_steps from one fixed start ("pgd"), or the reference APGD-CE ("apgd-ce":
+    # the strong check for validation a search decides on; pyautoattack, the eval extra).
     val_size: int = 500
     val_pgd_steps: int = 10
+    val_attack: str = "pgd"
+    val_apgd_iters: int = 20
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # attack and training steps: fp32, bf16 (autocast), or auto (bf16 where native)
@@ -137,7 +143,8 @@ class TrainConfig:
         _choice("eps_ramp_by", self.eps_ramp_by, ("step", "round"))
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, PRECISIONS)
-        for name in ("rounds", "batch_size", "val_pgd_steps"):
+        _choice("val_attack", self.val_attack, VAL_ATTACKS)
+        for name in ("rounds", "batch_size", "val_pgd_steps", "val_apgd_iters"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("steps_per_round", "val_size", "budget_grad_evals"):
@@ -152,6 +159,8 @@ class TrainConfig:
         if self.eps_ramp_by == "round" and self.eps_ramp_rounds < 0:
             raise UserError("eps_ramp_by round holds one eps a round of a ramp counted in rounds; give eps_ramp_rounds "
                             "too (the ramp over eps_ramp_fraction rises step by step)")
+        if self.val_attack == "apgd-ce" and not apgd_available():
+            raise UserError(f"val_attack apgd-ce runs the reference AutoAttack's APGD-CE; {APGD_INSTALL_HINT}")
         if not 0.0 <= self.tail_fraction < 1.0:
             raise UserError(f"tail_fraction must be in [0, 1) (the share of the budget trained at the threat model), "
                             f"got {self.tail_fraction}")

@@ -59,6 +59,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("validation, data and device")
     v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
     v.add_argument("--val-pgd-steps", type=int, default=S, help="PGD steps of the per-round robust check (default 10)")
+    v.add_argument("--val-attack", default=S, help="attack of the per-round robust check: pgd (default; PGD-N from one fixed start) "
+                   "or apgd-ce (the reference AutoAttack's APGD-CE, seeded by seed and round; the eval extra)")
+    v.add_argument("--val-apgd-iters", type=int, default=S, help="--val-attack apgd-ce: its iterations (default 20)")
     v.add_argument("--seed", type=int, default=S, help="(default 0)")
     v.add_argument("--device", default=S, help="auto, cpu or cuda (default auto)")
     v.add_argument("--precision", default=S, help="attack and training steps: fp32 (default), bf16 (autocast), "

@@ -106,7 +106,7 @@ class TrainingRun:
         before = copy.deepcopy(self.trainer.model.state_dict()) if guard else None
         train = self.trainer.train_round(hp, at_step)
         hp = self.trainer.round_hp  # with a per-step schedule: the first step's eps to the last step's values
-        val = self.trainer.validate()
+        val = self.trainer.validate(self.round)
         if check:
             reward.update(self.trainer.reward_check(self.round, before=False))
         extras = {}

@@ -15,11 +15,12 @@ from .hparams import HParams
 from .methods import StepContext, build_method
 from .parallel import SINGLE_PROCESS, DataParallel
 from .precision import resolve_precision, with_precision
-from .validation import accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator
+from .validation import accuracy, apgd_accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator, round_seed
 
 __all__ = ["DivergedError", "GRAD_ALIGN_SIZE", "Trainer", "balanced_labels", "resolve_device"]
 
 GRAD_ALIGN_SIZE = 100  # training examples of the per-round gradient-alignment check (the first ones, fixed)
+APGD_STREAM = 4  # round_seed's stream of the per-round APGD-CE validation (1-3: the reward check, grad_align)
 
 
 class DivergedError(RuntimeError):
@@ -186,13 +187,24 @@ class Trainer:
         return {"train/loss": loss_sum.item() / seen_total, "train/adv_acc": correct_total / seen_total,
                 **self.method.round_metrics()}
 
-    def validate(self) -> dict[str, float]:
-        """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""
+    def validate(self, round_index: int = 0) -> dict[str, float]:
+        """``val/*`` metrics at the threat model's target eps on the fixed validation subset.
+
+        ``val_attack: pgd``: PGD-``val_pgd_steps`` from one fixed start, ``val_pgd_steps`` passes
+        per example. ``apgd-ce``: the reference APGD-CE with ``val_apgd_iters`` iterations, its
+        random start seeded by (seed, ``round_index``), ``val_apgd_iters + 1`` passes per example
+        it attacks (those classified correctly). Either way the passes count in
+        ``cost/eval_grad_evals``."""
         c = self.config
         clean = accuracy(self.model, self.val_x, self.val_y)
-        robust = pgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, steps=c.val_pgd_steps, norm=c.norm)
-        if c.eps > 0:
-            self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
+        if c.val_attack == "apgd-ce":
+            robust, passes = apgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, norm=c.norm,
+                                           iters=c.val_apgd_iters, seed=round_seed(c.seed, round_index, APGD_STREAM))
+            self.eval_grad_evals += passes
+        else:
+            robust = pgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, steps=c.val_pgd_steps, norm=c.norm)
+            if c.eps > 0:
+                self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
         return {"val/clean_acc": clean, "val/robust_acc": robust, "val/eps": c.eps}
 
     def grad_align(self, round_index: int) -> float:
