@@ -14,7 +14,6 @@ from pathlib import Path
 from ._config_values import check_finite, coerce, config_keys
 from ._eps_bounds import eps_bound, eps_error  # noqa: F401  (eps_bound: public here too)
 from .attacks import NORMS
-from .attacks.apgd_reference import APGD_INSTALL_HINT, apgd_available
 from .data import DATASETS
 from .errors import UserError
 from .training.hparams import HParams
@@ -159,8 +158,6 @@ class TrainConfig:
         if self.eps_ramp_by == "round" and self.eps_ramp_rounds < 0:
             raise UserError("eps_ramp_by round holds one eps a round of a ramp counted in rounds; give eps_ramp_rounds "
                             "too (the ramp over eps_ramp_fraction rises step by step)")
-        if self.val_attack == "apgd-ce" and not apgd_available():
-            raise UserError(f"val_attack apgd-ce runs the reference AutoAttack's APGD-CE; {APGD_INSTALL_HINT}")
         if not 0.0 <= self.tail_fraction < 1.0:
             raise UserError(f"tail_fraction must be in [0, 1) (the share of the budget trained at the threat model), "
                             f"got {self.tail_fraction}")

@@ -46,11 +46,11 @@ def test_apgd_validation_is_a_function_of_seed_and_round_and_leaves_the_global_r
     assert trainer.eval_grad_evals == 2 * (ITERS + 1) * round(first["val/clean_acc"] * N)
 
 
-def test_apgd_validation_without_the_eval_extra_is_one_line(monkeypatch):
-    import metaadv.config as config_module
+def test_apgd_validation_without_the_eval_extra_is_one_line(monkeypatch, digits_splits):
+    import metaadv.training.trainer as trainer_module
 
-    monkeypatch.setattr(config_module, "apgd_available", lambda: False)
+    monkeypatch.setattr(trainer_module, "apgd_available", lambda: False)
     with pytest.raises(UserError, match=r"val_attack apgd-ce .*pip install -e '\.\[eval\]'"):
-        TrainConfig.from_dict(CONFIG)
+        TrainingRun(TrainConfig.from_dict(CONFIG), splits=digits_splits)
     with pytest.raises(UserError, match="unknown val_attack"):
         TrainConfig.from_dict({**CONFIG, "val_attack": "aa"})

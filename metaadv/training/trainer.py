@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..attacks.apgd_reference import APGD_INSTALL_HINT, apgd_available
 from ..data import BatchStream, Splits
 from ..errors import UserError
 from ..models import build_model, model_kwargs
@@ -81,6 +82,9 @@ class Trainer:
         if config.controller == "policy" and config.policy_reward_size > len(self.pool_y):
             raise UserError(f"policy_reward_size {config.policy_reward_size} exceeds the validation split "
                             f"({len(self.pool_y)} examples); pass a smaller --policy-reward-size")
+        if config.val_attack == "apgd-ce" and not apgd_available():
+            # Here, not in TrainConfig: a study declares such configs for sizes this machine may never run.
+            raise UserError(f"val_attack apgd-ce runs the reference AutoAttack's APGD-CE; {APGD_INSTALL_HINT}")
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
         self.labeled = self._labeled_mask(config.unlabeled_fraction, config.labels)
         self.method = build_method(config, splits.info, device)
