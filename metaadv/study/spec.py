@@ -173,12 +173,17 @@ class Study:
     def arm_config(self, arm: Arm | str, size: str) -> dict:
         """The trial config of ``arm`` (TrainConfig keys, no seed): the base, the size, the arm.
 
-        Every arm except the fixed schedule gets a round cap the budget always reaches first, and
-        the policy arms get their grids from the one space.
+        Every arm gets a round cap the budget always reaches first, except a fixed schedule counted
+        in rounds (``eps_ramp_rounds`` >= 0: its ramp and lr steps need the rounds its budget buys).
+        A fixed schedule counted in budget fractions is ended by the budget like the rest: its ramp
+        may start with a clean step (eps 0, one pass), which would leave it short at its last round.
+        The policy arms get their grids from the one space.
         """
         arm = self.arm(arm) if isinstance(arm, str) else arm
         values = self.common_config(size)
-        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single":
+        own = {**values, **arm.config, **self.sizes[size].arm_config.get(arm.name, {})}
+        by_rounds = int(own.get("eps_ramp_rounds", -1)) >= 0
+        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single" or not by_rounds:
             values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
         values.update(arm.config)
         values.update(self.sizes[size].arm_config.get(arm.name, {}))
