@@ -97,3 +97,10 @@ def test_a_budgeted_schedule_resumes_exactly(tmp_path):
 def test_bad_ramp_settings_are_one_line(changes, message):
     with pytest.raises(UserError, match=message):
         TrainConfig.from_dict({**BUDGETED, **changes})
+
+
+def test_in_the_tail_eps_holds_its_target_and_lr_still_steps_at_80_percent(digits_splits):
+    seen, run = _steps(digits_splits, tail_fraction=0.5)
+    tail = [r for r in run.rows if r["run/tail"]]
+    assert tail and all(r["hp/eps"] == EPS and r["hp/eps_start"] == EPS for r in tail)
+    assert [lr for _, _, lr in seen] == pytest.approx([LR if s < 0.8 * BUDGET else LR / 10 for s, _, _ in seen])
