@@ -25,6 +25,7 @@ __all__ = ["METHODS", "TrainConfig", "read_config_file"]
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 POLICY_RETURNS = ("immediate", "discounted")
+VAL_ATTACKS = ("pgd", "apgd-ce")
 
 
 
@@ -54,15 +55,20 @@ class TrainConfig:
     gen_step_ratio: float = 0.5
     gen_final_steps: int = 1
     gen_final_ratio: float = 0.5
-    # The fixed schedule: eps ramps linearly to `eps` over the first rounds; lr follows a shape.
+    # The fixed schedule (metaadv/training/controllers.py), counted in fractions of the run: of
+    # budget_grad_evals when set (the cost spent, step by step), else of the rounds. eps ramps
+    # linearly from 0 to `eps` over the first eps_ramp_fraction and holds; lr follows a shape.
     controller: str = "schedule"
     schedule: str = ""  # --controller replay: CSV of round + hp/* columns (metaadv/training/replay.py)
-    eps_ramp_rounds: int = 3
-    eps_ramp_by: str = "step"  # "step": eps rises smoothly within each ramp round; "round": one value per round
+    eps_ramp_fraction: float = 0.2  # 0.2 = the old default, 3 of 15 epochs; 0 = no ramp
+    # -1: the ramp above. >= 0: the old schedule counted in rounds (old configs and checkpoints):
+    # eps ramps over this many rounds (0 = none) and lr steps at round boundaries, budget or not.
+    eps_ramp_rounds: int = -1
+    eps_ramp_by: str = "step"  # with eps_ramp_rounds: "step" rises smoothly within each ramp round; "round": one value per round
     # Default: lr x0.1 for the last fifth of the run (3 of 15 epochs); with the 3-epoch eps ramp this
     # is what lets the default pgd-at beat the reference loop (docs/training.md, "Results").
     lr_schedule: str = "step"
-    lr_milestones: tuple[float, ...] = (0.8,)  # fractions of the rounds, for lr_schedule=step
+    lr_milestones: tuple[float, ...] = (0.8,)  # fractions of the run (of the budget when set), for lr_schedule=step
     lr_gamma: float = 0.1
     # Method specifics.
     vat_xi: float = 1e-2  # VAT finite-difference step, a fraction of each input's L2 norm (metaadv/attacks/vat.py)
@@ -135,9 +141,13 @@ class TrainConfig:
     # config holds the searched steps, and a study's tail trains with its fixed arm's attack.
     tail_steps: int = 0
     tail_step_ratio: float = 0.0
-    # Validation every round: clean and PGD accuracy on a fixed subset of the validation split.
+    # Validation every round: clean and robust accuracy on a fixed subset of the validation split,
+    # under PGD-val_pgd_steps from one fixed start ("pgd"), or the reference APGD-CE ("apgd-ce":
+    # the strong check for validation a search decides on; pyautoattack, the eval extra).
     val_size: int = 500
     val_pgd_steps: int = 10
+    val_attack: str = "pgd"
+    val_apgd_iters: int = 20
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # attack and training steps: fp32, bf16 (autocast), or auto (bf16 where native)
@@ -153,12 +163,22 @@ class TrainConfig:
         _choice("eps_ramp_by", self.eps_ramp_by, ("step", "round"))
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, PRECISIONS)
-        for name in ("rounds", "batch_size", "val_pgd_steps"):
+        _choice("val_attack", self.val_attack, VAL_ATTACKS)
+        for name in ("rounds", "batch_size", "val_pgd_steps", "val_apgd_iters"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps_per_round", "eps_ramp_rounds", "val_size", "budget_grad_evals", "tail_steps", "tail_step_ratio"):
+        for name in ("steps_per_round", "val_size", "budget_grad_evals", "tail_steps", "tail_step_ratio"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.eps_ramp_rounds < -1:
+            raise UserError(f"eps_ramp_rounds must be >= 0 (the old ramp counted in rounds), or -1 to ramp over "
+                            f"eps_ramp_fraction of the run; got {self.eps_ramp_rounds}")
+        if not 0.0 <= self.eps_ramp_fraction <= 1.0:
+            raise UserError(f"eps_ramp_fraction must be in [0, 1] (the share of the budget spent ramping eps), "
+                            f"got {self.eps_ramp_fraction}")
+        if self.eps_ramp_by == "round" and self.eps_ramp_rounds < 0:
+            raise UserError("eps_ramp_by round holds one eps a round of a ramp counted in rounds; give eps_ramp_rounds "
+                            "too (the ramp over eps_ramp_fraction rises step by step)")
         if not 0.0 <= self.tail_fraction < 1.0:
             raise UserError(f"tail_fraction must be in [0, 1) (the share of the budget trained at the threat model), "
                             f"got {self.tail_fraction}")

@@ -36,7 +36,7 @@ def test_the_guard_is_on_for_generator_methods_and_reverts_to_the_best_round(dig
     run = TrainingRun(config, splits=digits_splits)
     values = iter([0.4, 0.6, 0.5, 0.3])  # round 4 falls 0.3 below round 2's 0.6
     real = run.trainer.validate
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real(), "val/robust_acc": next(values)})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real(*a), "val/robust_acc": next(values)})
     snapshots = []
     for _ in range(3):
         row = run.step()
@@ -52,8 +52,8 @@ def test_the_guard_is_on_for_generator_methods_and_reverts_to_the_best_round(dig
 def test_the_guard_also_catches_a_generator_run_that_never_became_robust(digits_splits, monkeypatch):
     run = TrainingRun(tiny(method="meta-generator", co_gap=0.5), splits=digits_splits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.9})
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.05})
+    monkeypatch.setattr(run.trainer, "train_round", lambda *a, **k: {**real_round(*a, **k), "train/adv_acc": 0.9})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real_validate(*a), "val/robust_acc": 0.05})
     with pytest.warns(UserWarning, match="accuracy on its training examples 0.900 exceeds val PGD accuracy"):
         row = run.step()
     assert row["train/co_detected"] == 1 and run.done
@@ -63,7 +63,7 @@ def test_no_co_guard_turns_it_off(digits_splits, monkeypatch):
     run = TrainingRun(tiny(method="meta-generator", co_guard=False), splits=digits_splits)
     values = iter([0.6, 0.1])
     real = run.trainer.validate
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real(), "val/robust_acc": next(values)})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real(*a), "val/robust_acc": next(values)})
     rows = [run.step(), run.step()]
     assert not run.stopped_reason and all("train/co_detected" not in r and "train/grad_align" not in r for r in rows)
     assert not tiny(method="pgd-at").co_guard and tiny(method="pgd-at", co_guard=True).co_guard

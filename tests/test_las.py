@@ -206,3 +206,20 @@ def test_controller_gives_the_schedule_lr_and_the_target_eps():
     hp0, hp4 = run.controller.propose(0), run.controller.propose(4)
     assert hp0.eps == hp4.eps == 0.2 and hp0.eps_start is None  # no ramp: the strategy draws around the target
     assert hp4.lr == pytest.approx(0.1 * hp0.lr)
+
+
+def test_las_holds_the_target_eps_in_every_step_of_a_budget_fraction_schedule_and_keeps_its_lr_step(digits_splits):
+    """The schedule's eps ramp is not LAS's (its strategy draws eps around the target); its lr step is."""
+    from metaadv.config import TrainConfig
+    from metaadv.training.run import TrainingRun
+
+    config = TrainConfig.from_dict({"dataset": "digits", "method": "pgd-at", "controller": "las", "rounds": 20,
+                                    "steps_per_round": 2, "batch_size": 32, "val_size": 32, "val_pgd_steps": 1,
+                                    "budget_grad_evals": 2000, "las_steps": [1, 2], "las_lookahead_size": 8,
+                                    "las_lookahead_steps": 1, "eps": 0.3, "device": "cpu"})
+    run = TrainingRun(config, splits=digits_splits)
+    while not run.done:
+        run.step()
+    assert all(r["hp/eps"] == pytest.approx(0.3) for r in run.rows)
+    lrs = [r["hp/lr"] for r in run.rows]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)  # x0.1 past 80% of the budget

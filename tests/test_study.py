@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import math
 import time
 from pathlib import Path
 
@@ -69,10 +70,11 @@ def test_every_run_stops_at_the_same_per_model_budget_and_sizes_are_big_enough()
     for size, s in STUDY.sizes.items():
         budgets = {STUDY.arm_config(a, size)["budget_grad_evals"] for a in ARMS if a != "fixed-long"}
         assert budgets == {s.budget_grad_evals}
-        # The fixed schedule (PGD-10: 11 passes per example) ends exactly at its last round.
+        # The budget is the size's rounds of the fixed schedule (PGD-10: 11 passes per example), and
+        # the budget ends it, not its rounds: its eps ramp starts with a clean step (one pass).
         c = STUDY.arm_config("fixed", size)
         per_round = 11 * (c["batch_size"] * c["steps_per_round"] or 3500)  # an epoch: mnist5k's 3,500 examples
-        assert s.budget_grad_evals == c["rounds"] * per_round
+        assert s.budget_grad_evals == STUDY.fixed_rounds(size) * per_round < c["rounds"] * per_round
         # A cheaper attack buys more rounds: only the budget stops PGD-4.
         assert STUDY.arm_config("fixed-pgd4", size)["rounds"] * 5 * per_round / 11 > s.budget_grad_evals
     assert STUDY.sizes["medium"].seeds >= 5 and STUDY.sizes["medium"].populations >= 3
@@ -84,7 +86,7 @@ def test_fixed_long_trains_at_the_searched_arms_declared_cost_b_one_model_per_po
         pbt = {**STUDY.pbt, **s.pbt}
         searched = STUDY.arm_config("searched", size)
         reads = 1 + s.budget_grad_evals // pbt["perturbation_interval"]  # each member: every interval, and the pick
-        read = searched["val_size"] * (searched.get("val_apgd_iters", 20) if searched.get("val_attack", "pgd") != "pgd"
+        read = searched["val_size"] * (searched.get("val_apgd_iters", 20) + 1 if searched.get("val_attack", "pgd") != "pgd"
                                        else searched["val_pgd_steps"])
         assert c["budget_grad_evals"] == s.population * (s.budget_grad_evals + reads * read)
         assert c["controller"] == "schedule" and c["rounds"] * 11 * (c["batch_size"] * c["steps_per_round"] or 3500) \
@@ -95,6 +97,32 @@ def test_fixed_long_trains_at_the_searched_arms_declared_cost_b_one_model_per_po
 
     (unit,) = [u for u in phase1_units(STUDY, STUDY.sizes["medium"]) if u.arm.name == "fixed-long"]
     assert unit.seeds == tuple(range(1, STUDY.sizes["medium"].populations + 1))  # paired with the populations
+
+
+def test_pbt_at_medium_and_full_decides_often_one_dimension_at_a_time_on_apgd_ce():
+    # Issue 21, faults 6 and 7: populations of 8 (2 clones a decision), a decision every tenth of the
+    # budget or finer (also in rounds: PBT decides when a trial reports), one key explored at a time,
+    # and the decisions read the reference APGD-CE on 200 digits. The smoke keeps a population of 4.
+    from metaadv.study.units import Runner, phase1_units
+    from metaadv.tune.schedulers import build_scheduler
+
+    assert STUDY.sizes["smoke"].population == 4 and STUDY.sizes["smoke"].populations == 1
+    for size in ("medium", "full"):
+        s = STUDY.sizes[size]
+        unit = next(u for u in phase1_units(STUDY, s) if u.scheduler == "pbt")
+        scheduler = build_scheduler(Runner(STUDY, _Opts(size), None, None).experiment(unit), size)
+        assert s.population == 8 and math.ceil(s.population * scheduler._quantile_fraction) == 2
+        assert 0 < scheduler._perturbation_interval <= s.budget_grad_evals / 10
+        assert s.pbt["burn_in_period"] <= s.budget_grad_evals / 10 and scheduler._one_dim_space == SPACE
+        searched = STUDY.arm_config("searched", size)
+        assert (searched["val_attack"], searched["val_apgd_iters"], searched["val_size"]) == ("apgd-ce", 20, 200)
+        assert STUDY.arm_config("fixed", size).get("val_attack", "pgd") == "pgd"  # logging only elsewhere
+        # A PGD-10 round (11 passes an example) reports within a tenth of the budget; a PGD-1 round
+        # (2 passes) still reaches the budget within the round cap; the replay trains the same rounds.
+        examples = searched["batch_size"] * searched["steps_per_round"] or 3500
+        assert 11 * examples <= s.budget_grad_evals / 10 or 11 * examples <= scheduler._perturbation_interval
+        assert searched["rounds"] * 2 * examples >= s.budget_grad_evals
+        assert STUDY.arm_config("replay-searched", size)["steps_per_round"] == searched["steps_per_round"]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -412,7 +440,8 @@ def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_l
     from metaadv.tune.runner import _stop
     from metaadv.study import derive, units
 
-    study = STUDY.replace(arms=(LEARNED, REPLAY_LEARNED), contrasts=(), aim={})
+    # Two arms, so only the size whose arm_config names none of the others.
+    study = STUDY.replace(arms=(LEARNED, REPLAY_LEARNED), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
     row = {"hp/eps": 0.15, "hp/steps": 3, "hp/lr": 1e-3}
     sources = {1: ("learned-seed2", [{"round": r, **row} for r in range(1, 10)]),  # 9 rounds
                2: ("learned-seed1", [{"round": r, **row} for r in range(1, 11)])}  # 10 rounds
@@ -506,7 +535,8 @@ def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the
     from metaadv.tune.schedulers import param_space
 
     study = STUDY.replace(arms=(Arm("pgd-k", "tuned", "the best PGD-k", {"controller": "schedule", "step_ratio": 0.5},
-                                    space={"steps": Grid(2, 3, 4, 5)}, search="grid"),), contrasts=(), aim={})
+                                    space={"steps": Grid(2, 3, 4, 5)}, search="grid"),), contrasts=(), aim={},
+                          sizes={"tiny": STUDY.sizes["tiny"]})
     size = study.sizes["tiny"]
     (unit,) = phase1_units(study, size)
     assert unit.trials == 4 * size.search_samples == study.planned("pgd-k", "tiny")[0] - size.seeds
@@ -520,7 +550,7 @@ def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the
     assert best_config(trials, ["steps"]) == {"steps": 4}
     with pytest.raises(UserError, match="grid search needs Grid"):
         STUDY.replace(arms=(Arm("x", "tuned", "x", space={"lr": __import__("metaadv.tune.space", fromlist=["Range"]).Range(
-            1e-4, 1e-3)}, search="grid"),), contrasts=(), aim={})
+            1e-4, 1e-3)}, search="grid"),), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
 
 
 def _Runner(study):

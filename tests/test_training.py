@@ -185,10 +185,12 @@ def test_row_has_the_contract_columns_and_costs_add_up(digits):
     rows = [run.step() for _ in range(2)]
     assert ROW_KEYS <= set(rows[0])
     assert [r["round"] for r in rows] == [1, 2]
-    # round 1 uses eps 0.1 (ramp), 4 steps of 32 examples, 3 attack steps + 1 update each
-    assert rows[0]["hp/eps"] == pytest.approx(0.1)
-    assert rows[0]["cost/grad_evals"] == 4 * 32 * (3 + 1)
-    assert rows[1]["cost/grad_evals"] == 2 * rows[0]["cost/grad_evals"]
+    # round 1 ramps eps from 0 over the first 0.2 of the 3 rounds (its steps start at 0, 1/12, 2/12 and
+    # 3/12 of the run: eps 0, 0.125, 0.25, 0.3); 4 steps of 32 examples, 3 attack steps + 1 update each
+    assert (rows[0]["hp/eps_start"], rows[0]["hp/eps"]) == pytest.approx((0.0, 0.3))
+    # (the first step, at eps 0, trains on clean examples: one pass each)
+    assert rows[0]["cost/grad_evals"] == 32 * 1 + 3 * 32 * (3 + 1)
+    assert rows[1]["cost/grad_evals"] == rows[0]["cost/grad_evals"] + 4 * 32 * (3 + 1)
     assert rows[1]["cost/reward_grad_evals"] == 0  # only the policy controller checks a reward
     assert rows[1]["cost/seconds"] > rows[0]["cost/seconds"] > 0
     assert rows[0]["val/eps"] == 0.3 and 0 <= rows[1]["val/robust_acc"] <= rows[1]["val/clean_acc"] <= 1
@@ -235,7 +237,7 @@ def test_fast_at_reverts_and_stops_on_catastrophic_overfitting(digits, monkeypat
     run = TrainingRun(tiny(method="fast-at", rounds=5), splits=digits)
     robust = iter([0.6, 0.2])
     real_validate = run.trainer.validate
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": next(robust)})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real_validate(*a), "val/robust_acc": next(robust)})
     run.step()
     weights = {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
     with pytest.warns(UserWarning, match="catastrophic overfitting"):
@@ -256,7 +258,7 @@ def _fast_at_with_robust_acc(digits, monkeypatch, robust: list[float]):
     run = TrainingRun(tiny(method="fast-at", rounds=6, co_threshold=0.2), splits=digits)
     values = iter(robust)
     real_validate = run.trainer.validate
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": next(values)})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real_validate(*a), "val/robust_acc": next(values)})
     return run
 
 
@@ -293,8 +295,8 @@ def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatc
     # and only once eps has reached its target (during the ramp the two eps differ).
     run = TrainingRun(tiny(method="fast-at", rounds=6, eps_ramp_rounds=2, co_gap=0.5), splits=digits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.9})
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.05})
+    monkeypatch.setattr(run.trainer, "train_round", lambda *a, **k: {**real_round(*a, **k), "train/adv_acc": 0.9})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real_validate(*a), "val/robust_acc": 0.05})
     rows = [run.step()]
     with pytest.warns(UserWarning, match="catastrophic overfitting"):
         rows.append(run.step())
@@ -305,8 +307,8 @@ def test_fast_at_guard_catches_a_run_that_never_became_robust(digits, monkeypatc
 def test_fast_at_guard_leaves_a_small_gap_alone(digits, monkeypatch):
     run = TrainingRun(tiny(method="fast-at", rounds=3, eps_ramp_rounds=0, co_gap=0.5), splits=digits)
     real_round, real_validate = run.trainer.train_round, run.trainer.validate
-    monkeypatch.setattr(run.trainer, "train_round", lambda hp, *args: {**real_round(hp, *args), "train/adv_acc": 0.7})
-    monkeypatch.setattr(run.trainer, "validate", lambda: {**real_validate(), "val/robust_acc": 0.4})
+    monkeypatch.setattr(run.trainer, "train_round", lambda *a, **k: {**real_round(*a, **k), "train/adv_acc": 0.7})
+    monkeypatch.setattr(run.trainer, "validate", lambda *a: {**real_validate(*a), "val/robust_acc": 0.4})
     assert [run.step()["train/co_detected"] for _ in range(3)] == [0, 0, 0] and not run.stopped_reason
 
 
@@ -354,7 +356,7 @@ def test_smooth_ramp_rises_within_each_ramp_round(digits):
     assert [(round(h.eps_start, 6), round(h.eps, 6)) for h in hps[:3]] == [(0.0, 0.1), (0.1, 0.2), (0.2, 0.3)]
     assert hps[3].eps_start is None and hps[3].as_row()["hp/eps_start"] == 0.3
     assert hps[0].at_fraction(0.5).eps == pytest.approx(0.05)
-    assert ScheduleController(tiny(eps_ramp_by="round")).propose(0).eps_start is None
+    assert ScheduleController(tiny(eps_ramp_rounds=3, eps_ramp_by="round")).propose(0).eps_start is None
 
 
 def test_trainer_uses_the_within_round_eps(digits, monkeypatch):

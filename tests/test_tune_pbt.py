@@ -181,3 +181,51 @@ def test_lineage_files_come_back_from_storage_ahead_of_new_lines(tmp_path):
     (staging / "pbt_global.txt").write_text('["a"]\n["b"]\n["c"]\n')
     restore_lineage_files(pyarrow.fs.LocalFileSystem(), str(stored), str(staging))
     assert (staging / "pbt_global.txt").read_text() == '["a"]\n["b"]\n["c"]\n'
+
+
+# --- one dimension at a time (issue 21, fault 6) ----------------------------------------------
+
+EDGES = {"steps": Grid(1, 2, 3), "lr": LogRange(1e-3, 1.1e-3), "adv_mix": Range(0.5, 0.55), "eps": Grid(0.1, 0.3)}
+
+
+@pytest.mark.parametrize("resample", [0.0, 0.25, 1.0])
+def test_the_one_dimension_explore_changes_exactly_one_key_inside_the_space(resample):
+    from metaadv.tune.space import explore_one_dimension
+
+    rng = random.Random(0)
+    donors = [{"steps": 1, "lr": 1.1e-3, "adv_mix": 0.5, "eps": 0.3, "other": 7},  # at the ends of every dimension
+              {"steps": 2, "lr": 1.05e-3, "adv_mix": 0.52, "eps": 0.1, "other": 7}]
+    moved = set()
+    for i in range(200):
+        donor = donors[i % 2]
+        new, ops = explore_one_dimension(donor, EDGES, rng, resample_probability=resample)
+        changed = [k for k in donor if new[k] != donor[k]]
+        assert len(changed) == 1 and list(ops) == changed, (donor, new, ops)
+        assert fit_to_space(new, EDGES) == new  # inside the declared space, on the grids
+        if isinstance(EDGES[changed[0]], Grid) and resample == 0.0:
+            values = EDGES[changed[0]].values
+            assert abs(values.index(new[changed[0]]) - values.index(donor[changed[0]])) == 1  # a neighbour
+        moved.add(changed[0])
+    assert moved == set(EDGES)  # each dimension gets its turn
+
+
+def test_one_dim_pbt_explores_one_key_where_rays_perturbs_them_all():
+    donor = FakeTrial("0", {"steps": 2, "lr": 1.05e-3, "adv_mix": 0.52})
+    counts = {}
+    for one_dim in (False, True):
+        sched = _scheduler(scheduler_options={"perturbation_interval": 2, "quantile_fraction": 0.25,
+                                              "resample_probability": 0.25, "one_dim": one_dim})
+        counts[one_dim] = []
+        for _ in range(30):
+            with sched.own_random():
+                new, _ = sched._get_new_config(FakeTrial("1", dict(donor.config)), donor)
+            counts[one_dim].append(sum(new[k] != donor.config[k] for k in donor.config))
+    assert set(counts[True]) == {1}
+    assert max(counts[False]) == 3  # Ray's explore moves every key at once
+
+
+def test_one_dim_is_a_pbt_option():
+    with pytest.raises(UserError, match="one_dim .* is a PBT option"):
+        _exp(scheduler="pb2", scheduler_options={"perturbation_interval": 2, "one_dim": True})
+    with pytest.raises(UserError, match="one_dim is true or false"):
+        _exp(scheduler_options={"perturbation_interval": 2, "one_dim": "yes"})

@@ -100,6 +100,20 @@ def test_pbt_exploit_continues_from_the_donor_checkpoint_with_the_mutated_hyperp
     assert checked >= 1, "no exploited trial trained on after its exploit"
 
 
+def test_one_dim_pbt_logs_exploits_that_change_one_hyperparameter(ray_address, tmp_path):
+    # Ray's explore step moves all five keys at once; with one_dim each exploit's new config is the
+    # donor's with exactly one key changed, as PBT's own log records it.
+    exp = _tiny("pbt_one_dim", rounds=8, samples=4, scheduler="pbt",
+                scheduler_options={"perturbation_interval": 2, "quantile_fraction": 0.5, "resample_probability": 0.25,
+                                   "one_dim": True})
+    grid = run_experiment(exp, RunOptions(size="smoke", storage=str(tmp_path), verbose=0))
+    lines = [json.loads(line) for line in (Path(grid.experiment_path) / "pbt_global.txt").read_text().splitlines() if line]
+    assert not grid.errors and lines, "no exploit happened"
+    for _, _, _, _, donor_config, new_config in lines:
+        assert len([k for k in HPS if new_config[k] != donor_config[k]]) == 1, (donor_config, new_config)
+        assert {k: v for k, v in new_config.items() if k not in HPS} == {k: v for k, v in donor_config.items() if k not in HPS}
+
+
 def test_asha_with_optuna_stops_weak_trials_early(ray_address, tmp_path):
     exp = _tiny("asha_tiny", rounds=4, samples=6, max_concurrent=2, scheduler="asha", searcher="optuna",
                 scheduler_options={"grace_period": 1, "reduction_factor": 2},

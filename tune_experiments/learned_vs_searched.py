@@ -80,16 +80,27 @@ AIM = {"min_effect": 0.03, "planned_seeds": 10,
        "contrasts": ["las - fixed-pgd4", "policy - fixed-pgd4", "replay-searched - fixed-pgd4", "searched - fixed-long"]}
 
 # One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
-# the fixed schedule's rounds of PGD-10, so it ends exactly at its last round.
+# the fixed schedule's rounds of PGD-10 (its ramp's first step, at eps 0, is clean and cheaper, so the
+# budget ends it one step into the next round). It ramps eps over the first 20% of the budget and
+# drops lr at 80% of it, step by step (TrainConfig eps_ramp_fraction, lr_milestones).
 #
 # PBT counts time in training grad evals (STUDY.pbt_time_attr): it perturbs every
-# ``perturbation_interval`` grad evals, one PGD-10 round's worth (two at full), whatever each
-# trial's rounds cost, so a PGD-1 trial is not judged after a tenth of the work of a PGD-10 one.
+# ``perturbation_interval`` grad evals whatever each trial's rounds cost, so a PGD-1 trial is not
+# judged after a tenth of the work of a PGD-10 one. At medium and full that is a tenth of the budget
+# or less, in populations of 8 (quantile 0.25: the bottom 2 clone the top 2 at each decision), and
+# each exploit changes one hyperparameter (STUDY.pbt one_dim). PBT decides only when a trial
+# reports, once a round: at medium the searched arm's rounds are 17 steps (a PGD-10 round is then
+# 18,700 grad evals, under a tenth of the budget; an epoch would be a fifth), and its replay trains
+# the lineage with the same rounds. Its decisions read APGD-CE (20 iterations, 200 digits; issue 21):
+# PGD-10 from one start rated single-step training 23 points too high and the searches picked PGD-1.
 #
 # The policy arms' reward check (``policy``: PGD-k twice and FGSM on a fresh batch of n validation
 # examples, (2k + 1) n grad evals a round, paid by learned, random-policy and transfer-learned
 # alike) is sized to about a tenth of a PGD-10 round (10-14%; 19-26% of the policy's average round,
 # which mixes PGD-1..10): enough examples for a paired difference, not a second budget.
+# Validation that informs the searched arm's decisions (PBT's ranking): the reference APGD-CE.
+SEARCH_VALIDATION = {"val_attack": "apgd-ce", "val_apgd_iters": 20, "val_size": 200}
+
 SIZES = {
     # Tests: digits, seconds per arm.
     "tiny": StudySize(
@@ -113,13 +124,17 @@ SIZES = {
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
-        seeds=5, search_samples=8, populations=3, population=4, budget_grad_evals=5 * 11 * 3500,
+        seeds=5, search_samples=8, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
         corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) for every model; the standard "
                 "AutoAttack for each arm's best only",
-        pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},
+        pbt={"perturbation_interval": 19_250, "burn_in_period": 19_250},  # a tenth of the budget
         policy={"policy_reward_size": 200, "policy_reward_steps": 10}, episodes=64, episode_parallel=2,
+        # 17-step rounds: PGD-1 (3,400 grad evals a round) needs 57 to reach the budget, past the 55 rounds
+        # every non-fixed arm may run (spec.ROUND_CAP x 5); the replay's rounds are its lineage's.
+        arm_config={"searched": {**SEARCH_VALIDATION, "steps_per_round": 17, "rounds": 110},
+                    "replay-searched": {"steps_per_round": 17}},
         # Each arm's best model (by the fast verdict) judged again by the standard AutoAttack.
         judge={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
@@ -128,13 +143,14 @@ SIZES = {
         config={"rounds": 15, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 20},
         evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
         corners="none",
-        pbt={"perturbation_interval": 77_000, "burn_in_period": 77_000},
-        policy={"policy_reward_size": 250, "policy_reward_steps": 10}, episodes=128, episode_parallel=16),
+        pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},  # a PGD-10 round, a fifteenth of the budget
+        policy={"policy_reward_size": 250, "policy_reward_steps": 10}, episodes=128, episode_parallel=16,
+        arm_config={"searched": SEARCH_VALIDATION}),
 }
 
 STUDY = Study(
     name="learned_vs_searched",
     description="learned (REINFORCE policy) vs searched (PBT) PGD-AT schedules on mnist5k at equal cost, with controls",
     base=BASE, space=SPACE, arms=ARMS, sizes=SIZES, contrasts=CONTRASTS, aim=AIM,
-    pbt={"quantile_fraction": 0.25, "resample_probability": 0.25},
+    pbt={"quantile_fraction": 0.25, "resample_probability": 0.25, "one_dim": True},
 )

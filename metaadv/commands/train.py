@@ -37,10 +37,13 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--controller", default=S, help="who picks the hyperparameters each round: schedule (default), policy, replay, or las (the schedule, with a learned attack per example)")
     s.add_argument("--schedule", default=S, metavar="FILE",
                    help="--controller replay: CSV of round and hp/* columns (a metrics.csv works); its values replace the schedule's")
-    s.add_argument("--eps-ramp-rounds", type=int, default=S, help="ramp eps linearly over this many rounds (default 3; 0 = off)")
-    s.add_argument("--eps-ramp-by", default=S, help="step (default: eps rises smoothly within each ramp round) or round (one value per round)")
+    s.add_argument("--eps-ramp-fraction", type=float, default=S,
+                   help="ramp eps linearly over this share of the budget (of the rounds without one), step by step (default 0.2; 0 = off)")
+    s.add_argument("--eps-ramp-rounds", type=int, default=S,
+                   help="the old schedule counted in rounds: ramp eps over this many rounds (0 = off), lr milestones at round boundaries (default -1: use --eps-ramp-fraction)")
+    s.add_argument("--eps-ramp-by", default=S, help="with --eps-ramp-rounds: step (default: eps rises smoothly within each ramp round) or round (one value per round)")
     s.add_argument("--lr-schedule", default=S, help=f"one of {', '.join(LR_SCHEDULES)} (default {d.lr_schedule})")
-    s.add_argument("--lr-milestones", type=float, nargs="+", default=S, help=f"fractions of the run where lr steps (default {' '.join(map(str, d.lr_milestones))})")
+    s.add_argument("--lr-milestones", type=float, nargs="+", default=S, help=f"fractions of the run (of the budget when set) where lr steps (default {' '.join(map(str, d.lr_milestones))})")
     s.add_argument("--lr-gamma", type=float, default=S, help="lr factor at each milestone (default 0.1)")
     m = p.add_argument_group("method specifics")
     m.add_argument("--vat-xi", type=float, default=S, help="VAT power-iteration step, a fraction of each input's L2 norm (default 1e-2)")
@@ -56,6 +59,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("validation, data and device")
     v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
     v.add_argument("--val-pgd-steps", type=int, default=S, help="PGD steps of the per-round robust check (default 10)")
+    v.add_argument("--val-attack", default=S, help="attack of the per-round robust check: pgd (default; PGD-N from one fixed start) "
+                   "or apgd-ce (the reference AutoAttack's APGD-CE, seeded by seed and round; the eval extra)")
+    v.add_argument("--val-apgd-iters", type=int, default=S, help="--val-attack apgd-ce: its iterations (default 20)")
     v.add_argument("--seed", type=int, default=S, help="(default 0)")
     v.add_argument("--device", default=S, help="auto, cpu or cuda (default auto)")
     v.add_argument("--precision", default=S, help="attack and training steps: fp32 (default), bf16 (autocast), "

@@ -225,15 +225,17 @@ class Study:
     def arm_config(self, arm: Arm | str, size: str) -> dict:
         """The trial config of ``arm`` (TrainConfig keys, no seed): the base, the size, the arm.
 
-        Every arm except the fixed schedule gets a round cap the budget always reaches first, and
-        the policy arms get their grids from the one space.
+        Every arm gets a round cap the budget always reaches first, except a fixed schedule counted
+        in rounds (``eps_ramp_rounds`` >= 0: its ramp and lr steps need the rounds its budget buys).
+        A fixed schedule counted in budget fractions is ended by the budget like the rest: its ramp
+        may start with a clean step (eps 0, one pass), which would leave it short at its last round.
+        The policy arms get their grids from the one space.
         """
         arm = self.arm(arm) if isinstance(arm, str) else arm
         values = self.common_config(size)
-        # The fixed schedule's rounds are exactly its budget; any other arm (a controller, a search,
-        # a cheaper attack: PGD-4 buys more rounds than PGD-10) runs until the budget stops it.
-        cheaper = arm.config.get("steps", values.get("steps")) != values.get("steps")
-        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single" or cheaper:
+        own = {**values, **arm.config, **self.sizes[size].arm_config.get(arm.name, {})}
+        by_rounds = int(own.get("eps_ramp_rounds", -1)) >= 0
+        if arm.config.get("controller", "schedule") != "schedule" or arm.kind != "single" or not by_rounds:
             values["rounds"] = ROUND_CAP * self.fixed_rounds(size)
         values.update(arm.config)
         values.update(self.sizes[size].arm_config.get(arm.name, {}))
@@ -267,13 +269,15 @@ class Study:
         training (every member runs to the per-model budget: an exploit restores a donor's weights,
         the member's own work goes on) plus the validations its decisions read (per member, one at
         each perturbation point after burn-in and one for the final pick; each costs the arm's
-        validation attack on its validation examples). ``analysis.cost`` measures the same from the rows."""
+        validation attack on its validation examples, at most: APGD-CE attacks only those it
+        classifies correctly). ``analysis.cost`` measures the same from the rows."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         s, c = self.sizes[size], self.arm_config(arm, size)
         pbt = {**self.pbt, **s.pbt}
         interval, burn_in = float(pbt.get("perturbation_interval") or 0), float(pbt.get("burn_in_period") or 0)
         reads = 1 + (int(s.budget_grad_evals // interval) if interval and burn_in <= s.budget_grad_evals else 0)
-        steps = c.get("val_apgd_iters", 20) if c.get("val_attack", "pgd") != "pgd" else c.get("val_pgd_steps", TrainConfig.val_pgd_steps)
+        # APGD-CE: (iterations + 1) passes per example it attacks (the correctly classified ones: at most all).
+        steps = c.get("val_apgd_iters", 20) + 1 if c.get("val_attack", "pgd") != "pgd" else c.get("val_pgd_steps", TrainConfig.val_pgd_steps)
         read_cost = int(steps) * int(c.get("val_size", TrainConfig.val_size))
         return int(s.population * (s.budget_grad_evals + reads * read_cost))
 

@@ -249,5 +249,12 @@ class LasController(ScheduleController):
     def propose(self, round_index: int) -> HParams:
         return super().propose(round_index).replace(eps=self.target.eps, eps_start=None)
 
+    def step_schedule(self, round_index: int):
+        """The schedule's per-step lr (counted in budget fractions), eps held at the target."""
+        at_step = super().step_schedule(round_index)
+        if at_step is None:
+            return None
+        return lambda *step: at_step(*step).replace(eps=self.target.eps, eps_start=None)
+
 
 register_controller("las", LasController)

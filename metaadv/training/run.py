@@ -62,22 +62,29 @@ class TrainingRun:
         return self.round >= math.ceil((1.0 - f) * self.config.rounds)
 
     def _propose(self) -> tuple:
-        """The round's hyperparameters and whether the controller chose them (not in the tail).
+        """The round's hyperparameters, whether the controller chose them (not in the tail), and
+        the controller's per-step schedule of the round (``at_step``, or None).
 
-        In the tail: the target eps and the configured attack (``tail_steps``, ``tail_step_ratio`` where set). The lr is what a schedule gives the
-        round (a fixed or replayed schedule's, its final decay included); a controller that acts
-        on its own measurements (the policy: proposing is a decision it must learn from) is not
-        asked, and the lr of its last round holds.
+        In the tail: the target eps and the configured attack (``tail_steps``, ``tail_step_ratio`` where
+        set). The lr is what a schedule gives the round (a fixed or replayed schedule's, its final decay
+        included, step by step where the schedule counts steps); a controller that acts on its own
+        measurements (the policy: proposing is a decision it must learn from) is not asked, and the lr
+        of its last round holds.
         """
+        step_schedule = getattr(self.controller, "step_schedule", None)
+        at_step = step_schedule(self.round) if step_schedule else None
         if not self.in_tail():
-            return self.controller.propose(self.round), True
+            return self.controller.propose(self.round), True, at_step
         if getattr(self.controller, "wants_reward_check", False):
             lr = self.rows[-1]["hp/lr"] if self.rows else self.config.lr
         else:
             lr = self.controller.propose(self.round).lr
         c = self.config
         attack = {k: v for k, v in (("steps", c.tail_steps), ("step_ratio", c.tail_step_ratio)) if v}
-        return c.hparams().replace(lr=lr, **attack), False
+        held = c.hparams().replace(lr=lr, **attack)
+        if at_step is not None:
+            return held, False, lambda *step: held.replace(lr=at_step(*step).lr)
+        return held, False, None
 
     @property
     def round(self) -> int:
@@ -92,7 +99,7 @@ class TrainingRun:
     def step(self) -> dict:
         """Train and measure one round; return its metrics row."""
         start = time.perf_counter()
-        hp, chosen = self._propose()
+        hp, chosen, at_step = self._propose()
         # Optional: a controller that learns from its own measurement (the policy) gets it on a
         # fresh batch, before and after the round, paid for in cost/reward_grad_evals. Tail rounds
         # are not its choices: it neither measures nor learns from them.
@@ -100,8 +107,9 @@ class TrainingRun:
         reward = self.trainer.reward_check(self.round, before=True) if check else {}
         guard = self.config.co_guard
         before = copy.deepcopy(self.trainer.model.state_dict()) if guard else None
-        train = self.trainer.train_round(hp, chosen)
-        val = self.trainer.validate()
+        train = self.trainer.train_round(hp, at_step, chosen=chosen)
+        hp = self.trainer.round_hp  # with a per-step schedule: the first step's eps to the last step's values
+        val = self.trainer.validate(self.round)
         if check:
             reward.update(self.trainer.reward_check(self.round, before=False))
         extras = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..attacks.apgd_reference import APGD_INSTALL_HINT, apgd_available
 from ..data import BatchStream, Splits
 from ..errors import UserError
 from ..models import build_model, model_kwargs
@@ -16,11 +17,12 @@ from .las import KL_SIZE, LasStrategy, check_las_workers
 from .methods import StepContext, build_method
 from .parallel import SINGLE_PROCESS, DataParallel
 from .precision import resolve_precision, with_precision
-from .validation import accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator
+from .validation import accuracy, apgd_accuracy, grad_alignment, pgd_accuracy, reward_check, round_generator, round_seed
 
 __all__ = ["DivergedError", "GRAD_ALIGN_SIZE", "Trainer", "balanced_labels", "resolve_device"]
 
 GRAD_ALIGN_SIZE = 100  # training examples of the per-round gradient-alignment check (the first ones, fixed)
+APGD_STREAM = 4  # round_seed's stream of the per-round APGD-CE validation (1-3: the reward check, grad_align)
 
 
 class DivergedError(RuntimeError):
@@ -81,6 +83,9 @@ class Trainer:
         if config.controller == "policy" and config.policy_reward_size > len(self.pool_y):
             raise UserError(f"policy_reward_size {config.policy_reward_size} exceeds the validation split "
                             f"({len(self.pool_y)} examples); pass a smaller --policy-reward-size")
+        if config.val_attack == "apgd-ce" and not apgd_available():
+            # Here, not in TrainConfig: a study declares such configs for sizes this machine may never run.
+            raise UserError(f"val_attack apgd-ce runs the reference AutoAttack's APGD-CE; {APGD_INSTALL_HINT}")
         self.stream = BatchStream(len(self.train_x), config.batch_size, config.seed, device)
         self.labeled = self._labeled_mask(config.unlabeled_fraction, config.labels)
         self.method = build_method(config, splits.info, device)
@@ -99,6 +104,7 @@ class Trainer:
             self.las = LasStrategy(config, splits.info, device)
             self.kl_x = self.pool_x[:KL_SIZE]
         self.global_step = 0
+        self.round_hp: HParams | None = None  # what the last round trained with, as its row shows it (train_round)
         self.grad_evals = 0  # training forward+backward passes, summed over examples
         self.eval_grad_evals = 0  # the same for the per-round validation attack
         self.reward_grad_evals = 0  # the same for the policy's reward check (a decision cost)
@@ -123,8 +129,14 @@ class Trainer:
         # run draws exactly what the uninterrupted run drew, with no RNG state to save.
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.global_step)
 
-    def train_round(self, hp: HParams, chosen: bool = True) -> dict[str, float]:
+    def train_round(self, hp: HParams, at_step=None, chosen: bool = True) -> dict[str, float]:
         """Train one round (an epoch, or ``steps_per_round`` steps); returns the ``train/*`` metrics.
+
+        Each step trains with ``at_step(spent, i, n_steps)`` when given (a schedule counted in the
+        cost: ``spent`` is the training cost of every process before step ``i``), else with
+        ``hp`` at the step's share of the round (its within-round ramp). :attr:`round_hp` is then
+        what the round's row shows: ``hp``, or the last step's values with ``eps_start`` the first
+        step's eps.
 
         ``chosen``: the controller chose this round (False in the threat model's tail): only then does a
         per-example strategy (``--controller las``) plan the attacks and learn; in the tail ``hp``'s
@@ -141,6 +153,7 @@ class Trainer:
         the same step.
         """
         self._set_hparams(hp)
+        first = step_hp = hp
         n_steps = self.config.steps_per_round or self.stream.steps_left_in_epoch()
         self.model.train()
         dp = self.parallel
@@ -150,7 +163,12 @@ class Trainer:
         las = self.las is not None and chosen
         budget, spent = self.config.budget_grad_evals, self.grad_evals  # every process's work before this round
         for i in range(n_steps):
-            step_hp = hp.at_fraction((i + 1) / n_steps)
+            if at_step is None:
+                step_hp = hp.at_fraction((i + 1) / n_steps)
+            else:
+                step_hp = at_step(spent, i, n_steps)
+                self._set_hparams(step_hp)
+                first = step_hp if i == 0 else first
             shard = dp.shard(self.stream.next_indices())
             idx = shard.indices
             x, y = self.train_x[idx], self.train_y[idx]
@@ -177,10 +195,11 @@ class Trainer:
             self.grad_evals += local  # this process's work so far: what a diverged round reports
             grad_evals += local
             self.global_step += 1
-            if budget:
+            if budget or at_step is not None:
                 spent += round(dp.sum(torch.tensor(float(local), dtype=torch.float64, device=self.device)).item())
-                if spent >= budget:
+                if budget and spent >= budget:
                     break
+        self.round_hp = hp if at_step is None else step_hp.replace(eps_start=None if first.eps == step_hp.eps else first.eps)
         counts = dp.sum(torch.stack([correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=self.device),
                                      torch.tensor(float(grad_evals), dtype=torch.float64, device=self.device)]))
         correct_total, seen_total, grad_evals_total = counts.tolist()
@@ -189,13 +208,24 @@ class Trainer:
         return {"train/loss": loss_sum.item() / seen_total, "train/adv_acc": correct_total / seen_total,
                 **self.method.round_metrics(), **extra}
 
-    def validate(self) -> dict[str, float]:
-        """``val/*`` metrics at the threat model's target eps with PGD-``val_pgd_steps``."""
+    def validate(self, round_index: int = 0) -> dict[str, float]:
+        """``val/*`` metrics at the threat model's target eps on the fixed validation subset.
+
+        ``val_attack: pgd``: PGD-``val_pgd_steps`` from one fixed start, ``val_pgd_steps`` passes
+        per example. ``apgd-ce``: the reference APGD-CE with ``val_apgd_iters`` iterations, its
+        random start seeded by (seed, ``round_index``), ``val_apgd_iters + 1`` passes per example
+        it attacks (those classified correctly). Either way the passes count in
+        ``cost/eval_grad_evals``."""
         c = self.config
         clean = accuracy(self.model, self.val_x, self.val_y)
-        robust = pgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, steps=c.val_pgd_steps, norm=c.norm)
-        if c.eps > 0:
-            self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
+        if c.val_attack == "apgd-ce":
+            robust, passes = apgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, norm=c.norm,
+                                           iters=c.val_apgd_iters, seed=round_seed(c.seed, round_index, APGD_STREAM))
+            self.eval_grad_evals += passes
+        else:
+            robust = pgd_accuracy(self.model, self.val_x, self.val_y, eps=c.eps, steps=c.val_pgd_steps, norm=c.norm)
+            if c.eps > 0:
+                self.eval_grad_evals += c.val_pgd_steps * len(self.val_y)
         return {"val/clean_acc": clean, "val/robust_acc": robust, "val/eps": c.eps}
 
     def grad_align(self, round_index: int) -> float:

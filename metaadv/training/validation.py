@@ -2,7 +2,8 @@
 
 ``pgd_accuracy`` on a fixed subset is the logged ``val/*`` check: seeded, so the same weights
 always give the same numbers; run at the threat model's target eps (not the ramped training eps),
-so rounds are comparable along a run and across runs. ``reward_check`` is the REINFORCE policy's
+so rounds are comparable along a run and across runs. ``apgd_accuracy`` (the reference APGD-CE,
+``val_attack: apgd-ce``) is the stronger check for validation that informs a search's decisions. ``reward_check`` is the REINFORCE policy's
 own measurement on a fresh batch each round (see metaadv/training/policy.py). ``grad_alignment``
 is the catastrophic-overfitting guard's early warning (``train/grad_align``).
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from ..attacks import cross_entropy, fgsm, frozen_eval, pgd
+from ..attacks.apgd_reference import apgd_ce
 from ..attacks._common import input_grad
 from ..attacks.projection import per_example, random_start
 
-__all__ = ["accuracy", "grad_alignment", "pgd_accuracy", "reward_check", "round_generator"]
+__all__ = ["accuracy", "apgd_accuracy", "grad_alignment", "pgd_accuracy", "reward_check", "round_generator", "round_seed"]
 
 VAL_SEED = 1234
 
@@ -53,10 +55,31 @@ def pgd_accuracy(model, x, y, *, eps: float, steps: int, norm: str = "linf", bat
     return correct / max(1, len(x))
 
 
-def round_generator(seed: int, round_index: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for one purpose (``stream``) in one round of one run: a pure function of its
+def apgd_accuracy(model, x, y, *, eps: float, norm: str, iters: int, seed: int, batch_size: int = 500) -> tuple[float, int]:
+    """``(accuracy, grad_evals)`` under the reference APGD-CE (``iters`` iterations, 1 restart,
+    its random start from ``seed``); see :func:`metaadv.attacks.apgd_reference.apgd_ce` for what
+    ``grad_evals`` counts. Each batch starts from the same seed, so the number is a pure function of
+    the weights, the examples and ``seed``."""
+    if eps == 0:
+        return accuracy(model, x, y, batch_size), 0
+    correct = grad_evals = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv, passes = apgd_ce(model, xb, yb, eps=eps, norm=norm, iters=iters, seed=seed)
+        grad_evals += passes
+        correct += round(accuracy(model, x_adv, yb) * len(yb))
+    return correct / max(1, len(x)), grad_evals
+
+
+def round_seed(seed: int, round_index: int, stream: int) -> int:
+    """A seed for one purpose (``stream``, 0..7) in one round of one run: a pure function of its
     arguments, so a resumed run draws exactly what the uninterrupted run drew."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + round_index) * 8 + stream)
+    return (seed * 1_000_003 + round_index) * 8 + stream
+
+
+def round_generator(seed: int, round_index: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by :func:`round_seed`."""
+    return torch.Generator(device=device).manual_seed(round_seed(seed, round_index, stream))
 
 
 def reward_check(model, x, y, *, eps: float, steps: int, norm: str, start: torch.Generator,

@@ -92,6 +92,12 @@ class Experiment:
                     raise UserError(f"{self.name}: with time_attr={self.time_attr!r}, give perturbation_interval "
                                     f"(and burn_in_period) in units of {self.time_attr} in scheduler_options")
         for size in self.sizes:
+            one_dim = self.options(size).get("one_dim", False)
+            if not isinstance(one_dim, bool):
+                raise UserError(f"{self.name}: one_dim is true or false, got {one_dim!r}")
+            if one_dim and self.scheduler != "pbt":
+                raise UserError(f"{self.name}: one_dim (explore one hyperparameter at a time) is a PBT option; "
+                                f"the scheduler is {self.scheduler}")
             self.check_config(size)
 
     @property

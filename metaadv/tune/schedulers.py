@@ -14,6 +14,9 @@ Time attributes are ``training_iteration`` (one report is one round, the unit ev
 metaadv agrees on; Ray's default, wall-clock seconds, would make decisions load-dependent), or for
 PBT/PB2 the experiment's ``time_attr``: ``cost/grad_evals`` compares trials at equal training cost.
 
+PBT's ``one_dim`` option (``scheduler_options={"one_dim": True}``) makes each explore step change
+exactly one hyperparameter of the donor's config, chosen at random (:class:`SeededPBT`).
+
 PBT and PB2 are Ray's, with four fixes (:class:`_PopulationFixes`): a diverged trial's score is
 the worst possible at once (it can never be a donor, and is replaced at its next perturbation);
 mutations are put back inside the declared space (:func:`~metaadv.tune.space.fit_to_space`); the
@@ -36,7 +39,7 @@ from ray.tune.schedulers.pb2 import PB2  # imports scikit-learn only when PB2 ex
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from .experiment import Experiment
-from .space import Grid, LogRange, fit_to_space
+from .space import Grid, LogRange, explore_one_dimension, fit_to_space
 
 __all__ = ["param_space", "build_scheduler", "build_searcher", "SeededPBT", "SeededPB2", "is_diverged"]
 
@@ -113,7 +116,21 @@ class _PopulationFixes:
 
 
 class SeededPBT(_PopulationFixes, PopulationBasedTraining):
-    pass
+    """With ``one_dim`` (and the declared ``space``), an exploit copies the donor's config and the
+    explore step changes exactly one hyperparameter (:func:`~metaadv.tune.space.explore_one_dimension`)
+    instead of Ray's perturbing all of them at once."""
+
+    def __init__(self, *args, one_dim: bool = False, space: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._one_dim_space = dict(space or {}) if one_dim else None
+
+    def _get_new_config(self, trial, trial_to_clone):
+        if self._one_dim_space is None:
+            return super()._get_new_config(trial, trial_to_clone)
+        # Called inside own_random (from on_trial_result): the global module is the scheduler's stream.
+        return explore_one_dimension(trial_to_clone.config, self._one_dim_space, random,
+                                     resample_probability=self._resample_probability,
+                                     perturbation_factors=tuple(self._perturbation_factors))
 
 
 class SeededPB2(_PopulationFixes, PB2):
@@ -130,6 +147,8 @@ def build_scheduler(exp: Experiment, size: str):
     explore = functools.partial(fit_to_space, space=dict(exp.space))
     # metric and mode reach the scheduler through TuneConfig (Tune refuses them in both places).
     if exp.scheduler == "pbt":
+        if opts.get("one_dim"):
+            opts["space"] = dict(exp.space)
         return SeededPBT(time_attr=time_attr, hyperparam_mutations=_pbt_mutations(exp), custom_explore_fn=explore,
                          seed=exp.seed, **{"perturbation_interval": 2, "quantile_fraction": 0.25, **opts})
     if exp.scheduler == "pb2":

@@ -8,9 +8,10 @@ snapped back to the grid), Optuna and random search sample the initial values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["Grid", "Range", "LogRange", "Dimension", "snap_to_grids", "fit_to_space"]
+__all__ = ["Grid", "Range", "LogRange", "Dimension", "snap_to_grids", "fit_to_space", "explore_one_dimension"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,46 @@ def fit_to_space(config: dict, space: dict[str, Dimension]) -> dict:
         else:
             out[key] = min(max(float(out[key]), dim.low), dim.high)
     return out
+
+
+def explore_one_dimension(config: dict, space: dict[str, Dimension], rng, *, resample_probability: float,
+                          perturbation_factors: tuple[float, ...] = (1.2, 0.8)) -> tuple[dict, dict]:
+    """PBT's explore step moving one hyperparameter: ``(new config, {key: operation})``.
+
+    One key of ``space``, drawn uniformly, changes; every other key keeps the donor's value, so
+    an exploit's effect can be read off the one change (Ray's explore perturbs every key at once:
+    with five keys that is close to a fresh random draw). With ``resample_probability`` the key is
+    resampled (a grid among its other values; a range uniformly, log-uniformly for a LogRange),
+    else a grid moves to a neighbouring value (inwards at an end) and a range is multiplied by one
+    of ``perturbation_factors``, clipped to its bounds, trying the other factors if that lands on
+    the same value. ``rng`` is a ``random.Random`` (or the ``random`` module): the caller decides
+    whose stream the draws come from.
+    """
+    key = rng.choice(sorted(space))
+    dim, old = space[key], config[key]
+    new_config = dict(config)
+    if isinstance(dim, Grid):
+        values = list(dim.values)
+        if old not in values or rng.random() < resample_probability:
+            new, op = rng.choice([v for v in values if v != old]), "resample"
+        else:
+            i = values.index(old)
+            step = rng.choice([-1, 1]) if 0 < i < len(values) - 1 else (1 if i == 0 else -1)
+            new, op = values[i + step], f"shift {'left' if step < 0 else 'right'}"
+    else:
+        new, op = None, "resample"
+        if rng.random() >= resample_probability:
+            factors = list(perturbation_factors)
+            rng.shuffle(factors)
+            for factor in factors:
+                moved = min(max(float(old) * factor, dim.low), dim.high)
+                if moved != old:
+                    new, op = moved, f"* {factor}"
+                    break
+        if new is None:
+            if isinstance(dim, LogRange):
+                new = math.exp(rng.uniform(math.log(dim.low), math.log(dim.high)))
+            else:
+                new = rng.uniform(dim.low, dim.high)
+    new_config[key] = new
+    return new_config, {key: op}
