@@ -36,6 +36,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
                    "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every round's checkpoint of finished experiments (default: once an experiment is "
+                        "finished, each trial keeps only its last checkpoint, all that --resume and the later "
+                        "phases read; docs/study.md gives the disk each size needs)")
     from .tune import add_trial_worker_flags
 
     add_trial_worker_flags(p)
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,
-                                  verbose=1 if args.tune_output else 0, workers=workers))
+                                  verbose=1 if args.tune_output else 0, workers=workers,
+                                  keep_checkpoints=args.keep_checkpoints))
     return 0
 
 

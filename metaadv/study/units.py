@@ -16,6 +16,7 @@ from ..tune.experiment import Experiment, Size
 from ..tune.runner import RunOptions, run_experiment
 from ..tune.study_support import TrialFinished, can_restore, fetch_checkpoint
 from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
+from .disk import prune_checkpoints
 from .folder import Folder, StudyOptions
 from .progress import Progress
 
@@ -67,6 +68,7 @@ class Runner:
         if done is not None:
             self.progress.skip(unit.trials)
             self.opts.log(f"[{self.progress.phase}] {unit.label}: finished before, skipped", flush=True)
+            self.prune(unit, done)  # a study begun with every checkpoint kept, or killed while pruning
             return done
         exp = self.experiment(unit)
         root = self.folder.experiment_root(unit.arm.name)
@@ -89,7 +91,17 @@ class Runner:
         trials = [_trial_summary(r) for r in grid]
         self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
         self.folder.record(unit.arm.name, unit.name, trials)
+        self.prune(unit, trials)  # only now: a resume skips a recorded experiment and reads its last checkpoints only
         return trials
+
+    def prune(self, unit: Unit, trials: list[dict]) -> None:
+        """Each finished trial keeps its last checkpoint (:mod:`.disk`), unless ``keep_checkpoints``."""
+        if self.opts.keep_checkpoints:
+            return
+        removed, freed = prune_checkpoints(trials)
+        if removed:
+            self.opts.log(f"[{self.progress.phase}] {unit.label}: kept each trial's last checkpoint, deleted "
+                          f"{removed} older one(s) ({freed / 1e6:.0f} MB)", flush=True)
 
 
 def _trial_summary(result) -> dict:
