@@ -13,6 +13,7 @@ from pathlib import Path
 from ..checkpoint import CHECKPOINT_NAME
 from ..errors import UserError
 from ..tune.experiment import Experiment, Size
+from ..tune.loggers import mlflow_uri
 from ..tune.runner import RunOptions, run_experiment
 from ..tune.study_support import TrialFinished, can_restore, fetch_checkpoint
 from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
@@ -85,7 +86,9 @@ class Runner:
                       f"{unit.trials} trial(s) ({unit.scheduler})", flush=True)
         run_opts = RunOptions(size=self.opts.size, storage=root, address=self.opts.address, name=unit.name,
                               cpus_per_trial=self.cpus, resume=resume, verbose=self.opts.verbose,
-                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers)
+                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers,
+                              loggers=tuple(self.opts.loggers), tracking_uri=mlflow_uri(self.folder.root),
+                              mlflow_experiment=f"{self.folder.root.name}/{unit.label}")
         before = self.progress.done
         grid = run_experiment(exp, run_opts, callbacks=[TrialFinished(str(self.folder.root), unit.label)])
         trials = [_trial_summary(r) for r in grid]
