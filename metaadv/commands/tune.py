@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     from ..tune.loggers import parse_loggers
 
-    loggers = parse_loggers(args.loggers)
-    if loggers and args.resume:
+    if args.loggers is not None and args.resume:
         raise UserError("--loggers applies to a new run; a resumed experiment keeps the loggers it started with")
+    loggers = parse_loggers(args.loggers)
     samples = None if args.samples is None else _number(args.samples, "--samples", int)
     workers = trial_workers(args)
     from ..tune.runner import RunOptions, logger_places, run_experiment  # imports Ray: only once the input is known good
