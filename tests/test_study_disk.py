@@ -1,5 +1,6 @@
 """A study's disk: once an experiment is finished and recorded, each trial keeps its last
-checkpoint (and the recorded one, where PBT left them apart), and a resume reads nothing else."""
+checkpoint (and the recorded one, where PBT left them apart), and a resume reads nothing else.
+Also: the study's ``--loggers`` reach each experiment it starts."""
 
 from __future__ import annotations
 
@@ -67,10 +68,14 @@ def test_an_experiment_is_pruned_once_recorded_and_a_resume_skips_it_and_finds_i
         return [_result(t) for t in trials]
 
     monkeypatch.setattr(units, "run_experiment", fake_run)
-    opts = StudyOptions(size="tiny", out=str(tmp_path), keep_checkpoints=keep, log=lambda *a, **k: lines.append(a[0]))
+    opts = StudyOptions(size="tiny", out=str(tmp_path), keep_checkpoints=keep, loggers=("tensorboard",),
+                        log=lambda *a, **k: lines.append(a[0]))
     fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
     recorded = units.Runner(STUDY, opts, Folder(tmp_path, str(tmp_path)), Progress(opts.log, 2)).run(fixed)
     assert json.loads((tmp_path / "progress.json").read_text())["experiments"]["fixed/fixed"] == recorded
+    # --loggers reach the experiment; MLflow's store is the study folder's, one experiment per Tune experiment.
+    assert (calls[0].loggers, calls[0].tracking_uri, calls[0].mlflow_experiment) == (
+        ("tensorboard",), f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}", f"{tmp_path.name}/fixed/fixed")
     assert [len(_left(t)) for t in trials] == ([3, 3] if keep else [1, 1])
     assert any("deleted 4 older one(s)" in line for line in lines) != keep
 

@@ -41,7 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "square is the reference Square attack alone, gradient-free)")
     a.add_argument("--square-queries", type=int, default=1000, help="queries per example of --attacks square (default 1000)")
     a.add_argument("--eps", type=eps_value("--eps"), default=None,
-                   help="radius in [0, 1] pixel units, a number or a fraction such as 8/255 (default: the checkpoint's)")
+                   help="radius in [0, 1] pixel units, a number or a fraction such as 8/255 "
+                        "(default: the checkpoint's)")
     a.add_argument("--norm", default=None, help="linf or l2 (default: the checkpoint's)")
     a.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations per restart (default 40)")
     a.add_argument("--pgd-restarts", type=int, default=5, help="PGD random restarts (default 5)")

@@ -66,7 +66,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="checkpoint.pt of a metaadv meta run, or its run folder")
     e.add_argument("--tasks", type=int, default=600, help="meta-test tasks (default 600)")
     e.add_argument("--eps", type=eps_value("--eps"), nargs="+", default=None, metavar="EPS",
-                   help="attack radius, or several for a sweep, e.g. --eps 0.05 0.1 0.2 0.3 or 8/255 (default: the run's eps)")
+                   help="attack radius, or several for a sweep, e.g. --eps 0.05 0.1 0.2 0.3 or 8/255 "
+                        "(default: the run's eps)")
     e.add_argument("--pgd-steps", type=int, default=20, help="PGD steps against the adapted model (default 20)")
     e.add_argument("--pgd-restarts", type=int, default=1, help="PGD random starts per query (default 1)")
     e.add_argument("--inner-steps", type=int, default=None, help="adaptation steps (default: the run's)")

@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     loggers = parse_loggers(args.loggers)
     samples = None if args.samples is None else _number(args.samples, "--samples", int)
     workers = trial_workers(args)
-    from ..tune.runner import RunOptions, logger_places, run_experiment  # imports Ray: only once the input is known good
     from ..tune.loggers import where_lines
+    from ..tune.runner import RunOptions, logger_places, run_experiment  # imports Ray: once the input is known good
     from ..tune.report import summary_lines
 
     opts = RunOptions(size="smoke" if args.smoke else "full", samples=samples, storage=args.storage,
