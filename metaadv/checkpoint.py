@@ -21,7 +21,7 @@ from .errors import UserError
 from .models import build_model
 
 __all__ = ["FORMAT", "VERSION", "check_kind", "save_checkpoint", "read_checkpoint", "resolve_checkpoint_path", "load_model",
-           "staging_folder"]
+           "staging_folder", "tune_folder_hint"]
 
 FORMAT = "metaadv-checkpoint"
 VERSION = 1
@@ -84,13 +84,48 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder holding ``checkpoint.pt``."""
+    """A checkpoint file, or a run folder (or a Ray Tune checkpoint folder) holding ``checkpoint.pt``.
+
+    A Tune trial or experiment folder holds several checkpoints, one per round: which one is meant
+    is the user's choice, so the refusal names them instead of picking one."""
     p = Path(path)
     if p.is_dir():
+        hint = tune_folder_hint(p)
+        if hint:
+            raise UserError(hint)
         p = p / CHECKPOINT_NAME
     if not p.is_file():
         raise UserError(f"no checkpoint at {str(path)!r}; pass a checkpoint file or a run folder holding {CHECKPOINT_NAME}")
     return p
+
+
+def _tune_checkpoints(folder: Path) -> list[Path]:
+    """A Tune trial folder's ``checkpoint_00000N/`` folders holding a checkpoint, oldest first."""
+    return sorted(c for c in folder.glob("checkpoint_*") if (c / CHECKPOINT_NAME).is_file())
+
+
+def _names(paths: list[Path], shown: int = 4) -> str:
+    names = [p.name for p in paths]
+    return ", ".join(names) if len(names) <= shown else f"{', '.join(names[:2])}, ..., {names[-1]} ({len(names)})"
+
+
+def tune_folder_hint(folder: Path) -> str | None:
+    """What to pass instead of a Ray Tune trial or experiment folder (``None`` for any other folder)."""
+    if (folder / CHECKPOINT_NAME).is_file():
+        return None
+    if (folder / "study.json").is_file():
+        return (f"{str(folder)!r} is a study folder; its models.csv names each final model's checkpoint folder "
+                "(column checkpoint, relative to the study folder): pass one of them")
+    checkpoints = _tune_checkpoints(folder)
+    if checkpoints:
+        return (f"{str(folder)!r} is a Ray Tune trial folder holding checkpoints {_names(checkpoints)}; "
+                f"pass one of them (the last is {checkpoints[-1]})")
+    trials = sorted(t for t in folder.iterdir() if t.is_dir() and _tune_checkpoints(t))
+    if trials:
+        last = _tune_checkpoints(trials[0])[-1]
+        return (f"{str(folder)!r} is a Ray Tune experiment folder of trials {_names(trials)}; pass a trial's "
+                f"checkpoint folder, e.g. {last} (the first trial's last)")
+    return None
 
 
 # What reads each kind of checkpoint, for the message that refuses it elsewhere.

@@ -10,6 +10,7 @@ import importlib
 import sys
 import warnings
 
+from .commands._flag_types import FlagError
 from .errors import UserError
 
 # Sub-command modules; each defines ``add_parser(subparsers)`` and ``run(args) -> int``.
@@ -26,6 +27,7 @@ COMMANDS = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaadv", description="Meta-adversarial training with learned and searched schedules.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(name)
@@ -33,9 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed distribution's version; the source tree's ``metaadv.__version__`` when metaadv
+    runs from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("metaadv")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except FlagError as exc:  # a flag value argparse would answer with its whole usage block
+        print(f"metaadv: error: {exc}", file=sys.stderr)
+        return 2
     warnings.formatwarning = lambda msg, cat, *a, **k: f"metaadv: warning: {msg}\n"
     try:
         return int(args._run(args) or 0)

@@ -189,6 +189,19 @@ def test_analyze_writes_the_report_tables_and_plots(study, tmp_path, capsys):
     assert main(["analyze", str(study), "--out", str(out)]) == 0  # an earlier report is replaced
 
 
+def test_without_out_the_report_goes_into_the_folder_and_the_command_says_where(study, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "study"
+    shutil.copytree(study, folder)
+    assert main(["analyze", str(folder)]) == 0
+    assert (folder / "report" / "report.md").is_file()
+    assert f"report: {folder / 'report' / 'report.md'}" in capsys.readouterr().out
+    first = (folder / "report" / "arms.csv").read_text()
+    assert main(["analyze", str(folder)]) == 0  # again: the report is replaced, never read as results
+    assert (folder / "report" / "arms.csv").read_text() == first
+
+
 def test_the_judge_phase_pairs_each_judged_model_with_its_first_verdict(study, tables):
     judged = tables["judged"]
     assert len(judged) == 1

@@ -97,6 +97,7 @@ CASES = [
     train("--lr nan", "--lr", "nan"),
     train("--eps inf", "--eps", "inf"),
     train("--eps 8 (pixel units are [0, 1])", "--eps", "8"),
+    train("--eps 8/0 (a fraction dividing by zero)", "--eps", "8/0"),
     train("--steps 0", "--steps", "0"),
     train("unknown --method", "--method", "magic"),
     train("unknown --device", "--device", "tpu"),
@@ -146,6 +147,7 @@ CASES = [
     meta("config file empty", "--config", "{W}/empty.yaml", files=[("empty.yaml", "")]),
     meta("--inner-lr nan", "--inner-lr", "nan"),
     meta("--ways 1", "--ways", "1"),
+    meta("--eps 8/x (neither a number nor a fraction)", "--eps", "8/x"),
     meta("--resume of a training run", "--out", "{W}/train", "--resume"),
     meta("--budget-grad-evals negative", "--budget-grad-evals", "-1"),
     meta("mnist5k-rot --ways 18 (17 meta-train classes)", "--dataset=mnist5k-rot", "--ways", "18"),
@@ -157,6 +159,10 @@ CASES = [
     cli("metaadv evaluate", "a file that is not a checkpoint", "evaluate", "{W}/a-file"),
     cli("metaadv evaluate", "no checkpoint there", "evaluate", "{W}/nowhere"),
     cli("metaadv evaluate", "--eps 2", "evaluate", "{W}/train", "--eps", "2"),
+    cli("metaadv evaluate", "--eps eight", "evaluate", "{W}/train", "--eps", "eight"),
+    cli("metaadv evaluate", "--pgd-step-size 2/", "evaluate", "{W}/train", "--pgd-step-size", "2/"),
+    cli("metaadv evaluate", "a Ray Tune trial folder (several checkpoints)", "evaluate", "{W}/tune/metaadv_trial_a_00000"),
+    cli("metaadv evaluate", "a Ray Tune experiment folder", "evaluate", "{W}/tune"),
     cli("metaadv evaluate", "unknown --attacks", "evaluate", "{W}/train", "--attacks", "cw"),
     cli("metaadv evaluate", "--n 0", "evaluate", "{W}/train", "--n", "0"),
     cli("metaadv evaluate", "unknown --device", "evaluate", "{W}/train", "--device", "tpu"),
@@ -164,6 +170,8 @@ CASES = [
     cli("metaadv meta-evaluate", "a training checkpoint", "meta-evaluate", "{W}/train"),
     cli("metaadv meta-evaluate", "--tasks 0", "meta-evaluate", "{W}/meta", "--tasks", "0"),
     cli("metaadv meta-evaluate", "--eps 3", "meta-evaluate", "{W}/meta", "--eps", "3"),
+    cli("metaadv meta-evaluate", "--eps 0.1 8/0 (a bad fraction in a sweep)", "meta-evaluate", "{W}/meta",
+        "--eps", "0.1", "8/0"),
     cli("metaadv meta-evaluate", "unknown --device", "meta-evaluate", "{W}/meta", "--device", "tpu"),
     cli("metaadv meta-evaluate", "unknown --support-attack", "meta-evaluate", "{W}/meta", "--support-attack", "rotate"),
     cli("metaadv meta-evaluate", "--attack-support with --support-attack unrolled", "meta-evaluate", "{W}/meta",
@@ -180,6 +188,10 @@ CASES = [
     cli("metaadv tune", "no experiment named", "tune"),
     cli("metaadv tune", "--samples not a number", "tune", "pbt_pgd_at", "--samples", "x"),
     cli("metaadv tune", "unknown option", "tune", "pbt_pgd_at", "--bogus"),
+    cli("metaadv tune", "unknown --loggers", "tune", "pbt_pgd_at", "--loggers", "wandb"),
+    cli("metaadv tune", "--loggers with --resume", "tune", "pbt_pgd_at", "--loggers", "tensorboard", "--resume"),
+    cli("metaadv study", "unknown --loggers", "study", "learned_vs_searched", "--size", "tiny", "--loggers", "wandb"),
+    cli("metaadv analyze", "several folders without --out", "analyze", "{W}/train", "{W}/meta"),
     cli("metaadv tune", "--workers not a number", "tune", "pbt_pgd_at", "--workers", "two"),
     cli("metaadv tune", "--workers 0", "tune", "pbt_pgd_at", "--workers", "0"),
     cli("metaadv tune", "--gpus-per-trial with --workers", "tune", "pbt_pgd_at", "--workers", "2", "--gpus-per-trial", "1"),
@@ -242,6 +254,10 @@ def world(tmp_path_factory) -> Path:
     w = tmp_path_factory.mktemp("world")
     config = TrainConfig.from_dict({"dataset": "digits", "rounds": 1, "steps_per_round": 1, "val_size": 8})
     TrainingRun(config).save(w / "train" / "checkpoint.pt")  # a real, untrained training checkpoint
+    for r in range(2):  # a Ray Tune experiment folder: one trial, a checkpoint folder per round
+        folder = w / "tune" / "metaadv_trial_a_00000" / f"checkpoint_{r:06d}"
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.pt").write_bytes((w / "train" / "checkpoint.pt").read_bytes())
     # A meta-learning checkpoint as metaadv meta writes it (kind, config, arch, ...); only these
     # fields are read before the refusals under test, so the learner's state is left empty.
     save_checkpoint({"kind": "meta", "config": MetaConfig(dataset="digits").to_dict(), "arch": "digits-net",
@@ -319,6 +335,10 @@ def test_the_messages_say_what_to_do(outcomes):
     assert "1.75 x --eps 0.6 = 1.05" in said[("metaadv train", "--controller las with --eps 0.6 (1.75 x 0.6 is above 1 for linf)")]
     assert "use pgd-at or trades" in said[("metaadv train", "--controller las with --method standard (no attack)")]
     assert "for now" in said[("metaadv train", "--controller las with --workers 2")]
+    assert "--eps 'eight': give a finite number or a fraction, e.g. 0.03 or 8/255" in said[("metaadv evaluate", "--eps eight")]
+    assert "checkpoints checkpoint_000000, checkpoint_000001; pass one of them (the last is W/tune/" in said[
+        ("metaadv evaluate", "a Ray Tune trial folder (several checkpoints)")]
+    assert "name the report's folder with --out" in said[("metaadv analyze", "several folders without --out")]
 
 
 def render_table(outcomes: list[Outcome]) -> str:

@@ -307,6 +307,13 @@ def test_a_tiny_study_killed_mid_experiment_resumes_to_the_end_and_resume_then_r
     # study.json names every experiment folder that ran (the analysis finds them there).
     assert set(progress) == {f"{arm}/{exp}" for arm, entry in meta["arms"].items() for exp in entry["experiments"]}
     assert all((root / "arms" / key).is_dir() for key in progress)
+    # Each finished experiment's trials kept their last checkpoint only (metaadv.study.disk), the
+    # killed and resumed one's included, and everything below still reads them.
+    from metaadv.study.disk import kept_checkpoints
+
+    for key, trials in progress.items():
+        for t in trials:
+            assert set(Path(t["path"]).glob("checkpoint_*")) == kept_checkpoints(t) != set(), (key, t["trial"])
     for key, trials in progress.items():
         for t in trials:
             assert t["metrics"]["cost/grad_evals"] >= budget or key == "fixed/fixed", key

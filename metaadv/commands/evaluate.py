@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..evaluation import DEFAULT_N
+from ._flag_types import eps_value
 
 DESCRIPTION = """Evaluate a checkpoint (a file, or a run folder holding checkpoint.pt) on the first N
 examples of its data set's test split (default N = 500, or the whole split if smaller; --n all for
@@ -39,11 +40,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("--attacks", default=None, help="comma list from fgsm,pgd,autoattack,square (default: fgsm,pgd,autoattack; "
                    "square is the reference Square attack alone, gradient-free)")
     a.add_argument("--square-queries", type=int, default=1000, help="queries per example of --attacks square (default 1000)")
-    a.add_argument("--eps", type=float, default=None, help="radius in [0, 1] pixel units (default: the checkpoint's)")
+    a.add_argument("--eps", type=eps_value("--eps"), default=None,
+                   help="radius in [0, 1] pixel units, a number or a fraction such as 8/255 "
+                        "(default: the checkpoint's)")
     a.add_argument("--norm", default=None, help="linf or l2 (default: the checkpoint's)")
     a.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations per restart (default 40)")
     a.add_argument("--pgd-restarts", type=int, default=5, help="PGD random restarts (default 5)")
-    a.add_argument("--pgd-step-size", type=float, default=None, help="PGD step (default 2.5 * eps / steps)")
+    a.add_argument("--pgd-step-size", type=eps_value("--pgd-step-size"), default=None,
+                   help="PGD step in pixel units, a number or a fraction such as 2/255 (default 2.5 * eps / steps)")
     a.add_argument("--aa-version", default="standard",
                    help="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square), plus, rand (randomised defences) "
                         "or fast (APGD-CE, APGD-T) (default standard)")

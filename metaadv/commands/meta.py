@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ._flag_types import eps_value
 from ._run_config import S, add_worker_flags, run_config, warn_if_bf16_is_emulated, worker_spec
 
 _HELP = {
@@ -22,7 +23,7 @@ _HELP = {
     "budget_grad_evals": "stop meta-training once cost/grad_evals reaches this, mid-round if need be (0 = none)",
     "first_order": "maml/adml: first-order approximation (fomaml implies it)",
     "inner_lr": "inner-loop SGD step", "inner_steps": "inner-loop steps", "meta_lr": "outer Adam step",
-    "eps": "attack radius in [0, 1] pixel units (ADML/AQ training, validation)",
+    "eps": "attack radius in [0, 1] pixel units, a number or a fraction such as 8/255 (ADML/AQ training, validation)",
     "beta1": "ADML weight of L(theta'_clean, adversarial query)", "beta2": "ADML weight of L(theta'_adv, clean query)",
     "attack": "ADML's/AQ's training attack: fgsm (Yin et al.'s ADML) or pgd (--method aq makes it its default, "
               "as Goldblum et al.)",
@@ -47,8 +48,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default {f.default!r})"
         if isinstance(f.default, bool):
             p.add_argument(flag, action="store_true", default=S, help=help_text)
-        else:
-            p.add_argument(flag, type=type(f.default), default=S, help=help_text)
+        else:  # eps, in pixel units, also as a fraction such as 8/255
+            kind = eps_value(flag) if f.name == "eps" else type(f.default)
+            p.add_argument(flag, type=kind, default=S, help=help_text)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -63,8 +65,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Few-shot accuracy on meta-test tasks, clean and under PGD against the adapted model.")
     e.add_argument("checkpoint", help="checkpoint.pt of a metaadv meta run, or its run folder")
     e.add_argument("--tasks", type=int, default=600, help="meta-test tasks (default 600)")
-    e.add_argument("--eps", type=float, nargs="+", default=None, metavar="EPS",
-                   help="attack radius, or several for a sweep, e.g. --eps 0.05 0.1 0.2 0.3 (default: the run's eps)")
+    e.add_argument("--eps", type=eps_value("--eps"), nargs="+", default=None, metavar="EPS",
+                   help="attack radius, or several for a sweep, e.g. --eps 0.05 0.1 0.2 0.3 or 8/255 "
+                        "(default: the run's eps)")
     e.add_argument("--pgd-steps", type=int, default=20, help="PGD steps against the adapted model (default 20)")
     e.add_argument("--pgd-restarts", type=int, default=1, help="PGD random starts per query (default 1)")
     e.add_argument("--inner-steps", type=int, default=None, help="adaptation steps (default: the run's)")
@@ -73,7 +76,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="none (default), or also perturb the support set: theta (PGD against the meta-parameters) "
                         "or unrolled (PGD through the inner loop, adaptive)")
     e.add_argument("--attack-support", action="store_true", help="the same as --support-attack theta")
-    e.add_argument("--autoattack-eps", type=float, default=None, metavar="EPS",
+    e.add_argument("--autoattack-eps", type=eps_value("--autoattack-eps"), default=None, metavar="EPS",
                    help="at this one of the --eps values, also run AutoAttack's APGD-CE, APGD-DLR, APGD-T (ways-1 "
                         "targets) against the adapted model, on the first --aa-tasks tasks")
     e.add_argument("--aa-tasks", type=int, default=100, help="tasks AutoAttack runs on (default 100)")

@@ -36,8 +36,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
                    "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
-    from .tune import add_trial_worker_flags
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every round's checkpoint of finished experiments (default: once an experiment is "
+                        "finished, each trial keeps only its last checkpoint, all that --resume and the later "
+                        "phases read; docs/study.md gives the disk each size needs)")
+    from .tune import add_loggers_flag, add_trial_worker_flags
 
+    add_loggers_flag(p)
     add_trial_worker_flags(p)
 
     def error(message: str):
@@ -67,16 +72,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--cpus-per-trial must be > 0")
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {args.precision!r}: a study runs all its arms in one precision, fp32 or bf16")
+    from ..tune.loggers import parse_loggers
     from .tune import trial_workers
 
     workers = trial_workers(args)
+    loggers = parse_loggers(args.loggers)  # a resumed study's experiments started before keep their loggers
     study = study.replace(base={**study.base, "precision": args.precision})
     warn_if_bf16_is_emulated(args.precision, study.sizes[args.size].config.get("device", study.base.get("device", "auto")))
     from ..study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,
-                                  verbose=1 if args.tune_output else 0, workers=workers))
+                                  verbose=1 if args.tune_output else 0, workers=workers,
+                                  keep_checkpoints=args.keep_checkpoints, loggers=loggers))
     return 0
 
 

@@ -9,6 +9,7 @@ from ..config import METHODS, OPTIMIZERS, LR_SCHEDULES, TrainConfig
 from ..data import DATASETS
 from ..attacks import NORMS
 from ..errors import UserError
+from ._flag_types import eps_value
 from ._run_config import S, add_worker_flags, run_config, warn_if_bf16_is_emulated, worker_spec
 
 
@@ -26,7 +27,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
     p.add_argument("--norm", default=S, help=f"threat model, one of {', '.join(NORMS)} (default {d.norm})")
     g = p.add_argument_group("per-round hyperparameters (targets of the schedule)")
-    g.add_argument("--eps", type=float, default=S, help=f"attack radius in pixel units: [0, 1] for linf, [0, sqrt(C*H*W)] for l2 (default {d.eps})")
+    g.add_argument("--eps", type=eps_value("--eps"), default=S,
+                   help=f"attack radius in pixel units, a number or a fraction such as 8/255: [0, 1] for linf, "
+                        f"[0, sqrt(C*H*W)] for l2 (default {d.eps})")
     g.add_argument("--step-ratio", type=float, default=S, help="attack step size / eps (default: 0.25; fast-at 1.25)")
     g.add_argument("--steps", type=int, default=S, help="attack iterations (default: 10; fast-at 1; vat 1)")
     g.add_argument("--lr", type=float, default=S, help=f"learning rate (default {d.lr})")

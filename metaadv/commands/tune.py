@@ -25,6 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the experiment stored under --storage/--name")
     p.add_argument("--name", metavar="RUN_NAME", help="the run's folder name (default NAME, or NAME-smoke)")
     p.add_argument("--quiet", action="store_true", help="no progress table, only the final summary")
+    add_loggers_flag(p)
     _one_line_errors(p)
     return p
 
@@ -46,6 +47,14 @@ def _one_line_errors(p: argparse.ArgumentParser) -> None:
         return namespace, extras
 
     p.error, p.parse_known_args = error, parse_known_args
+
+
+def add_loggers_flag(p: argparse.ArgumentParser) -> None:
+    """``--loggers tensorboard,mlflow``: Ray Tune's logger callbacks, offline (the loggers extra)."""
+    p.add_argument("--loggers", metavar="NAMES", default=None,
+                   help="also log every trial with Ray Tune's logger callbacks, offline: tensorboard (event files in "
+                        "each trial folder), mlflow (a local MLflow store, mlflow.db), or both comma-separated; "
+                        "needs the loggers extra (pip install -e '.[loggers]'); docs/tune.md says how to open them")
 
 
 def add_trial_worker_flags(p: argparse.ArgumentParser) -> None:
@@ -82,16 +91,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.experiment:
         raise UserError("name an experiment (metaadv tune --list shows them)")
     exp = load_experiment(args.experiment)
+    from ..tune.loggers import parse_loggers
+
+    if args.loggers is not None and args.resume:
+        raise UserError("--loggers applies to a new run; a resumed experiment keeps the loggers it started with")
+    loggers = parse_loggers(args.loggers)
     samples = None if args.samples is None else _number(args.samples, "--samples", int)
     workers = trial_workers(args)
-    from ..tune.runner import RunOptions, run_experiment  # imports Ray: only once the input is known good
+    from ..tune.loggers import where_lines
+    from ..tune.runner import RunOptions, logger_places, run_experiment  # imports Ray: once the input is known good
     from ..tune.report import summary_lines
 
     opts = RunOptions(size="smoke" if args.smoke else "full", samples=samples, storage=args.storage,
                       address=args.address, cpus_per_trial=_number(args.cpus_per_trial, "--cpus-per-trial", float),
                       gpus_per_trial=_number(args.gpus_per_trial, "--gpus-per-trial", float),
-                      resume=args.resume, name=args.name, verbose=0 if args.quiet else 1, workers=workers)
+                      resume=args.resume, name=args.name, verbose=0 if args.quiet else 1, workers=workers,
+                      loggers=loggers)
     start = time.perf_counter()
     grid = run_experiment(exp, opts)
-    print("\n".join(summary_lines(grid, exp, time.perf_counter() - start)))
+    logdir, uri, _ = logger_places(exp, opts)
+    print("\n".join([*summary_lines(grid, exp, time.perf_counter() - start), *where_lines(loggers, logdir, uri)]))
     return 0

@@ -13,7 +13,8 @@ Phases:
 
 Modules: :mod:`.folder` (options, study.json, progress.json, models.csv), :mod:`.progress`,
 :mod:`.units` (Tune experiments, phase 1), :mod:`.derive` (phase 2, final models), :mod:`.evaluate`
-(phase 3), :mod:`.run` (the phases in order).
+(phase 3), :mod:`.disk` (a finished experiment's trials keep their last checkpoint), :mod:`.run`
+(the phases in order).
 
 The study folder (layout in /work/wt/STUDY_CONTRACT.md and docs/study.md) is resumable: a Tune
 experiment finished before is skipped (``progress.json`` records its trials), a half-finished one

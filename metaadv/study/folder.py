@@ -32,6 +32,8 @@ class StudyOptions:
     cpus_per_trial: float | None = None  # default: the size's
     verbose: int = 0  # Tune's own table (0: only the study's progress lines)
     workers: object = None  # a metaadv.distributed.WorkerSpec: every arm's trials train with Ray Train workers
+    keep_checkpoints: bool = False  # keep every round's checkpoint of finished experiments (default: each trial's last)
+    loggers: tuple = ()  # Ray Tune's logger callbacks (metaadv/tune/loggers.py) for every experiment started
     log: object = field(default=print, repr=False)
 
 

@@ -8,6 +8,7 @@ import time
 
 from ..distributed.ray_session import ensure_ray
 from ..errors import UserError
+from ..tune.loggers import mlflow_uri, where_lines
 from ..tune.study_support import TRIAL_LISTENERS, shutdown
 from .spec import Study
 from .derive import final_models, phase2_units
@@ -46,6 +47,8 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         runner = Runner(study, opts, folder, progress)
         opts.log(f"study {study.name} ({opts.size}) in {root}: {len(study.arms)} arms, {total} trials, then "
                  f"evaluation; cuts: {size.corners or 'none'}", flush=True)
+        for line in where_lines(tuple(opts.loggers), folder.experiment_root("").rstrip("/"), mlflow_uri(root)):
+            opts.log(f"loggers: {line}", flush=True)
         phases = progress.phases  # seconds per phase, this session
         n = 4 if size.judge else 3
         progress.begin(f"1/{n} train")

@@ -13,9 +13,11 @@ from pathlib import Path
 from ..checkpoint import CHECKPOINT_NAME
 from ..errors import UserError
 from ..tune.experiment import Experiment, Size
+from ..tune.loggers import mlflow_uri
 from ..tune.runner import RunOptions, run_experiment
 from ..tune.study_support import TrialFinished, can_restore, fetch_checkpoint
 from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
+from .disk import prune_checkpoints
 from .folder import Folder, StudyOptions
 from .progress import Progress
 
@@ -68,6 +70,7 @@ class Runner:
         if done is not None:
             self.progress.skip(unit.trials)
             self.opts.log(f"[{self.progress.phase}] {unit.label}: finished before, skipped", flush=True)
+            self.prune(unit, done)  # a study begun with every checkpoint kept, or killed while pruning
             return done
         exp = self.experiment(unit)
         root = self.folder.experiment_root(unit.arm.name)
@@ -84,13 +87,25 @@ class Runner:
                       f"{unit.trials} trial(s) ({unit.scheduler})", flush=True)
         run_opts = RunOptions(size=self.opts.size, storage=root, address=self.opts.address, name=unit.name,
                               cpus_per_trial=self.cpus, resume=resume, verbose=self.opts.verbose,
-                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers)
+                              seeds=tuple(unit.seeds), per_seed=unit.per_seed or None, workers=self.opts.workers,
+                              loggers=tuple(self.opts.loggers), tracking_uri=mlflow_uri(self.folder.root),
+                              mlflow_experiment=f"{self.folder.root.name}/{unit.label}")
         before = self.progress.done
         grid = run_experiment(exp, run_opts, callbacks=[TrialFinished(str(self.folder.root), unit.label)])
         trials = [_trial_summary(r) for r in grid]
         self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
         self.folder.record(unit.arm.name, unit.name, trials)
+        self.prune(unit, trials)  # only now: a resume skips a recorded experiment and reads its last checkpoints only
         return trials
+
+    def prune(self, unit: Unit, trials: list[dict]) -> None:
+        """Each finished trial keeps its last checkpoint (:mod:`.disk`), unless ``keep_checkpoints``."""
+        if self.opts.keep_checkpoints:
+            return
+        removed, freed = prune_checkpoints(trials)
+        if removed:
+            self.opts.log(f"[{self.progress.phase}] {unit.label}: kept each trial's last checkpoint, deleted "
+                          f"{removed} older one(s) ({freed / 1e6:.0f} MB)", flush=True)
 
 
 def _trial_summary(result) -> dict:

@@ -16,10 +16,11 @@ from ..distributed.workers import WorkerSpec
 from ..errors import UserError
 from .callbacks import LOGGERS, KeepLineageFiles
 from .experiment import SIZES, Experiment
+from .loggers import logger_callbacks, mlflow_uri
 from .schedulers import build_scheduler, build_searcher, param_space
 from .trainable import make_trainable
 
-__all__ = ["RunOptions", "run_experiment", "experiment_path", "ensure_ray"]
+__all__ = ["RunOptions", "run_experiment", "experiment_path", "logger_places", "ensure_ray"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class RunOptions:
     # Train-backed trials (metaadv/distributed/tune_trial.py): each trial drives its own
     # TorchTrainer with these workers; the trial itself then holds only a sliver of a CPU.
     workers: WorkerSpec | None = None
+    # Ray Tune's logger callbacks, offline (metaadv/tune/loggers.py): names from --loggers, for a
+    # fresh run (a resumed one keeps those it started with). The MLflow store defaults to
+    # STORAGE/mlflow.db (./mlflow.db for a URI storage: the callback runs on the driver), its
+    # experiment to the run's name.
+    loggers: tuple[str, ...] = ()
+    tracking_uri: str | None = None
+    mlflow_experiment: str | None = None
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -66,6 +74,13 @@ def experiment_path(exp: Experiment, opts: RunOptions) -> tuple[str, str]:
     name = opts.name or (exp.name if opts.size == "full" else f"{exp.name}-{opts.size}")
     root = storage_root(opts.storage)
     return root, (f"{root.rstrip('/')}/{name}" if "://" in root else os.path.join(root, name))
+
+
+def logger_places(exp: Experiment, opts: RunOptions) -> tuple[str, str, str]:
+    """(TensorBoard logdir, MLflow tracking URI, MLflow experiment name) of a run's loggers."""
+    root, path = experiment_path(exp, opts)
+    uri = opts.tracking_uri or mlflow_uri(os.getcwd() if "://" in root else root)
+    return path, uri, opts.mlflow_experiment or os.path.basename(path.rstrip("/"))
 
 
 def _stop(exp: Experiment, size: str) -> dict:
@@ -193,6 +208,8 @@ def run_experiment(exp: Experiment, opts: RunOptions, extra_kinds: dict | None =
         else:
             if exists:
                 raise UserError(f"{path} already holds this experiment; add --resume to continue it or pass another --name")
+            _, uri, experiment_name = logger_places(exp, opts)
+            callbacks = [*callbacks, *logger_callbacks(opts.loggers, uri, experiment_name)]
             tuner = _tuner(exp, opts, root, os.path.basename(path), trainable, callbacks)
         return tuner.fit()
     finally:
