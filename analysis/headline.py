@@ -16,13 +16,20 @@ FEW_SEEDS = 3
 
 
 def size_banner(specs: list[dict]) -> list[str]:
-    """A quoted banner per study of a plumbing size (study.json ``size`` tiny or smoke)."""
+    """A quoted banner per study of a plumbing size (study.json ``size`` tiny or smoke), and per pilot
+    (study.json ``pilot``: a subset of the declared arms and seeds, ``metaadv study --arms --seeds``)."""
     out = []
     for spec in specs:
         if spec.get("size") in PLUMBING_SIZES:
             out += [f"> **{spec.get('size').capitalize()}-size study ({spec.get('study')}): these numbers check the "
                     "plumbing only.** A few seeds and a tiny budget show that every phase runs and the report "
                     "is written; they say nothing about which arm is better. Run a larger size for that.", ""]
+        if spec.get("pilot"):
+            p = spec["pilot"]
+            out += [f"> **Pilot of {spec.get('study')} ({spec.get('size')}): {len(p['arms'])} of its "
+                    f"{len(p['declared_arms'])} arms ({', '.join(p['arms'])}) on {p['seeds']} of its "
+                    f"{p['declared_seeds']} seeds.** Its spread sizes the study (the minimum detectable effects "
+                    "below); its contrasts are a pilot's, not the study's verdict.", ""]
     return out
 
 

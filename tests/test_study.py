@@ -578,3 +578,36 @@ def test_a_models_surrogates_are_another_arms_models_trained_on_other_seeds():
     lonely = surrogate_options({"surrogates": ["arm:nobody"]}, models[0], models)
     assert lonely["surrogates"] == [] and lonely["surrogates_missing"] == ["arm:nobody"]
     assert surrogate_options({"n": 5}, models[0], models) == {"n": 5}
+
+
+def test_a_pilot_runs_a_subset_of_arms_and_seeds_and_says_so():
+    from analysis.headline import size_banner
+    from tune_experiments.learner import STUDY as LEARNER
+
+    pilot = LEARNER.pilot("medium", seeds=3, arms=["las", "las-frozen", "fixed-pgd10"])
+    assert [a.name for a in pilot.arms] == ["fixed-pgd10", "las", "las-frozen"]
+    assert [c[:2] for c in pilot.contrasts] == [("las", "las-frozen")] and pilot.aim["min_effect"] == 0.02
+    assert pilot.sizes["medium"].seeds == 3 and LEARNER.sizes["medium"].seeds == 10
+    said = pilot.declaration("medium")["pilot"]
+    assert said["arms"] == ["fixed-pgd10", "las", "las-frozen"] and (said["seeds"], said["declared_seeds"]) == (3, 10)
+    assert "Pilot of learner" in size_banner([pilot.declaration("medium")])[0]
+    assert "pilot" not in LEARNER.declaration("medium") and LEARNER.pilot("medium") is LEARNER
+    # An arm brings what it derives from; the size's per-arm settings follow the arms kept.
+    replay = STUDY.pilot("medium", arms=["replay-searched"])
+    assert [a.name for a in replay.arms] == ["searched", "replay-searched"]
+    assert set(replay.sizes["medium"].arm_config) <= {"searched", "replay-searched"}
+    with pytest.raises(UserError, match="has no arm"):
+        LEARNER.pilot("medium", arms=["nobody"])
+    with pytest.raises(UserError, match="--seeds must be >= 2"):
+        LEARNER.pilot("medium", seeds=1)
+
+
+def test_a_pilot_resumes_only_as_the_same_pilot(tmp_path):
+    from metaadv.study.folder import StudyOptions, start_folder
+    from tune_experiments.learner import STUDY as LEARNER
+
+    pilot = LEARNER.pilot("tiny", seeds=2, arms=["las", "las-frozen"])
+    start_folder(pilot, StudyOptions(size="tiny", out=str(tmp_path)), tmp_path, str(tmp_path), {})
+    with pytest.raises(UserError, match="same --arms and --seeds"):
+        start_folder(LEARNER, StudyOptions(size="tiny", out=str(tmp_path), resume=True), tmp_path, str(tmp_path), {})
+    assert start_folder(pilot, StudyOptions(size="tiny", out=str(tmp_path), resume=True), tmp_path, str(tmp_path), {})["pilot"]

@@ -35,6 +35,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "safe while the study runs")
     p.add_argument("--precision", default="fp32", help="attack and training steps of every arm: fp32 (default) or bf16; "
                    "one precision for the whole study, so 'auto' (which can differ between nodes) is refused")
+    p.add_argument("--arms", metavar="A,B,...", help="a pilot: only these arms (and those they derive from), the "
+                   "declared contrasts and aim among them; study.json says so")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="a pilot: N paired seeds instead of the size's (>= 2); study.json says so")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every round's checkpoint of finished experiments (default: once an experiment is "
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     workers = trial_workers(args)
     loggers = parse_loggers(args.loggers)  # a resumed study's experiments started before keep their loggers
     study = study.replace(base={**study.base, "precision": args.precision})
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+    study = study.pilot(args.size, seeds=args.seeds, arms=arms)
     warn_if_bf16_is_emulated(args.precision, study.sizes[args.size].config.get("device", study.base.get("device", "auto")))
     from ..study import StudyOptions, run_study  # imports Ray: only once the input is known good
 

@@ -99,6 +99,11 @@ def start_folder(study: Study, opts: StudyOptions, root: Path, storage: str, not
         meta = json.loads(meta_path.read_text())
         if (meta.get("study"), meta.get("size")) != (study.name, opts.size):
             raise UserError(f"{root} holds study {meta.get('study')} ({meta.get('size')}), not {study.name} ({opts.size})")
+        if meta.get("pilot", {}) != dict(study.pilot_of):
+            said = meta.get("pilot")
+            raise UserError(f"{root} holds " + (f"a pilot of arms {','.join(said['arms'])} on {said['seeds']} seeds"
+                                                if said else "the whole study")
+                            + "; resume it with the same --arms and --seeds")
         return meta
     if opts.resume:
         raise UserError(f"nothing to resume at {root}; run without --resume first (or give its --out)")

@@ -139,6 +139,8 @@ class Study:
     # the aim is judged on (all of them when absent). A contrast meets the aim when it is decided
     # (Holm-adjusted) and its mean is at least ``min_effect``.
     aim: dict = field(default_factory=dict)
+    # Set by :meth:`pilot`: the subset this run is of the declared study (study.json ``pilot``).
+    pilot_of: dict = field(default_factory=dict)
 
     @property
     def config_class(self):
@@ -398,7 +400,45 @@ class Study:
                                      if a.budget_of else {}),
                                   **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}
                          for a in self.arms},
-                "contrasts": [list(c) for c in self.contrasts], "aim": dict(self.aim)}
+                "contrasts": [list(c) for c in self.contrasts], "aim": dict(self.aim),
+                **({"pilot": dict(self.pilot_of)} if self.pilot_of else {})}
+
+    def pilot(self, size: str, *, seeds: int | None = None, arms=None) -> "Study":
+        """This study cut to a pilot at ``size``: ``seeds`` paired seeds, the ``arms`` named (with
+        the arms they derive from), the declared contrasts and aim among them. Its study.json says
+        so (``pilot``), and the analysis reads its spread for a power calculation, not a verdict."""
+        if seeds is None and not arms:
+            return self
+        names = [a.name for a in self.arms]
+        wanted = list(arms or names)
+        unknown = [a for a in wanted if a not in names]
+        if unknown:
+            raise UserError(f"study {self.name} has no arm(s) {', '.join(unknown)}; its arms: {', '.join(names)}")
+        needed, todo = set(), list(wanted)
+        while todo:  # an arm needs the arms it derives from
+            arm = self.arm(todo.pop())
+            if arm.name not in needed:
+                needed.add(arm.name)
+                todo += [n for n in (arm.source, arm.budget_of) if n]
+        kept = tuple(a for a in self.arms if a.name in needed)
+        contrasts = tuple(c for c in self.contrasts if c[0] in needed and c[1] in needed)
+        labels = {f"{a} - {b}" for a, b, _ in contrasts}
+        aim = dict(self.aim)
+        if aim.get("contrasts"):
+            aim["contrasts"] = [c for c in aim["contrasts"] if c in labels]
+            if not aim["contrasts"]:
+                aim = {}
+        sizes = dict(self.sizes)
+        if seeds is not None:
+            if seeds < 2:
+                raise UserError(f"--seeds must be >= 2 (a spread needs two pairs), got {seeds}")
+            sizes[size] = dataclasses.replace(sizes[size], seeds=seeds)
+        # A size's arm_config may name arms the pilot leaves out: keep only its own arms' entries.
+        sizes = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in needed})
+                 for k, v in sizes.items()}
+        pilot = {"arms": [a.name for a in kept], "seeds": sizes[size].seeds,
+                 "declared_arms": names, "declared_seeds": self.sizes[size].seeds}
+        return self.replace(arms=kept, contrasts=contrasts, aim=aim, sizes=sizes, pilot_of=pilot)
 
     def replace(self, **changes) -> "Study":
         return dataclasses.replace(self, **changes)
