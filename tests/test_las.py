@@ -22,8 +22,9 @@ from metaadv.training.run import TrainingRun
 from .attack_suite import SUITE_BATCH, AttackCase, AttackSuite, cross_entropy_objective
 from .resume_helpers import interrupted_and_full, without_seconds
 
+# No eps ramp here (the strategy acts from the first step); tests/test_las.py's ramp test turns it on.
 TINY = dict(dataset="digits", controller="las", steps_per_round=3, batch_size=50, val_size=50, val_pgd_steps=2,
-            rounds=2, device="cpu", eps=0.2)
+            rounds=2, device="cpu", eps=0.2, eps_ramp_fraction=0.0)
 
 
 def tiny(**changes) -> TrainConfig:
@@ -201,15 +202,16 @@ def test_tail_holds_the_target_eps_with_las_off(monkeypatch):
     assert tail["cost/reward_grad_evals"] == first["cost/reward_grad_evals"]
 
 
-def test_controller_gives_the_schedule_lr_and_the_target_eps():
+def test_controller_gives_the_schedule_itself():
     run = TrainingRun(tiny(rounds=5, lr_schedule="step", lr_milestones=[0.5], eps_ramp_rounds=3))
     hp0, hp4 = run.controller.propose(0), run.controller.propose(4)
-    assert hp0.eps == hp4.eps == 0.2 and hp0.eps_start is None  # no ramp: the strategy draws around the target
+    assert hp0.eps == pytest.approx(0.2 / 3) and hp4.eps == 0.2  # the schedule's ramp: the strategy's fractions of it
     assert hp4.lr == pytest.approx(0.1 * hp0.lr)
 
 
-def test_las_holds_the_target_eps_in_every_step_of_a_budget_fraction_schedule_and_keeps_its_lr_step(digits_splits):
-    """The schedule's eps ramp is not LAS's (its strategy draws eps around the target); its lr step is."""
+def test_las_draws_its_fractions_of_the_schedules_eps_ramp_and_keeps_its_lr_step(digits_splits):
+    """The strategy's eps fractions multiply the schedule's eps in force: its ramp warms them up (the
+    first step, at eps 0, is clean and plans nothing), then the target; the lr steps at 80%."""
     from metaadv.config import TrainConfig
     from metaadv.training.run import TrainingRun
 
@@ -218,8 +220,14 @@ def test_las_holds_the_target_eps_in_every_step_of_a_budget_fraction_schedule_an
                                     "budget_grad_evals": 2000, "las_steps": [1, 2], "las_lookahead_size": 8,
                                     "las_lookahead_steps": 1, "eps": 0.3, "device": "cpu"})
     run = TrainingRun(config, splits=digits_splits)
+    drawn = []
+    real_act = run.trainer.las.act
+    run.trainer.las.act = lambda x, step, eps=None: drawn.append(eps) or real_act(x, step, eps)
     while not run.done:
         run.step()
-    assert all(r["hp/eps"] == pytest.approx(0.3) for r in run.rows)
+    # The ramp: 20% of 2,000 grad evals; the first step (eps 0) planned nothing, the next drew below 0.3.
+    assert drawn[0] > 0 and drawn[0] < 0.3 and drawn == sorted(drawn) and drawn[-1] == pytest.approx(0.3)
+    assert run.trainer.las.batches == len(drawn) == run.trainer.global_step - 1
+    assert run.rows[-1]["hp/eps"] == pytest.approx(0.3) and run.rows[0]["las/eps_q90"] <= 1.75 * run.rows[0]["hp/eps"] + 1e-9
     lrs = [r["hp/lr"] for r in run.rows]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)  # x0.1 past 80% of the budget

@@ -172,7 +172,9 @@ class Trainer:
             shard = dp.shard(self.stream.next_indices())
             idx = shard.indices
             x, y = self.train_x[idx], self.train_y[idx]
-            actions, plan = self.las.act(x, self.global_step) if las else (None, None)
+            # The strategy plans attacks once the schedule's eps is above 0 (its ramp's first step is clean).
+            planned = las and step_hp.eps > 0
+            actions, plan = self.las.act(x, self.global_step, step_hp.eps) if planned else (None, None)
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight,
@@ -186,7 +188,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             (out.loss if shard.weight == 1.0 else out.loss * shard.weight).backward()
             self.optimizer.step()
-            if las:  # the model just stepped on this batch's adversarial examples: the strategy's look-ahead
+            if planned:  # the model just stepped on this batch's adversarial examples: the strategy's look-ahead
                 self.reward_grad_evals += self.las.observe(self.model, x, y, actions, out.adv_logits, self.global_step)
             loss_sum += batch_loss
             correct += (out.adv_logits.detach()[: shard.count].argmax(1) == y[: shard.count]).sum()
