@@ -257,7 +257,8 @@ def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost:
         arms = [a for a in declared if a in present] + sorted(present - set(declared))
         head = ["arm", "outer steps", "grad evals", "clean %", *(f"robust % eps {e:g}" for e in eps_list)]
         if aa_eps is not None:
-            head.append(f"PGD+AA % eps {aa_eps:g} ({ev.get('aa_tasks')} tasks)")
+            square = f"+Square ({ev['square_queries']:,} queries)" if ev.get("square_queries") else ""
+            head.append(f"PGD+AA{square} % eps {aa_eps:g} ({ev.get('aa_tasks')} tasks)")
         if support_eps is not None:
             head.append(f"{ev.get('support_attack')} support % eps {support_eps:g} ({ev.get('support_tasks')} tasks)")
         head.append("above chance up to eps (task CI / seed CI)")

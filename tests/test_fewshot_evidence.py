@@ -232,3 +232,15 @@ def test_batch_rows_draws_those_rows_of_the_whole_batchs_noise(sampler):
     with pytest.raises(ValueError, match="indices of a batch of 6"):
         with noise.batch_rows(torch.tensor([6]), 6):
             pass
+
+
+def test_the_sweep_table_says_square_ran():
+    from analysis.fewshot_report import _study_lines, _sweep_table
+
+    frame = _frame()
+    frame.loc[frame["eps"] == 0.2, "aa_robust_acc"] = frame.loc[frame["eps"] == 0.2, "robust_acc"] - 0.01
+    spec = {**SPEC, "evaluation": {**SPEC["evaluation"], "autoattack_eps": 0.2, "aa_tasks": 3, "square_queries": 5000}}
+    frames = {"sweep": frame, "support": frame.iloc[0:0]}
+    text = "\n".join(_study_lines(spec, _sweep_table("s", frames), _contrast_table_for(frames),
+                                  pd.DataFrame(columns=["arm", "outer_steps", "grad_evals"])))
+    assert "PGD+AA+Square (5,000 queries) % eps 0.2 (3 tasks)" in text
