@@ -80,6 +80,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="at this one of the --eps values, also run AutoAttack's APGD-CE, APGD-DLR, APGD-T (ways-1 "
                         "targets) against the adapted model, on the first --aa-tasks tasks")
     e.add_argument("--aa-tasks", type=int, default=100, help="tasks AutoAttack runs on (default 100)")
+    e.add_argument("--square-queries", type=int, default=None, metavar="N",
+                   help="after AutoAttack's set, the reference's gradient-free Square with N queries on the queries "
+                        "left, in the same worst case (needs --autoattack-eps)")
     e.add_argument("--per-task", default=None, metavar="CSV", help="write one row per (task, eps) to this CSV")
     e.add_argument("--label", default=None, metavar="NAME",
                    help="name of this checkpoint in the --per-task rows and the JSON (default: its method), "
@@ -122,7 +125,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                   pgd_restarts=args.pgd_restarts, inner_steps=args.inner_steps, attack_support=args.attack_support,
                   support_attack=args.support_attack, queries=args.queries, seed=args.seed, device=args.device,
                   data_dir=args.data_dir, autoattack_eps=args.autoattack_eps, aa_tasks=args.aa_tasks,
-                  per_task=args.per_task, label=args.label)
+                  per_task=args.per_task, label=args.label, square_queries=args.square_queries)
     if args.json:
         print(json.dumps(r))
         return 0

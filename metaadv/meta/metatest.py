@@ -1,8 +1,9 @@
 """The meta-test of a finished run: 600 (by default) seeded tasks of unseen classes, over an eps sweep.
 
 The tasks depend only on the data set, the task shape and ``seed``, so every method's checkpoint
-is measured on exactly the same tasks and the same PGD random starts: per-task results of two
-checkpoints (``per_task``) pair up task by task.
+is measured on exactly the same tasks, and PGD's random starts are seeded by the task (and attack,
+eps, restart: :func:`metaadv.meta.evaluate.task_start_seed`), so every checkpoint meets the same
+starts on the same query: per-task results of two checkpoints (``per_task``) pair up task by task.
 """
 
 from __future__ import annotations
@@ -51,13 +52,16 @@ def chance_crossing(sweep: list[dict], chance: float) -> dict:
 
 
 def _check_options(tasks, pgd_steps, pgd_restarts, eps_list, inner_steps, queries, support_attack, autoattack_eps,
-                   aa_tasks, per_task) -> None:
+                   aa_tasks, per_task, square_queries=None) -> None:
     if tasks < 1 or pgd_steps < 1 or pgd_restarts < 1:
         raise UserError(f"tasks, pgd_steps and pgd_restarts must be >= 1, got {tasks}, {pgd_steps} and {pgd_restarts}")
     for e in eps_list:
         if not 0.0 <= e <= 1.0:
             raise UserError(f"eps must be in [0, 1] (pixel units), got {e}")
-    for name, value in (("inner_steps", inner_steps), ("queries", queries), ("aa_tasks", aa_tasks)):
+    if square_queries is not None and autoattack_eps is None:
+        raise UserError("square_queries adds Square to AutoAttack's set: it needs autoattack_eps")
+    for name, value in (("inner_steps", inner_steps), ("queries", queries), ("aa_tasks", aa_tasks),
+                        ("square_queries", square_queries)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
     if support_attack not in SUPPORT_ATTACKS:
@@ -84,7 +88,8 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
               pgd_steps: int = 20, pgd_restarts: int = 1, inner_steps: int | None = None,
               attack_support: bool = False, support_attack: str = "none", queries: int | None = None, seed: int = 0,
               device: str = "auto", data_dir: str | None = None, autoattack_eps: float | None = None,
-              aa_tasks: int = 100, per_task: str | Path | None = None, label: str | None = None) -> dict:
+              aa_tasks: int = 100, per_task: str | Path | None = None, label: str | None = None,
+              square_queries: int | None = None) -> dict:
     """Few-shot accuracy of ``checkpoint`` on meta-test tasks, clean and under attack, with 95% CIs.
 
     ``eps`` one value or a sweep (default: the run's eps); ``inner_steps`` (default: the run's
@@ -94,6 +99,8 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
     path for one row per (task, eps), the input of paired comparisons (``analysis.fewshot``).
     ``label`` names the checkpoint in those rows (their ``method`` column) and in the result
     (default: its method), to tell two variants of one method apart, e.g. ADML with FGSM and PGD.
+    ``square_queries``: the reference Square attack with that many queries after AutoAttack's set at
+    ``autoattack_eps``, in the same per-example worst case (``aa_robust_acc``).
     """
     if attack_support:
         if support_attack not in ("none", "theta"):
@@ -109,7 +116,7 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
     if not eps_list:
         raise UserError("--eps needs at least one value")
     _check_options(tasks, pgd_steps, pgd_restarts, eps_list, inner_steps, queries, support_attack, autoattack_eps,
-                   aa_tasks, per_task)
+                   aa_tasks, per_task, square_queries)
     steps = inner_steps or config.test_inner_steps
     queries = queries or config.queries
     dev = resolve_device(device)
@@ -126,7 +133,7 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
     result = evaluate_tasks(model, _task_stream(pool, tasks, config.ways, config.shots, queries, seed), device=dev,
                             seed=seed, inner_steps=steps, inner_lr=config.inner_lr, eps=eps_list, pgd_steps=pgd_steps,
                             pgd_restarts=pgd_restarts, norm=config.norm, support_attack=support_attack,
-                            autoattack_eps=autoattack_eps, aa_tasks=aa_tasks)
+                            autoattack_eps=autoattack_eps, aa_tasks=aa_tasks, square_queries=square_queries)
     seconds = round(time.perf_counter() - start, 3)
     if per_task is not None:
         _write_per_task(per_task, result, config, autoattack_eps, label)
@@ -141,6 +148,7 @@ def meta_test(checkpoint: str | Path, *, tasks: int = 600, eps: float | Sequence
     if autoattack_eps is not None:
         aa, aa_ci = mean_ci95(result.aa_robust)
         pgd_same = mean_ci95(result.robust_by_eps[autoattack_eps][: len(result.aa_robust)])[0]
-        out.update({"aa_eps": autoattack_eps, "aa_tasks": len(result.aa_robust), "aa_components": few_shot_aa_components(config.ways),
+        out.update({"aa_eps": autoattack_eps, "aa_tasks": len(result.aa_robust), "aa_components": few_shot_aa_components(config.ways, bool(square_queries)),
+                    "square_queries": square_queries,
                     "aa_robust_acc": aa, "aa_robust_ci95": aa_ci, "aa_pgd_robust_acc": pgd_same})
     return out
