@@ -23,6 +23,12 @@ forward): every gradient read (the gradient-sign input, each unroll step's read,
 but a first one that reuses the generator loss's gradient), each generator loss term, PGD's
 steps, and the update (1, or 2 with a clean term). Generator- and discriminator-only passes are
 not counted.
+
+``frozen`` (config ``gen_frozen``): the control that isolates the learning. The generator keeps its
+initial weights; it makes its examples once per batch with no loss terms and no update, so it spends
+no passes on learning (the first final step then reads its own gradient, one pass, where the learned
+generator reuses its loss term's): with ``gen_steps=1`` and the last step's loss only, the frozen and
+the learned generator spend the same classifier passes.
 """
 
 from __future__ import annotations
@@ -85,13 +91,16 @@ class GeneratorTraining:
 
     def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
                  noise: bool = False, diversity: float = 0.0, discount: float = 0.0, start: str = "zero",
-                 seed: int = 0, device: torch.device | str = "cpu"):
+                 frozen: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
             raise ValueError(f"unknown generator architecture {arch!r}; expected one of {GEN_ARCHS}")
         if diversity > 0 and not (arch == "recursive" and noise):
             raise ValueError("the diversity term compares two noise draws: it needs arch='recursive' and noise=True")
         if start not in GEN_STARTS:
             raise ValueError(f"unknown start {start!r}; expected one of {GEN_STARTS}")
+        if frozen and (arch == "noise" or diversity > 0):
+            raise ValueError("a frozen generator needs a generator (not arch='noise') and trains no diversity term")
+        self.frozen = frozen
         self.arch, self.diversity, self.discount, self.start = arch, diversity, discount, start
         with torch.random.fork_rng(devices=[]):  # explicit init, and the global stream is left alone
             torch.manual_seed(seed)
@@ -135,7 +144,9 @@ class GeneratorTraining:
         if self.gen_opt is not None:
             for group in self.gen_opt.param_groups:
                 group["lr"] = hp.gen_lr
-        if self.arch == "noise":
+        if self.frozen:
+            delta, descent, passes, loss, logits, extra = self._frozen_examples(model, x, y, hp, norm, rng)
+        elif self.arch == "noise":
             delta, descent, passes, loss, logits, extra = _random_point(x, hp.eps, norm, rng), None, 0, 0.0, None, {}
         elif self.arch == "recursive":
             delta, descent, passes, loss, logits, extra = self._train_recursive(model, x, y, hp, norm, rng, parallel, weight)
@@ -153,6 +164,26 @@ class GeneratorTraining:
         delta, final_passes = final_steps(model, x, y, delta, steps=hp.gen_final_steps, eps_b=eps_b,
                                           step_b=eps_b * hp.gen_final_ratio, norm=norm, descent_grad=descent)
         return (x + delta).detach(), passes + len(y) * final_passes
+
+    def _frozen_examples(self, model, x, y, hp: HParams, norm: str, rng):
+        """The frozen generator's examples: its reads (the gradient sign; the unroll's K gradients) and no
+        loss term, no update. No descent gradient comes back: the first final step pays for its own read."""
+        n = len(y)
+        with frozen_eval(model), torch.enable_grad():
+            if self.arch == "onestep":
+                sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
+                delta = self.gen.perturb(x, hp.eps, norm, sign)
+                with torch.no_grad():
+                    logits = model(x + delta)
+                return delta.detach(), None, n * (1 if sign is not None else 0), -F.cross_entropy(logits, y).item(), logits, {}
+            eps_b = per_example(hp.eps, x)
+            delta0 = _random_point(x, hp.eps, norm, rng) if self.start == "random" else torch.zeros_like(x)
+            grad0, _, _ = input_grad(model, x + delta0, y, cross_entropy)
+            noise = draw(torch.randn, x.shape, rng, x.device, x.dtype) if self.gen.noise else None
+            out = unroll(model, self.gen, x, y, delta0=delta0, grad0=grad0, eps_b=eps_b, step_b=eps_b * hp.gen_step_ratio,
+                         steps=hp.gen_unroll, norm=norm, discount=0.0, noise=noise)
+        # The last step's cross-entropy is a forward only (logged as gen/loss, never back-propagated): not a pass.
+        return out.delta.detach(), None, n * hp.gen_unroll, out.loss.item(), out.logits.detach(), {}
 
     def _train_onestep(self, model, x, y, hp: HParams, norm: str, rng, parallel: DataParallel, weight: float):
         sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
@@ -286,8 +317,10 @@ class AdvGANTraining(GeneratorTraining):
     """
 
     def __init__(self, in_channels: int, *, alpha: float = 1.0, beta: float = 1.0, hinge: float = 0.5,
-                 width: int = 16, grad_input: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
-        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, seed=seed, device=device)
+                 width: int = 16, grad_input: bool = False, frozen: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, frozen=frozen, seed=seed,
+                         device=device)
         self.alpha, self.beta, self.hinge = alpha, beta, hinge
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
@@ -331,12 +364,13 @@ class AdvGANTraining(GeneratorTraining):
 def _generator_factory(config, info, device) -> GeneratorTraining:
     return GeneratorTraining(info.shape[0], arch=config.gen_arch, width=config.gen_width, grad_input=config.gen_grad_input,
                              noise=config.gen_noise, diversity=config.gen_diversity, discount=config.gen_step_discount,
-                             start=config.gen_start, seed=config.seed + 101, device=device)
+                             start=config.gen_start, frozen=config.gen_frozen, seed=config.seed + 101, device=device)
 
 
 def _advgan_factory(config, info, device) -> AdvGANTraining:
     return AdvGANTraining(info.shape[0], alpha=config.advgan_alpha, beta=config.advgan_beta, hinge=config.advgan_hinge,
-                          width=config.gen_width, grad_input=config.gen_grad_input, seed=config.seed + 101, device=device)
+                          width=config.gen_width, grad_input=config.gen_grad_input, frozen=config.gen_frozen,
+                          seed=config.seed + 101, device=device)
 
 
 # The recursive generator runs K times per classifier step: at width 8 it costs a third of width 16 on a CPU and
