@@ -99,6 +99,9 @@ class TrainConfig:
     # The control that isolates the learning: the generator keeps its initial weights (never updated, its loss
     # terms neither computed nor counted), every classifier pass the same (issue 23's frozen row).
     gen_frozen: bool = False
+    # recursive with a diversity term: 2 = the classifier trains on both noise draws' examples (L2L-DA's clean batch plus
+    # two adversarial copies, with adv_mix 2/3), 1 = on the first draw's only.
+    gen_train_copies: int = 1
     advgan_alpha: float = 1.0  # AdvGAN weight of the GAN loss
     advgan_beta: float = 1.0  # AdvGAN weight of the perturbation-norm hinge
     advgan_hinge: float = 0.5  # hinge bound c, as a fraction of the largest L2 norm the eps-ball allows
@@ -277,6 +280,11 @@ def _check_generator_and_policy(c: TrainConfig) -> None:
                         "meta-adv or advgan and a --gen-arch with a generator (not noise)")
     if c.gen_frozen and c.gen_diversity > 0:
         raise UserError("--gen-diversity is a term of the generator's training; a --gen-frozen generator does not train")
+    if c.gen_train_copies not in (1, 2):
+        raise UserError(f"gen_train_copies is 1 or 2 (both noise draws of the diversity term), got {c.gen_train_copies}")
+    if c.gen_train_copies == 2 and (c.gen_diversity <= 0 or c.gen_fraction < 1):
+        raise UserError("--gen-train-copies 2 trains on the diversity term's two noise draws: it needs --gen-diversity > 0 "
+                        "and --gen-fraction 1")
     if c.gen_noise and c.gen_arch != "recursive":
         raise UserError(f"--gen-noise feeds the recursive generator a noise map; --gen-arch {c.gen_arch} reads none")
     if c.gen_diversity < 0:

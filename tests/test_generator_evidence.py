@@ -159,3 +159,37 @@ def test_a_budget_of_train_and_decisions_stops_the_policy_when_both_together_rea
     last = both.rows[-2]
     assert last["cost/grad_evals"] + last["cost/reward_grad_evals"] < budget
     assert b.grad_evals < t.grad_evals
+
+
+def test_l2l_das_classifier_loss_is_the_mean_over_the_clean_batch_and_both_copies():
+    from metaadv.training.generator_methods import _copies_loss
+
+    model = _Linear()
+    g = torch.Generator().manual_seed(3)
+    x, adv = torch.rand(5, 1, 8, 8, generator=g), torch.rand(10, 1, 8, 8, generator=g)
+    y = torch.arange(5)
+    loss, logits_adv, passes = _copies_loss(model, x, adv, y, 2 / 3)
+    # L2L-DA's f_update_style=1: one cross-entropy over [x, adv_1, adv_2] with labels [y, y, y].
+    reference = torch.nn.functional.cross_entropy(model(torch.cat([x, adv])), y.repeat(3))
+    assert torch.allclose(loss, reference, atol=1e-6) and passes == 3 and logits_adv.shape == (10, 10)
+
+
+def test_both_noise_draws_train_the_classifier_and_are_paid_for(digits_splits, monkeypatch):
+    import metaadv.training.generator_methods as gm
+
+    l2l = dict(method="meta-generator", gen_noise=True, gen_diversity=0.02, gen_step_discount=1.0, gen_final_steps=0,
+               adv_mix=2 / 3)
+    seen = []
+    real = gm._copies_loss
+    monkeypatch.setattr(gm, "_copies_loss", lambda model, x, x_adv, y, mix: seen.append(len(x_adv) // len(x)) or
+                        real(model, x, x_adv, y, mix))
+    costs = {}
+    for copies in (1, 2):
+        run = TrainingRun(tiny(**l2l, gen_train_copies=copies), splits=digits_splits)
+        costs[copies] = run.step()["cost/grad_evals"]
+    k = TINY["gen_unroll"]
+    generator = 1 + 2 * ((k - 1) + k)  # the first read, then two draws of K - 1 reads and K loss terms
+    assert costs == {1: 2 * 20 * (generator + 2), 2: 2 * 20 * (generator + 3)}
+    assert seen == [2, 2]  # copies 2 only, both steps of the round
+    with pytest.raises(UserError, match="gen-train-copies"):
+        tiny(method="meta-generator", gen_train_copies=2)

@@ -85,8 +85,8 @@ def test_every_size_builds_every_arm_with_the_tables_common_flags():
     assert (zero.pop("pgd_start"), random.pop("pgd_start")) == ("zero", "random") and zero == random
     l2l = medium["l2l-da"]
     assert (l2l.gen_unroll, l2l.gen_step_ratio, l2l.gen_noise, l2l.gen_diversity, l2l.gen_step_discount, l2l.gen_width,
-            l2l.gen_final_steps, l2l.gen_start) == (10, 0.25, True, 0.02, 1.0, 64, 0, "zero")
-    assert abs(l2l.adv_mix - 2 / 3) < 1e-9  # their classifier loss: 1/3 clean
+            l2l.gen_final_steps, l2l.gen_start, l2l.gen_train_copies) == (10, 0.25, True, 0.02, 1.0, 64, 0, "zero", 2)
+    assert abs(l2l.adv_mix - 2 / 3) < 1e-9  # their classifier loss: the mean over [x, adv_1, adv_2]
     for arm in ("noise", "advgan", "meta-adv"):
         stopped, continued = medium[arm].to_dict(), medium[f"{arm}-continued"].to_dict()
         assert stopped.pop("co_guard_stop") and not continued.pop("co_guard_stop") and stopped == continued, arm

@@ -67,14 +67,15 @@ CONTINUED = {"co_guard_stop": False}  # the guard's revert without its stop: the
 # command: --g_method=3 --train_g_iter=10 --g_ministep_size=0.25 --dsgan_lambda=0.02 --g_mini_update_style=2
 # --f_update_style=1, g_base_channel_dim 64, g_z_dim 8), as far as the recursive generator supports it:
 # K = 10 steps of 0.25 eps from delta_0 = 0, a noise input with the diversity term at 0.02 (two draws per image),
-# the cross-entropy summed over the steps, width 64, no final step. The classifier's loss: theirs is the mean CE over
-# [x, adv_1, adv_2] (1/3 clean, 2/3 adversarial); here adv_mix 2/3 over [x, adv_1]. Not followed (docs/meta-adversarial.md):
+# the cross-entropy summed over the steps, width 64, no final step, and the classifier trained on the clean batch plus
+# both draws' adversarial copies (their mean CE over [x, adv_1, adv_2]: gen_train_copies 2, adv_mix 2/3).
+# Not followed (docs/meta-adversarial.md):
 # label conditioning, an 8-d noise vector (here a Gaussian map), the generator's SGD (lr 0.01, momentum 0.9; here
 # Adam 1e-3), per-channel unit-norm gradients (here unit RMS), no hand-coded gain * grad term (here, as every recursive
 # row), and their early stopping on test accuracy (here the study's guard on validation, as every row).
 L2L_DA = {"method": "meta-generator", "gen_arch": "recursive", "gen_unroll": 10, "gen_step_ratio": 0.25,
           "gen_noise": True, "gen_diversity": 0.02, "gen_step_discount": 1.0, "gen_width": 64, "gen_final_steps": 0,
-          "adv_mix": 2 / 3}
+          "gen_train_copies": 2, "adv_mix": 2 / 3}
 
 ARMS = (
     Arm("pgd-fixed", "single", "PGD-AT (PGD-10), fixed schedule", {"method": "pgd-at", "steps": 10}),
@@ -101,8 +102,8 @@ ARMS = (
     Arm("pgd4-zero", "single", "PGD-AT (PGD-4, steps of 0.5 eps) from a zero start, as the generator starts: what "
         "PGD-4's random start adds", {"method": "pgd-at", "steps": 4, "step_ratio": 0.5, "pgd_start": "zero"}),
     Arm("l2l-da", "single", "L2L-DA as published, as far as this generator goes (K = 10 of 0.25 eps, noise + diversity "
-        "0.02, loss summed over steps, width 64, 1/3 clean loss); differs: no label conditioning, a noise map not an "
-        "8-d vector, Adam not SGD, the gain * grad term, one adversarial copy in the loss not two", L2L_DA,
+        "0.02, loss summed over steps, width 64, the classifier on the clean batch + both draws); differs: no label "
+        "conditioning, a noise map not an 8-d vector, Adam not SGD, the gain * grad term", L2L_DA,
         evaluation=GENERATOR_EVALUATION),
     Arm("noise-continued", "single", "noise, with the guard's revert but not its stop: the full budget",
         {"method": "meta-generator", "gen_arch": "noise", "gen_final_steps": 1, **CONTINUED}),
@@ -124,7 +125,7 @@ PASSES = {"pgd-fixed": 11, "pgd-policy": 11, "pgd4-fixed": 5,
           "noise": 1 + 1,  # the final step's read, the update
           "recursive-frozen": 1 + 2 + 0 + 1 + 1,  # no loss term: the final step reads its own gradient
           "pgd4-zero": 5,
-          "l2l-da": 1 + 2 * (9 + 10) + 0 + 2,  # two noise draws, each K - 1 reads and K loss terms; clean + adversarial
+          "l2l-da": 1 + 2 * (9 + 10) + 0 + 3,  # two noise draws, each K - 1 reads and K loss terms; [x, adv_1, adv_2]
           "noise-continued": 1 + 1, "advgan-continued": 1 + 0 + 1, "meta-adv-continued": 1 + 2 + 1 + 0 + 1}
 POLICY_ARMS = ("pgd-policy", "meta-adv", "meta-adv-continued")  # the policy picks eps itself: no ramp
 

@@ -101,6 +101,8 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="recursive: the generator also reads a Gaussian noise map (default off)")
     g.add_argument("--gen-diversity", type=float, default=S, help="recursive with --gen-noise: weight of L2L-DA's diversity term (default 0)")
     g.add_argument("--gen-start", default=S, help="recursive: delta_0, zero (L2L-DA's; default) or random (a uniform point of the ball)")
+    g.add_argument("--gen-train-copies", type=int, default=S, help="recursive with --gen-diversity: 2 trains the classifier on "
+                   "both noise draws' examples (L2L-DA's two adversarial copies), 1 on the first's (default 1)")
     g.add_argument("--gen-frozen", action="store_true", default=S,
                    help="the control: the generator keeps its initial weights, never updated (no passes spent on its learning)")
     g.add_argument("--gen-step-discount", type=float, default=S,

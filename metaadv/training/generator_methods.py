@@ -91,7 +91,7 @@ class GeneratorTraining:
 
     def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
                  noise: bool = False, diversity: float = 0.0, discount: float = 0.0, start: str = "zero",
-                 frozen: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
+                 frozen: bool = False, train_copies: int = 1, seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
             raise ValueError(f"unknown generator architecture {arch!r}; expected one of {GEN_ARCHS}")
         if diversity > 0 and not (arch == "recursive" and noise):
@@ -100,7 +100,9 @@ class GeneratorTraining:
             raise ValueError(f"unknown start {start!r}; expected one of {GEN_STARTS}")
         if frozen and (arch == "noise" or diversity > 0):
             raise ValueError("a frozen generator needs a generator (not arch='noise') and trains no diversity term")
-        self.frozen = frozen
+        if train_copies not in (1, 2) or (train_copies == 2 and diversity <= 0):
+            raise ValueError("train_copies is 1, or 2 (both noise draws of the diversity term) with diversity > 0")
+        self.frozen, self.train_copies = frozen, train_copies
         self.arch, self.diversity, self.discount, self.start = arch, diversity, discount, start
         with torch.random.fork_rng(devices=[]):  # explicit init, and the global stream is left alone
             torch.manual_seed(seed)
@@ -155,8 +157,11 @@ class GeneratorTraining:
         # gen/* describe the generator's own examples (before the final steps): how strong the learned part is.
         n = len(y) if weight else 0  # a placeholder slice (metaadv/training/parallel.py) holds no examples
         fooled = (logits.argmax(1) != y).sum().item() if logits is not None and n else 0
-        self._count(n, loss, fooled, perturbation_norm(delta, norm).sum().item() if n else 0.0, extra,
+        self._count(n, loss, fooled, perturbation_norm(delta[: len(y)], norm).sum().item() if n else 0.0, extra,
                     share=weight / parallel.world_size)
+        copies = len(delta) // len(y)  # 2: both noise draws' examples train the classifier (train_copies)
+        if copies > 1:
+            x, y = x.repeat(copies, 1, 1, 1), y.repeat(copies)
         self._parallel = parallel
         # Per example, with no parameter update: the first step's gradient is the slice's rows of the
         # global batch's (up to the weight's positive scale, which the step's sign or direction drops).
@@ -227,8 +232,9 @@ class GeneratorTraining:
                 self.gen_opt.step()
         n = len(y)
         passes = n + copies * n * hp.gen_steps * unroll_passes(hp.gen_unroll, self.discount)
-        descent = out.x_last.grad[:n] if out.x_last.grad is not None else None
-        return out.delta[:n].detach(), descent, passes, loss.item(), out.logits[:n].detach(), extra
+        keep = n * self.train_copies  # L2L-DA trains the classifier on both draws' examples
+        descent = out.x_last.grad[:keep] if out.x_last.grad is not None else None
+        return out.delta[:keep].detach(), descent, passes, loss.item(), out.logits[:n].detach(), extra
 
     def step(self, model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
         x_adv, attack_passes = x, 0
@@ -251,7 +257,10 @@ class GeneratorTraining:
                                  norm=ctx.norm, generator=ctx.generator))
                 attack_passes += (len(y) - n_gen) * hp.steps
             x_adv = torch.cat(parts)
-        loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
+        if len(x_adv) != len(y):  # train_copies 2: L2L-DA's classifier loss over [x, adv_1, adv_2]
+            loss, logits_adv, passes = _copies_loss(model, x, x_adv, y, hp.adv_mix)
+        else:
+            loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
         # Per example, so the trainer's passes * batch gives the exact total (a float when mixed).
         return StepOutput(loss, logits_adv, passes + attack_passes / len(y))
 
@@ -297,6 +306,21 @@ class GeneratorTraining:
         if self.gen is not None:
             self.gen.load_state_dict(state["generator"])
             self.gen_opt.load_state_dict(state["gen_optimizer"])
+
+
+def _copies_loss(model, x, x_adv, y, adv_mix: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(1 - adv_mix) * CE(clean) + adv_mix * CE(every adversarial copy)``, ``x_adv`` holding ``len(x_adv) // len(x)``
+    copies of the batch (L2L-DA's ``f_update_style=1``, the mean over [x, adv_1, adv_2], is ``adv_mix = 2/3``);
+    one pass per example per term: the classifier's update costs ``copies`` (+ 1 with a clean term) passes."""
+    copies = len(x_adv) // len(y)
+    targets = y.repeat(copies)
+    if adv_mix >= 1.0:
+        logits_adv = model(x_adv)
+        return F.cross_entropy(logits_adv, targets), logits_adv, copies
+    logits = model(torch.cat([x, x_adv]))
+    logits_clean, logits_adv = logits[: len(y)], logits[len(y):]
+    loss = (1 - adv_mix) * F.cross_entropy(logits_clean, y) + adv_mix * F.cross_entropy(logits_adv, targets)
+    return loss, logits_adv, copies + 1
 
 
 def _diversity(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -364,7 +388,8 @@ class AdvGANTraining(GeneratorTraining):
 def _generator_factory(config, info, device) -> GeneratorTraining:
     return GeneratorTraining(info.shape[0], arch=config.gen_arch, width=config.gen_width, grad_input=config.gen_grad_input,
                              noise=config.gen_noise, diversity=config.gen_diversity, discount=config.gen_step_discount,
-                             start=config.gen_start, frozen=config.gen_frozen, seed=config.seed + 101, device=device)
+                             start=config.gen_start, frozen=config.gen_frozen, train_copies=config.gen_train_copies,
+                             seed=config.seed + 101, device=device)
 
 
 def _advgan_factory(config, info, device) -> AdvGANTraining:
