@@ -26,6 +26,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 POLICY_RETURNS = ("immediate", "discounted")
 VAL_ATTACKS = ("pgd", "apgd-ce")
+PGD_STARTS = ("random", "zero")  # pgd-at: a uniform point of the eps-ball (Madry et al. 2018), or x itself
+BUDGET_COUNTS = ("train", "train+decisions")  # what budget_grad_evals counts: training passes, or those plus decision passes
 
 
 
@@ -47,6 +49,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     trades_beta: float = 6.0
+    pgd_start: str = "random"  # pgd-at's attack start: random (Madry et al., a uniform point of the ball) or zero (x itself)
     adv_mix: float = 1.0
     gen_lr: float = 1e-3
     gen_steps: int = 1
@@ -80,6 +83,9 @@ class TrainConfig:
     co_guard: bool = False
     co_threshold: float = 0.2  # a drop of val robust accuracy this large = catastrophic overfitting
     co_gap: float = 0.5  # train adv accuracy this far above val robust accuracy (at the target eps) = the same
+    # False: the guard reverts to the best round and training goes on to the budget (or the rounds) instead of
+    # stopping, so a guarded run spends the same cost as the others (issue 23's continued rows).
+    co_guard_stop: bool = True
     # Perturbation generators (meta-generator, advgan, meta-adv); see metaadv/training/generator_methods.py.
     gen_arch: str = "recursive"  # recursive (L2L-DA), onestep (an ATN; advgan's), or noise (the uniform-noise control)
     gen_width: int = 16  # channels of the generator's hidden convolutions (8 for meta-generator and meta-adv, see METHOD_DEFAULTS)
@@ -90,6 +96,12 @@ class TrainConfig:
     # default: K - 1 classifier passes fewer per example, and as strong an attacker in tests/test_recursive_generator.py)
     gen_step_discount: float = 0.0
     gen_start: str = "zero"  # recursive: delta_0, zero (L2L-DA) or random (a uniform point of the ball)
+    # The control that isolates the learning: the generator keeps its initial weights (never updated, its loss
+    # terms neither computed nor counted), every classifier pass the same (issue 23's frozen row).
+    gen_frozen: bool = False
+    # recursive with a diversity term: 2 = the classifier trains on both noise draws' examples (L2L-DA's clean batch plus
+    # two adversarial copies, with adv_mix 2/3), 1 = on the first draw's only.
+    gen_train_copies: int = 1
     advgan_alpha: float = 1.0  # AdvGAN weight of the GAN loss
     advgan_beta: float = 1.0  # AdvGAN weight of the perturbation-norm hinge
     advgan_hinge: float = 0.5  # hinge bound c, as a fraction of the largest L2 norm the eps-ball allows
@@ -133,6 +145,9 @@ class TrainConfig:
     las_robust_weight: float = 4.0
     las_clean_weight: float = 2.0
     budget_grad_evals: int = 0  # stop once cost/grad_evals reaches this (0 = no budget; rounds still caps)
+    # What the budget counts: "train" (cost/grad_evals) or "train+decisions" (plus cost/reward_grad_evals, a
+    # controller's own measurements: the policy's reward checks, LAS's look-aheads), so deciding is paid inside it.
+    budget_counts: str = "train"
     # The threat model's tail: the last fraction of the budget (of the rounds, without one) trains at
     # the target eps with the configured attack and the lr in force when it began, whatever the
     # controller would choose (0 = off). A schedule that ends below the threat model is no model of it.
@@ -164,6 +179,10 @@ class TrainConfig:
         _choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, PRECISIONS)
         _choice("val_attack", self.val_attack, VAL_ATTACKS)
+        _choice("pgd_start", self.pgd_start, PGD_STARTS)
+        _choice("budget_counts", self.budget_counts, BUDGET_COUNTS)
+        if self.pgd_start != "random" and self.method != "pgd-at":
+            raise UserError(f"--pgd-start picks pgd-at's attack start; --method {self.method} has its own")
         for name in ("rounds", "batch_size", "val_pgd_steps", "val_apgd_iters"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -256,6 +275,16 @@ def _check_generator_and_policy(c: TrainConfig) -> None:
         raise UserError("--gen-arch recursive reads a fresh input gradient every step; --no-gen-grad-input is for --gen-arch onestep")
     if c.gen_start != "zero" and c.gen_arch != "recursive":
         raise UserError(f"--gen-start picks the recursive generator's first point; --gen-arch {c.gen_arch} has none")
+    if c.gen_frozen and (c.method not in ("meta-generator", "meta-adv", "advgan") or c.gen_arch == "noise"):
+        raise UserError("--gen-frozen keeps a generator at its initial weights; it needs --method meta-generator, "
+                        "meta-adv or advgan and a --gen-arch with a generator (not noise)")
+    if c.gen_frozen and c.gen_diversity > 0:
+        raise UserError("--gen-diversity is a term of the generator's training; a --gen-frozen generator does not train")
+    if c.gen_train_copies not in (1, 2):
+        raise UserError(f"gen_train_copies is 1 or 2 (both noise draws of the diversity term), got {c.gen_train_copies}")
+    if c.gen_train_copies == 2 and (c.gen_diversity <= 0 or c.gen_fraction < 1):
+        raise UserError("--gen-train-copies 2 trains on the diversity term's two noise draws: it needs --gen-diversity > 0 "
+                        "and --gen-fraction 1")
     if c.gen_noise and c.gen_arch != "recursive":
         raise UserError(f"--gen-noise feeds the recursive generator a noise map; --gen-arch {c.gen_arch} reads none")
     if c.gen_diversity < 0:

@@ -19,8 +19,11 @@ from tune_experiments.registry import STUDIES, load_study
 
 from .conftest import local_ray
 
-ARMS = ("pgd-fixed", "pgd4-fixed", "pgd-policy", "recursive", "recursive-final", "meta-adv", "advgan", "noise")
-GENERATOR_ARMS = ("recursive", "recursive-final", "meta-adv", "advgan")
+ARMS = ("pgd-fixed", "pgd4-fixed", "pgd-policy", "recursive", "recursive-final", "meta-adv", "advgan", "noise",
+        "recursive-frozen", "pgd4-zero", "l2l-da", "noise-continued", "advgan-continued", "meta-adv-continued")
+GENERATOR_ARMS = ("recursive", "recursive-final", "meta-adv", "advgan", "recursive-frozen", "l2l-da", "advgan-continued",
+                  "meta-adv-continued")
+OWN = {"transfer": "own"}
 
 
 def test_the_generator_study_is_registered_and_listed(capsys):
@@ -34,12 +37,21 @@ def test_the_generator_study_is_registered_and_listed(capsys):
 
 def test_arms_contrasts_and_judge_options_are_the_tables():
     assert tuple(a.name for a in STUDY.arms) == ARMS and all(a.kind == "single" for a in STUDY.arms)
-    assert {(a, b) for a, b, _ in STUDY.contrasts} >= {("recursive-final", "pgd-fixed"), ("pgd4-fixed", "recursive-final"),
-                                                       ("recursive-final", "noise")}
+    # Issue 23's family: learned - frozen, generator - PGD-4 (both starts), L2L-DA - PGD-10 AT, and the headline.
+    assert {(a, b) for a, b, _ in STUDY.contrasts} == {
+        ("recursive-final", "recursive-frozen"), ("recursive-final", "pgd4-fixed"), ("recursive-final", "pgd4-zero"),
+        ("l2l-da", "pgd-fixed"), ("recursive-final", "pgd-fixed")}
     assert all(q.endswith("?") for _, _, q in STUDY.contrasts)
+    assert STUDY.aim["min_effect"] == 0.02 and STUDY.aim["planned_seeds"] == 10
+    assert set(STUDY.aim["contrasts"]) == {"recursive-final - recursive-frozen", "recursive-final - pgd4-fixed",
+                                           "recursive-final - pgd4-zero", "l2l-da - pgd-fixed"}
     for size in STUDY.sizes:
         for arm in ARMS:  # the own generator as a transfer attack: generator arms only (noise has none)
-            assert STUDY.evaluation(arm, size).get("transfer") == ("own" if arm in GENERATOR_ARMS else None), arm
+            options = STUDY.evaluation(arm, size)
+            assert options.get("transfer") == ("own" if arm in GENERATOR_ARMS else None), arm
+            # Every row's verdict: Square and a transfer from an independently trained PGD-10 AT model.
+            assert "square" in options["attacks"].split(",") and options["surrogates"] == ["arm:pgd-fixed"], arm
+    assert [STUDY.sizes[s].evaluation["square_queries"] for s in ("medium", "full")] == [1000, 5000]
     for size in ("medium", "full"):  # the table: 5 seeds, 500 test digits, PGD-40 x 5 restarts, AutoAttack
         s = STUDY.sizes[size]
         assert s.seeds == 5 and s.budget_grad_evals == BUDGET == 192_500
@@ -66,6 +78,19 @@ def test_every_size_builds_every_arm_with_the_tables_common_flags():
     assert (medium["recursive"].gen_final_steps, medium["recursive-final"].gen_final_steps) == (0, 1)
     assert medium["meta-adv"].method == "meta-adv" and medium["noise"].gen_arch == "noise"
     assert (medium["pgd4-fixed"].steps, medium["pgd4-fixed"].step_ratio) == (4, 0.5)
+    # Issue 23's rows: each the row it controls, with one thing changed.
+    frozen, learned = medium["recursive-frozen"].to_dict(), medium["recursive-final"].to_dict()
+    assert frozen.pop("gen_frozen") and not learned.pop("gen_frozen") and frozen == learned
+    zero, random = medium["pgd4-zero"].to_dict(), medium["pgd4-fixed"].to_dict()
+    assert (zero.pop("pgd_start"), random.pop("pgd_start")) == ("zero", "random") and zero == random
+    l2l = medium["l2l-da"]
+    assert (l2l.gen_unroll, l2l.gen_step_ratio, l2l.gen_noise, l2l.gen_diversity, l2l.gen_step_discount, l2l.gen_width,
+            l2l.gen_final_steps, l2l.gen_start, l2l.gen_train_copies) == (10, 0.25, True, 0.02, 1.0, 64, 0, "zero", 2)
+    assert abs(l2l.adv_mix - 2 / 3) < 1e-9  # their classifier loss: the mean over [x, adv_1, adv_2]
+    for arm in ("noise", "advgan", "meta-adv"):
+        stopped, continued = medium[arm].to_dict(), medium[f"{arm}-continued"].to_dict()
+        assert stopped.pop("co_guard_stop") and not continued.pop("co_guard_stop") and stopped == continued, arm
+    assert all((medium[a].budget_counts == "train+decisions") == (a in POLICY_ARMS) for a in ARMS)
 
 
 def test_the_eps_ramp_is_30_percent_of_the_rounds_each_arms_budget_buys():
@@ -153,7 +178,7 @@ def test_a_tiny_generator_study_judges_every_arm_within_budget_and_reports_its_c
 
     meta = json.loads((root / "study.json").read_text())
     assert (meta["study"], meta["size"], meta["status"]) == ("generator", "tiny", "done")
-    assert {a for a, e in meta["arms"].items() if e.get("evaluation") == {"transfer": "own"}} == set(GENERATOR_ARMS)
+    assert {a for a, e in meta["arms"].items() if (e.get("evaluation") or {}).get("transfer") == "own"} == set(GENERATOR_ARMS)
     with open(root / "models.csv") as f:
         rows = list(csv.DictReader(f))
     # Every arm's models judged, paired on the same seeds.
@@ -161,7 +186,10 @@ def test_a_tiny_generator_study_judges_every_arm_within_budget_and_reports_its_c
     for r in rows:
         report = json.loads((root / r["eval"]).read_text())
         assert report["n"] == 20 and 0.0 <= report["robust_acc"] <= report["clean_acc"] <= 1.0
-        assert set(report["per_attack"]) == {"fgsm", "pgd", "autoattack"}  # the verdict: their per-example worst case
+        # The verdict: the per-example worst case of the attacks, Square and the transfer from another PGD-10 AT model.
+        transfer = [k for k in report["per_attack"] if k.startswith("transfer-pgd:")]
+        assert set(report["per_attack"]) - set(transfer) == {"fgsm", "pgd", "autoattack", "square"}
+        assert len(transfer) == 1 and "pgd-fixed" in transfer[0]
         assert report["robust_acc"] <= min(report["per_attack"].values())
         if r["arm"] in GENERATOR_ARMS:  # its own generator, reported apart: never in the verdict
             assert set(report["transfer"]) == {"own"} and 0.0 <= report["transfer"]["own"] <= report["clean_acc"]
@@ -169,7 +197,8 @@ def test_a_tiny_generator_study_judges_every_arm_within_budget_and_reports_its_c
         else:
             assert "transfer" not in report
 
-    # Cost (a): every run stopped at its first round that reached the budget (or the guard stopped it).
+    # Cost (a): every run stopped at its first round that reached the budget (or the guard stopped it); the
+    # policy arms' budget counts their reward checks too.
     budget = size.budget_grad_evals
     progress = json.loads((root / "progress.json").read_text())["experiments"]
     assert set(progress) == {f"{a}/{a}" for a in ARMS}
@@ -180,6 +209,8 @@ def test_a_tiny_generator_study_judges_every_arm_within_budget_and_reports_its_c
         one_round = (PASSES[arm] + (arm in POLICY_ARMS)) * c["steps_per_round"] * c["batch_size"]
         for t in trials:
             spent, last = t["metrics"]["cost/grad_evals"], _last_row(t["path"])
+            if arm in POLICY_ARMS:
+                spent += t["metrics"]["cost/reward_grad_evals"]
             assert spent < budget + one_round, key
             assert spent >= budget or float(last.get("train/co_detected") or 0) == 1, key
 

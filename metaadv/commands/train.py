@@ -35,6 +35,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=S, help=f"learning rate (default {d.lr})")
     g.add_argument("--weight-decay", type=float, default=S, help=f"(default {d.weight_decay})")
     g.add_argument("--trades-beta", type=float, default=S, help=f"TRADES beta (default {d.trades_beta})")
+    g.add_argument("--pgd-start", default=S, help="pgd-at: the attack's start, random (a uniform point of the ball; default) or zero (x itself)")
     g.add_argument("--adv-mix", type=float, default=S, help="weight of the adversarial loss vs the clean loss (default 1)")
     s = p.add_argument_group("schedule")
     s.add_argument("--controller", default=S, help="who picks the hyperparameters each round: schedule (default), policy, replay, or las (the schedule, with a learned attack per example)")
@@ -58,6 +59,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                         "adds train/grad_align to the row (default on for fast-at, meta-generator, advgan, meta-adv)")
     m.add_argument("--co-threshold", type=float, default=S, help="--co-guard: robust-accuracy drop that counts as catastrophic overfitting (default 0.2)")
     m.add_argument("--co-gap", type=float, default=S, help="--co-guard: train adversarial accuracy minus val robust accuracy that counts as catastrophic overfitting, once eps is at its target (default 0.5)")
+    m.add_argument("--co-guard-stop", action=argparse.BooleanOptionalAction, default=S,
+                   help="--co-guard: stop after reverting (default); --no-co-guard-stop reverts to the best round and trains on to the budget")
     add_generator_and_policy_flags(p)
     v = p.add_argument_group("validation, data and device")
     v.add_argument("--val-size", type=int, default=S, help="validation examples measured each round (default 500; 0 = all)")
@@ -98,6 +101,10 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="recursive: the generator also reads a Gaussian noise map (default off)")
     g.add_argument("--gen-diversity", type=float, default=S, help="recursive with --gen-noise: weight of L2L-DA's diversity term (default 0)")
     g.add_argument("--gen-start", default=S, help="recursive: delta_0, zero (L2L-DA's; default) or random (a uniform point of the ball)")
+    g.add_argument("--gen-train-copies", type=int, default=S, help="recursive with --gen-diversity: 2 trains the classifier on "
+                   "both noise draws' examples (L2L-DA's two adversarial copies), 1 on the first's (default 1)")
+    g.add_argument("--gen-frozen", action="store_true", default=S,
+                   help="the control: the generator keeps its initial weights, never updated (no passes spent on its learning)")
     g.add_argument("--gen-step-discount", type=float, default=S,
                    help="recursive: weight of unroll step t's loss is discount^(K-t); 1 = summed (default), 0 = last step only")
     g.add_argument("--advgan-alpha", type=float, default=S, help=f"AdvGAN weight of the GAN loss (default {d.advgan_alpha})")
@@ -124,6 +131,8 @@ def add_generator_and_policy_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--policy-gamma", type=float, default=S, help=f"discount of --policy-return discounted (default {d.policy_gamma})")
     r.add_argument("--policy-horizon", type=int, default=S, help=f"rounds n in --policy-return discounted's n-step return (default {d.policy_horizon})")
     r.add_argument("--budget-grad-evals", type=int, default=S, help="stop once cost/grad_evals reaches this (default 0 = no budget)")
+    r.add_argument("--budget-counts", default=S, help="what the budget counts: train (cost/grad_evals; default) or "
+                   "train+decisions (plus cost/reward_grad_evals, the policy's reward checks)")
     r.add_argument("--tail-fraction", type=float, default=S, help="train the last fraction of the budget (of the rounds without one) "
                    "at the target eps with the configured attack, whatever the controller chooses (default 0 = off)")
     r.add_argument("--tail-steps", type=int, default=S, help="the tail's attack steps (default 0 = --steps)")

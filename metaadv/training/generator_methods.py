@@ -23,6 +23,12 @@ forward): every gradient read (the gradient-sign input, each unroll step's read,
 but a first one that reuses the generator loss's gradient), each generator loss term, PGD's
 steps, and the update (1, or 2 with a clean term). Generator- and discriminator-only passes are
 not counted.
+
+``frozen`` (config ``gen_frozen``): the control that isolates the learning. The generator keeps its
+initial weights; it makes its examples once per batch with no loss terms and no update, so it spends
+no passes on learning (the first final step then reads its own gradient, one pass, where the learned
+generator reuses its loss term's): with ``gen_steps=1`` and the last step's loss only, the frozen and
+the learned generator spend the same classifier passes.
 """
 
 from __future__ import annotations
@@ -85,13 +91,18 @@ class GeneratorTraining:
 
     def __init__(self, in_channels: int, *, arch: str = "onestep", width: int = 16, grad_input: bool = True,
                  noise: bool = False, diversity: float = 0.0, discount: float = 0.0, start: str = "zero",
-                 seed: int = 0, device: torch.device | str = "cpu"):
+                 frozen: bool = False, train_copies: int = 1, seed: int = 0, device: torch.device | str = "cpu"):
         if arch not in GEN_ARCHS:
             raise ValueError(f"unknown generator architecture {arch!r}; expected one of {GEN_ARCHS}")
         if diversity > 0 and not (arch == "recursive" and noise):
             raise ValueError("the diversity term compares two noise draws: it needs arch='recursive' and noise=True")
         if start not in GEN_STARTS:
             raise ValueError(f"unknown start {start!r}; expected one of {GEN_STARTS}")
+        if frozen and (arch == "noise" or diversity > 0):
+            raise ValueError("a frozen generator needs a generator (not arch='noise') and trains no diversity term")
+        if train_copies not in (1, 2) or (train_copies == 2 and diversity <= 0):
+            raise ValueError("train_copies is 1, or 2 (both noise draws of the diversity term) with diversity > 0")
+        self.frozen, self.train_copies = frozen, train_copies
         self.arch, self.diversity, self.discount, self.start = arch, diversity, discount, start
         with torch.random.fork_rng(devices=[]):  # explicit init, and the global stream is left alone
             torch.manual_seed(seed)
@@ -135,7 +146,9 @@ class GeneratorTraining:
         if self.gen_opt is not None:
             for group in self.gen_opt.param_groups:
                 group["lr"] = hp.gen_lr
-        if self.arch == "noise":
+        if self.frozen:
+            delta, descent, passes, loss, logits, extra = self._frozen_examples(model, x, y, hp, norm, rng)
+        elif self.arch == "noise":
             delta, descent, passes, loss, logits, extra = _random_point(x, hp.eps, norm, rng), None, 0, 0.0, None, {}
         elif self.arch == "recursive":
             delta, descent, passes, loss, logits, extra = self._train_recursive(model, x, y, hp, norm, rng, parallel, weight)
@@ -144,8 +157,11 @@ class GeneratorTraining:
         # gen/* describe the generator's own examples (before the final steps): how strong the learned part is.
         n = len(y) if weight else 0  # a placeholder slice (metaadv/training/parallel.py) holds no examples
         fooled = (logits.argmax(1) != y).sum().item() if logits is not None and n else 0
-        self._count(n, loss, fooled, perturbation_norm(delta, norm).sum().item() if n else 0.0, extra,
+        self._count(n, loss, fooled, perturbation_norm(delta[: len(y)], norm).sum().item() if n else 0.0, extra,
                     share=weight / parallel.world_size)
+        copies = len(delta) // len(y)  # 2: both noise draws' examples train the classifier (train_copies)
+        if copies > 1:
+            x, y = x.repeat(copies, 1, 1, 1), y.repeat(copies)
         self._parallel = parallel
         # Per example, with no parameter update: the first step's gradient is the slice's rows of the
         # global batch's (up to the weight's positive scale, which the step's sign or direction drops).
@@ -153,6 +169,26 @@ class GeneratorTraining:
         delta, final_passes = final_steps(model, x, y, delta, steps=hp.gen_final_steps, eps_b=eps_b,
                                           step_b=eps_b * hp.gen_final_ratio, norm=norm, descent_grad=descent)
         return (x + delta).detach(), passes + len(y) * final_passes
+
+    def _frozen_examples(self, model, x, y, hp: HParams, norm: str, rng):
+        """The frozen generator's examples: its reads (the gradient sign; the unroll's K gradients) and no
+        loss term, no update. No descent gradient comes back: the first final step pays for its own read."""
+        n = len(y)
+        with frozen_eval(model), torch.enable_grad():
+            if self.arch == "onestep":
+                sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
+                delta = self.gen.perturb(x, hp.eps, norm, sign)
+                with torch.no_grad():
+                    logits = model(x + delta)
+                return delta.detach(), None, n * (1 if sign is not None else 0), -F.cross_entropy(logits, y).item(), logits, {}
+            eps_b = per_example(hp.eps, x)
+            delta0 = _random_point(x, hp.eps, norm, rng) if self.start == "random" else torch.zeros_like(x)
+            grad0, _, _ = input_grad(model, x + delta0, y, cross_entropy)
+            noise = draw(torch.randn, x.shape, rng, x.device, x.dtype) if self.gen.noise else None
+            out = unroll(model, self.gen, x, y, delta0=delta0, grad0=grad0, eps_b=eps_b, step_b=eps_b * hp.gen_step_ratio,
+                         steps=hp.gen_unroll, norm=norm, discount=0.0, noise=noise)
+        # The last step's cross-entropy is a forward only (logged as gen/loss, never back-propagated): not a pass.
+        return out.delta.detach(), None, n * hp.gen_unroll, out.loss.item(), out.logits.detach(), {}
 
     def _train_onestep(self, model, x, y, hp: HParams, norm: str, rng, parallel: DataParallel, weight: float):
         sign = grad_sign(model, x, y, hp.eps, norm, rng) if self.gen.grad_input else None
@@ -196,8 +232,9 @@ class GeneratorTraining:
                 self.gen_opt.step()
         n = len(y)
         passes = n + copies * n * hp.gen_steps * unroll_passes(hp.gen_unroll, self.discount)
-        descent = out.x_last.grad[:n] if out.x_last.grad is not None else None
-        return out.delta[:n].detach(), descent, passes, loss.item(), out.logits[:n].detach(), extra
+        keep = n * self.train_copies  # L2L-DA trains the classifier on both draws' examples
+        descent = out.x_last.grad[:keep] if out.x_last.grad is not None else None
+        return out.delta[:keep].detach(), descent, passes, loss.item(), out.logits[:n].detach(), extra
 
     def step(self, model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
         x_adv, attack_passes = x, 0
@@ -220,7 +257,10 @@ class GeneratorTraining:
                                  norm=ctx.norm, generator=ctx.generator))
                 attack_passes += (len(y) - n_gen) * hp.steps
             x_adv = torch.cat(parts)
-        loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
+        if len(x_adv) != len(y):  # train_copies 2: L2L-DA's classifier loss over [x, adv_1, adv_2]
+            loss, logits_adv, passes = _copies_loss(model, x, x_adv, y, hp.adv_mix)
+        else:
+            loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
         # Per example, so the trainer's passes * batch gives the exact total (a float when mixed).
         return StepOutput(loss, logits_adv, passes + attack_passes / len(y))
 
@@ -268,6 +308,21 @@ class GeneratorTraining:
             self.gen_opt.load_state_dict(state["gen_optimizer"])
 
 
+def _copies_loss(model, x, x_adv, y, adv_mix: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(1 - adv_mix) * CE(clean) + adv_mix * CE(every adversarial copy)``, ``x_adv`` holding ``len(x_adv) // len(x)``
+    copies of the batch (L2L-DA's ``f_update_style=1``, the mean over [x, adv_1, adv_2], is ``adv_mix = 2/3``);
+    one pass per example per term: the classifier's update costs ``copies`` (+ 1 with a clean term) passes."""
+    copies = len(x_adv) // len(y)
+    targets = y.repeat(copies)
+    if adv_mix >= 1.0:
+        logits_adv = model(x_adv)
+        return F.cross_entropy(logits_adv, targets), logits_adv, copies
+    logits = model(torch.cat([x, x_adv]))
+    logits_clean, logits_adv = logits[: len(y)], logits[len(y):]
+    loss = (1 - adv_mix) * F.cross_entropy(logits_clean, y) + adv_mix * F.cross_entropy(logits_adv, targets)
+    return loss, logits_adv, copies + 1
+
+
 def _diversity(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """L2L-DA's (after DSGAN, Yang et al. 2019) mode-seeking term for two halves made with two noise draws
     of the same images: mean over images of ``mean|delta_1 - delta_2| / mean|z_1 - z_2|``; maximised."""
@@ -286,8 +341,10 @@ class AdvGANTraining(GeneratorTraining):
     """
 
     def __init__(self, in_channels: int, *, alpha: float = 1.0, beta: float = 1.0, hinge: float = 0.5,
-                 width: int = 16, grad_input: bool = False, seed: int = 0, device: torch.device | str = "cpu"):
-        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, seed=seed, device=device)
+                 width: int = 16, grad_input: bool = False, frozen: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, frozen=frozen, seed=seed,
+                         device=device)
         self.alpha, self.beta, self.hinge = alpha, beta, hinge
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
@@ -331,12 +388,14 @@ class AdvGANTraining(GeneratorTraining):
 def _generator_factory(config, info, device) -> GeneratorTraining:
     return GeneratorTraining(info.shape[0], arch=config.gen_arch, width=config.gen_width, grad_input=config.gen_grad_input,
                              noise=config.gen_noise, diversity=config.gen_diversity, discount=config.gen_step_discount,
-                             start=config.gen_start, seed=config.seed + 101, device=device)
+                             start=config.gen_start, frozen=config.gen_frozen, train_copies=config.gen_train_copies,
+                             seed=config.seed + 101, device=device)
 
 
 def _advgan_factory(config, info, device) -> AdvGANTraining:
     return AdvGANTraining(info.shape[0], alpha=config.advgan_alpha, beta=config.advgan_beta, hinge=config.advgan_hinge,
-                          width=config.gen_width, grad_input=config.gen_grad_input, seed=config.seed + 101, device=device)
+                          width=config.gen_width, grad_input=config.gen_grad_input, frozen=config.gen_frozen,
+                          seed=config.seed + 101, device=device)
 
 
 # The recursive generator runs K times per classifier step: at width 8 it costs a third of width 16 on a CPU and

@@ -54,6 +54,7 @@ class StepContext:
     parallel: "DataParallel" = SINGLE_PROCESS
     loss_weight: float = 1.0
     plan: AttackPlan | None = None  # per-example attacks (PLANNED_METHODS only); None: the round's hp
+    pgd_start: str = "random"  # pgd-at's attack start (config pgd_start): a uniform point of the ball, or "zero": x
 
 
 def attacker(model, ctx: StepContext):
@@ -101,8 +102,9 @@ def _pgd_attack(model, x, target, hp: HParams, ctx: StepContext, **kw) -> tuple[
 
 
 def pgd_at_step(model, x, y, hp: HParams, ctx: StepContext) -> StepOutput:
-    """Madry et al. 2018: train on PGD examples from a random start."""
-    x_adv, attack_passes = _pgd_attack(model, x, y, hp, ctx)
+    """Madry et al. 2018: train on PGD examples from a random start (``ctx.pgd_start="zero"``: from x
+    itself, as the generators start, so a comparison with them is not one of starts)."""
+    x_adv, attack_passes = _pgd_attack(model, x, y, hp, ctx, random_init=ctx.pgd_start == "random")
     loss, logits_adv, passes = _mixed_loss(model, x, x_adv, y, hp.adv_mix)
     return StepOutput(loss, logits_adv, attack_passes + passes)
 

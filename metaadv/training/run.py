@@ -58,7 +58,7 @@ class TrainingRun:
             return False
         budget = self.config.budget_grad_evals
         if budget > 0:
-            return self.trainer.grad_evals >= (1.0 - f) * budget
+            return self.trainer.budget_spent() >= (1.0 - f) * budget
         return self.round >= math.ceil((1.0 - f) * self.config.rounds)
 
     def _propose(self) -> tuple:
@@ -93,7 +93,7 @@ class TrainingRun:
     @property
     def done(self) -> bool:
         budget = self.config.budget_grad_evals
-        over_budget = budget > 0 and self.trainer.grad_evals >= budget
+        over_budget = budget > 0 and self.trainer.budget_spent() >= budget
         return self.round >= self.config.rounds or bool(self.stopped_reason) or over_budget
 
     def step(self) -> dict:
@@ -136,7 +136,9 @@ class TrainingRun:
     def _catastrophic_overfitting_check(self, train: dict, val: dict, hp, before: dict) -> dict:
         """Wong et al. 2020's guard for FGSM training (``co_guard``; fast-at and the generator methods by
         default): if PGD accuracy collapses, go back to the round with the best validation PGD
-        accuracy (as their early stopping does) and stop.
+        accuracy (as their early stopping does) and stop; with ``co_guard_stop=False`` revert and train on
+        (the classifier alone is reverted: its optimizer and a generator keep their state), so the run
+        spends the same budget as runs the guard never stopped.
 
         Two signs count: validation PGD accuracy falling more than ``co_threshold`` below its best,
         and, once eps is at its target, accuracy on the training examples (FGSM's, the generator's)
@@ -158,6 +160,10 @@ class TrainingRun:
             else:  # detected in the first round: nothing better than the start
                 self.trainer.model.load_state_dict(before)
                 where = "their state before this round"
+            if not c.co_guard_stop:  # the revert without the stop: the run goes on to its full budget
+                warnings.warn(f"catastrophic overfitting: {reason}; weights reverted to {where}, training continues",
+                              stacklevel=2)
+                return {"train/co_detected": 1}
             self.stopped_reason = f"catastrophic overfitting: {reason}; weights reverted to {where} and training stopped"
             warnings.warn(self.stopped_reason, stacklevel=2)
             return {"train/co_detected": 1}

@@ -150,7 +150,8 @@ class Trainer:
         round's end: runs whose rounds cost different amounts stop within one step of the same
         cost (whole rounds overshot it by up to a round, +6.5% on average for the study's policy
         runs). Under data parallelism the step's cost is all-reduced, so every process stops at
-        the same step.
+        the same step. With ``budget_counts="train+decisions"`` the budget counts the decision passes too
+        (the policy's reward checks, made between rounds; LAS's look-aheads, step by step).
         """
         self._set_hparams(hp)
         first = step_hp = hp
@@ -161,7 +162,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         seen = grad_evals = 0
         las = self.las is not None and chosen
-        budget, spent = self.config.budget_grad_evals, self.grad_evals  # every process's work before this round
+        budget, spent = self.config.budget_grad_evals, self.budget_spent()  # every process's work before this round
+        decisions = self.config.budget_counts == "train+decisions"
         for i in range(n_steps):
             if at_step is None:
                 step_hp = hp.at_fraction((i + 1) / n_steps)
@@ -178,7 +180,8 @@ class Trainer:
             ctx = StepContext(norm=self.config.norm, generator=self._step_generator(),
                               labeled=None if self.labeled is None else self.labeled[idx],
                               vat_xi=self.config.vat_xi, vat_weight=self.config.vat_weight,
-                              attack_model=self.attack_model, parallel=dp, loss_weight=shard.weight, plan=plan)
+                              attack_model=self.attack_model, parallel=dp, loss_weight=shard.weight, plan=plan,
+                              pgd_start=self.config.pgd_start)
             with shard.noise():
                 out = self.method.step(self.step_model, x, y, step_hp, ctx)
             batch_loss = dp.sum(out.loss.detach() * shard.count)
@@ -189,7 +192,9 @@ class Trainer:
             (out.loss if shard.weight == 1.0 else out.loss * shard.weight).backward()
             self.optimizer.step()
             if planned:  # the model just stepped on this batch's adversarial examples: the strategy's look-ahead
-                self.reward_grad_evals += self.las.observe(self.model, x, y, actions, out.adv_logits, self.global_step)
+                look = self.las.observe(self.model, x, y, actions, out.adv_logits, self.global_step)
+                self.reward_grad_evals += look
+                spent += look if decisions else 0
             loss_sum += batch_loss
             correct += (out.adv_logits.detach()[: shard.count].argmax(1) == y[: shard.count]).sum()
             seen += shard.count
@@ -209,6 +214,11 @@ class Trainer:
         extra = self.las.round_metrics(self.kl_x, acted=las) if self.las is not None else {}
         return {"train/loss": loss_sum.item() / seen_total, "train/adv_acc": correct_total / seen_total,
                 **self.method.round_metrics(), **extra}
+
+    def budget_spent(self) -> int:
+        """What ``budget_grad_evals`` counts: the training passes, plus the decision passes
+        (``cost/reward_grad_evals``) with ``budget_counts="train+decisions"``."""
+        return self.grad_evals + (self.reward_grad_evals if self.config.budget_counts == "train+decisions" else 0)
 
     def validate(self, round_index: int = 0) -> dict[str, float]:
         """``val/*`` metrics at the threat model's target eps on the fixed validation subset.
