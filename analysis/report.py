@@ -189,8 +189,9 @@ def aim_sentence(table: pd.DataFrame, aim: dict | None) -> str:
     else:
         verdict = " Met by " + ", ".join(f"{r['a']} - {r['b']} ({100 * r['mean']:+.1f}, 95% CI from {100 * r['lo']:.1f})"
                                          for _, r in met.iterrows()) + "."
-    mdes = [f"{r['a']} - {r['b']} {100 * r['mde']:.1f}" + (f" ({100 * r['mde_planned']:.1f} at {int(aim['planned_seeds'])})"
-                                                        if pd.notna(r["mde_planned"]) else "")
+    # Below 3 pairs t_{n-1} makes the detectable effect hundreds of points: say so rather than print it.
+    mdes = [f"{r['a']} - {r['b']} " + (f"{100 * r['mde']:.1f}" if r["n"] >= 3 else f"n/a at {int(r['n'])} pairs")
+            + (f" ({100 * r['mde_planned']:.1f} at {int(aim['planned_seeds'])})" if pd.notna(r["mde_planned"]) else "")
             for _, r in judged.iterrows() if pd.notna(r["mde"])]
     if mdes:
         verdict += (" Minimum detectable effect (points, 80% power, Bonferroni over the contrasts) at the seeds run"
