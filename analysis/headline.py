@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["size_banner", "headline", "named", "same_models_line", "per_seed", "FEW_SEEDS"]
+__all__ = ["size_banner", "headline", "aim_sentence", "named", "same_models_line", "per_seed", "FEW_SEEDS"]
 
 # Sizes that exist to check that the whole pipeline runs, not to compare arms.
 PLUMBING_SIZES = ("tiny", "smoke")
@@ -80,3 +80,28 @@ def per_seed(models: pd.DataFrame, arm: str, column: str) -> str:
     values = ", ".join("n/a" if pd.isna(v) else f"{100 * v:.1f}" for v in g[column])
     seeds = ", ".join(str(s) for s in g["seed"])
     return f"{values} (seed{'s' if len(g) > 1 else ''} {seeds})"
+
+
+def aim_sentence(table: pd.DataFrame, aim: dict | None) -> str:
+    """The declared aim and whether any contrast met it (decided, mean at least ``min_effect``), with
+    the minimum detectable effect at the seeds run and at the seeds planned: a contrast that misses
+    the aim where the MDE is above it was not measured finely enough to show it."""
+    if not aim:
+        return "No aim was declared in study.json."
+    effect = 100 * float(aim["min_effect"])
+    judged = table[table["aim_effect"].notna()] if len(table) else table
+    met = judged[judged["meets_aim"].astype(bool)] if len(judged) else judged
+    head = f"**Aim** (declared before the run): {aim.get('statement') or f'a difference of at least {effect:.1f} points'}."
+    if met.empty:
+        verdict = f" Not met: no declared contrast is decided with a mean of at least {effect:.1f} points."
+    else:
+        verdict = " Met by " + ", ".join(f"{r['a']} - {r['b']} ({100 * r['mean']:+.1f}, 95% CI from {100 * r['lo']:.1f})"
+                                         for _, r in met.iterrows()) + "."
+    # Below 3 pairs t_{n-1} makes the detectable effect hundreds of points: say so rather than print it.
+    mdes = [f"{r['a']} - {r['b']} " + (f"{100 * r['mde']:.1f}" if r["n"] >= 3 else f"n/a at {int(r['n'])} pairs")
+            + (f" ({100 * r['mde_planned']:.1f} at {int(aim['planned_seeds'])})" if pd.notna(r["mde_planned"]) else "")
+            for _, r in judged.iterrows() if pd.notna(r["mde"])]
+    if mdes:
+        verdict += (" Minimum detectable effect (points, 80% power, Bonferroni over the contrasts) at the seeds run"
+                    + (" and, in brackets, at the planned seeds" if aim.get("planned_seeds") else "") + ": " + "; ".join(mdes) + ".")
+    return head + verdict

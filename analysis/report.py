@@ -23,9 +23,9 @@ from .status import STATUS_COLUMNS, is_partial, status_lines, study_status
 from .fewshot_report import fewshot_lines, fewshot_tables
 from .breakdown import attack_breakdown
 from .exploits import pbt_tree
-from .headline import FEW_SEEDS, headline, named, per_seed, same_models_line, size_banner
+from .headline import FEW_SEEDS, aim_sentence, headline, named, per_seed, same_models_line, size_banner
+from .meta_training import meta_training_lines
 from .same_models import same_model_arms, twins_of
-from .cost import arm_cost
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
 __all__ = ["analyze", "write_report", "verdict_sentences", "study_specs", "partial_studies", "arm_order"]
@@ -172,31 +172,6 @@ def verdict_sentences(table: pd.DataFrame, twins: dict[str, list[str]] | None = 
                    f"(95% CI {100 * min(abs(c['lo']), abs(c['hi'])):.1f} to {100 * max(abs(c['lo']), abs(c['hi'])):.1f}, "
                    f"Holm p {c['p_holm']:.3g}, {int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
     return out
-
-
-def aim_sentence(table: pd.DataFrame, aim: dict | None) -> str:
-    """The declared aim and whether any contrast met it (decided, mean at least ``min_effect``), with
-    the minimum detectable effect at the seeds run and at the seeds planned: a contrast that misses
-    the aim where the MDE is above it was not measured finely enough to show it."""
-    if not aim:
-        return "No aim was declared in study.json."
-    effect = 100 * float(aim["min_effect"])
-    judged = table[table["aim_effect"].notna()] if len(table) else table
-    met = judged[judged["meets_aim"].astype(bool)] if len(judged) else judged
-    head = f"**Aim** (declared before the run): {aim.get('statement') or f'a difference of at least {effect:.1f} points'}."
-    if met.empty:
-        verdict = f" Not met: no declared contrast is decided with a mean of at least {effect:.1f} points."
-    else:
-        verdict = " Met by " + ", ".join(f"{r['a']} - {r['b']} ({100 * r['mean']:+.1f}, 95% CI from {100 * r['lo']:.1f})"
-                                         for _, r in met.iterrows()) + "."
-    # Below 3 pairs t_{n-1} makes the detectable effect hundreds of points: say so rather than print it.
-    mdes = [f"{r['a']} - {r['b']} " + (f"{100 * r['mde']:.1f}" if r["n"] >= 3 else f"n/a at {int(r['n'])} pairs")
-            + (f" ({100 * r['mde_planned']:.1f} at {int(aim['planned_seeds'])})" if pd.notna(r["mde_planned"]) else "")
-            for _, r in judged.iterrows() if pd.notna(r["mde"])]
-    if mdes:
-        verdict += (" Minimum detectable effect (points, 80% power, Bonferroni over the contrasts) at the seeds run"
-                    + (" and, in brackets, at the planned seeds" if aim.get("planned_seeds") else "") + ": " + "; ".join(mdes) + ".")
-    return head + verdict
 
 
 def _best_sentence(arms: pd.DataFrame, twins: dict[str, list[str]] | None = None) -> str:
@@ -354,33 +329,6 @@ def _tree_lines(tree: pd.DataFrame) -> list[str]:
         lines.append(f"| {r['arm']} | {r['trial']} ({r['segment']}) | {donor} | {r['first_round']} | "
                      f"{_num(r['start_cost'])} | {'**final**' if r['in_final'] else ''} |")
     return lines + ["", "![PBT exploit tree](pbt_tree.png)", ""]
-
-
-def meta_training_lines(t: dict) -> list[str]:
-    """Each deployed (meta-trained) arm's meta-training cost, in total and as the number of deployed
-    models at which its cost (b) per model, meta-training shared among them, falls to the best
-    hand-made arm's (a fixed schedule; the highest robust mean among them)."""
-    from metaadv.training.policy_train import break_even_models
-
-    frame, arms = t["results"], t["arms"]
-    if "cost/meta_training" not in frame or frame["cost/meta_training"].dropna().empty:
-        return []
-    costs = arm_cost(frame).set_index("arm")
-    handmade = [a for a in frame.loc[frame["controller"] == "schedule", "arm"].unique() if costs.loc[a, "cost_b_meta"] == 0]
-    ranked = arms[arms["arm"].isin(handmade)].sort_values("robust_mean", ascending=False)
-    lines = ["## Meta-training", "", "Cost view: (b). A meta-trained policy's episodes are paid once, shared by every "
-             "model it is deployed on."]
-    for arm, c in costs[costs["cost_b_meta"] > 0].iterrows():
-        own = (c["cost_b_total"] - c["cost_b_meta"]) / c["n_models"] if c["n_models"] else float("nan")
-        line = f"- **{arm}**: meta-training {_num(c['cost_b_meta'])} grad evals in all; {_num(own)} per deployed model besides."
-        if len(ranked):
-            best = ranked.iloc[0]["arm"]
-            n = break_even_models(c["cost_b_meta"], own, costs.loc[best, "cost_b"])
-            line += (f" Against {best} ({_num(costs.loc[best, 'cost_b'])} per model, the best hand-made arm): "
-                     + (f"breaks even at {n} deployed models." if n else "never breaks even (its own per-model cost, "
-                        "decisions included, is not below the hand-made arm's)."))
-        lines.append(line)
-    return lines + [""]
 
 
 def _markdown(t: dict, specs: list[dict], paths) -> str:
