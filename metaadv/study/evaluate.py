@@ -33,15 +33,15 @@ def _evaluate(checkpoint: str, out: str, eps: float, options: dict) -> dict:
     path = local_checkpoint(checkpoint)
     if options.get("surrogates"):  # study models (maybe at a URI), resolved by surrogate_options
         options = {**options, "surrogates": [str(local_checkpoint(c)) for c in options["surrogates"]]}
-    result = evaluate_checkpoint(path.parent, eps=eps, **judge_options(options, path))
+    judged = judge_options(options, path)  # built once: a transfer attack may fit a generator
+    result = evaluate_checkpoint(path.parent, eps=eps, **judged)
     if needs_square(result, options):
         # A masked model's gradient attacks say nothing of its robustness: judge it again with the
         # gradient-free Square beside them, so the analysis counts it at a measured worst case, not at 0.
         from ..evaluation.robust import DEFAULT_ATTACKS
 
         first = {"robust_acc": result["robust_acc"], "untrusted_reasons": result.get("untrusted_reasons")}
-        result = evaluate_checkpoint(path.parent, eps=eps, **{**judge_options(options, path),
-                                                              "attacks": [*DEFAULT_ATTACKS, "square"]})
+        result = evaluate_checkpoint(path.parent, eps=eps, **{**judged, "attacks": [*DEFAULT_ATTACKS, "square"]})
         result["square_rejudged"] = {"reason": "untrusted without a gradient-free attack", "first": first}
     write_json(Path(out), result)
     return verdict_of(result)
