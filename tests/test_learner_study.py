@@ -13,7 +13,7 @@ from tune_experiments.registry import load_study
 
 def test_rows_controls_and_contrasts_are_the_issues():
     assert load_study("learner") is STUDY
-    assert {a.name: a.kind for a in STUDY.arms} == {"fixed-pgd10": "single", "pgd-k": "tuned", "las": "single",
+    assert {a.name: a.kind for a in STUDY.arms} == {"fixed-pgd10": "single", "pgd-k": "tuned", "las": "tuned",
                                                     "las-frozen": "single", "policy": "deployed",
                                                     "policy-untrained": "single"}
     assert {(a, b) for a, b, _ in STUDY.contrasts} == {("las", "las-frozen"), ("las", "pgd-k"),
@@ -29,8 +29,29 @@ def test_each_control_differs_from_its_learner_only_in_being_frozen():
             a, b = STUDY.arm_config(learner, size), STUDY.arm_config(control, size)
             differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
             assert differ <= {flag}, (learner, size, differ)
+    # LAS's searched keys reach its control through config_of: the control runs the picked grid.
+    assert STUDY.arm("las-frozen").config_of == "las"
     # The policy is deployed frozen; its control is frozen at the uniform start (no policy file).
     assert STUDY.arm_config("policy", "medium")["policy_frozen"] and not STUDY.arm_config("policy-untrained", "medium").get("policy_file")
+
+
+def test_las_is_tuned_over_at_most_six_configurations_by_validation_on_pilot_seeds():
+    from metaadv.study.spec import arm_seeds, search_seeds
+    from tune_experiments.learner import LAS_EPS_GRIDS
+
+    arm = STUDY.arm("las")
+    assert arm.search == "grid" and arm.decision_validation
+    configs = [(e, w) for e in arm.space["las_eps"].values for w in arm.space["las_loss_weight"].values]
+    assert len(configs) <= 6 and configs[0] == (TrainConfig.las_eps, 1.0)  # the authors' grid and weight among them
+    assert max(LAS_EPS_GRIDS[1]) == 1.0 and min(LAS_EPS_GRIDS[2]) > 0.5 and max(LAS_EPS_GRIDS[2]) < 1.5
+    size = STUDY.sizes["medium"]
+    assert STUDY.search_trials(arm, "medium") == len(configs) * size.search_samples
+    assert not set(search_seeds(size)) & set(arm_seeds(size))
+    for eps, weight in configs:  # every configuration is a valid run
+        TrainConfig.from_dict({**{k: v for k, v in STUDY.arm_config(arm, "medium").items() if k != "val_eps"},
+                               "las_eps": eps, "las_loss_weight": weight})
+    # Its cost (b) counts the look-ahead and the validation its pick read.
+    assert {"cost/reward_grad_evals", "cost/eval_grad_evals"} <= set(STUDY.cost_b_columns(arm, "medium"))
 
 
 def test_pgd_k_searches_k_2_to_5_at_half_eps_on_pilot_seeds_outside_the_table():

@@ -561,6 +561,34 @@ def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the
             1e-4, 1e-3)}, search="grid"),), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
 
 
+def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_config(tmp_path):
+    from metaadv.study.derive import phase2_units
+    from metaadv.study.units import derived_trials, phase1_units
+
+    grids = ((0.5, 1.0), (0.75, 1.25))
+    arms = (Arm("las", "tuned", "learned", {"controller": "las"}, space={"las_eps": Grid(*grids)}, search="grid"),
+            Arm("las-frozen", "single", "frozen", {"controller": "las", "las_frozen": True}, config_of="las"))
+    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
+    size = study.sizes["tiny"]
+    # Phase 1 runs only the search; the control waits for its pick, on the table's seeds.
+    assert [u.name for u in phase1_units(study, size)] == ["search"]
+    assert derived_trials(study, size) == 2 * size.seeds and study.planned("las-frozen", "tiny") == (size.seeds, size.seeds)
+    assert study.declaration("tiny")["arms"]["las-frozen"]["config_of"] == "las"
+    # The search's configs came back through JSON (a grid's tuple is now a list): the best mean wins.
+    trials = [{"config": {"las_eps": list(e), "seed": s}, "metrics": {"val/robust_acc": v}, "checkpoint": "c", "error": None}
+              for e, s, v in ((grids[0], 1, 0.5), (grids[0], 2, 0.1), (grids[1], 1, 0.4), (grids[1], 2, 0.4))]
+    units = {u.arm.name: u for u in phase2_units(study, size, tmp_path, {"las": {"search": trials}})}
+    assert units["las"].base == units["las-frozen"].base == {"las_eps": grids[1]}
+    frozen = _Runner(study).experiment(units["las-frozen"]).base
+    assert frozen["las_frozen"] and frozen["las_eps"] == grids[1] and units["las-frozen"].seeds == tuple(range(1, size.seeds + 1))
+    # A pilot of the control brings the arm it takes its configuration from.
+    assert [a.name for a in study.pilot("tiny", arms=["las-frozen"]).arms] == ["las", "las-frozen"]
+    for bad in (Arm("c", "single", "c", config_of="nobody"), Arm("c", "tuned", "c", config_of="las"),
+                Arm("c", "single", "c", config_of="las-frozen")):
+        with pytest.raises(UserError, match="config_of names a tuned arm"):
+            STUDY.replace(arms=(*arms, bad), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
+
+
 def _Runner(study):
     from metaadv.study.units import Runner
 
@@ -586,11 +614,11 @@ def test_a_pilot_runs_a_subset_of_arms_and_seeds_and_says_so():
     from tune_experiments.learner import STUDY as LEARNER
 
     pilot = LEARNER.pilot("medium", seeds=3, arms=["las", "las-frozen", "fixed-pgd10"])
-    assert [a.name for a in pilot.arms] == ["fixed-pgd10", "las", "las-frozen"]
+    assert [a.name for a in pilot.arms] == ["las", "fixed-pgd10", "las-frozen"]  # the declared order
     assert [c[:2] for c in pilot.contrasts] == [("las", "las-frozen")] and pilot.aim["min_effect"] == 0.02
     assert pilot.sizes["medium"].seeds == 3 and LEARNER.sizes["medium"].seeds == 10
     said = pilot.declaration("medium")["pilot"]
-    assert said["arms"] == ["fixed-pgd10", "las", "las-frozen"] and (said["seeds"], said["declared_seeds"]) == (3, 10)
+    assert said["arms"] == ["las", "fixed-pgd10", "las-frozen"] and (said["seeds"], said["declared_seeds"]) == (3, 10)
     assert "Pilot of learner" in size_banner([pilot.declaration("medium")])[0]
     assert "pilot" not in LEARNER.declaration("medium") and LEARNER.pilot("medium") is LEARNER
     # An arm brings what it derives from; the size's per-arm settings follow the arms kept.

@@ -82,8 +82,10 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
     units = []
     for arm in study.arms:
         if arm.kind == "tuned":
-            picked = best_config(results[arm.name]["search"], list(study.search_space(arm)))
-            units.append(Unit(arm, "rerun", size.seeds, base=picked, seeds=tuple(seeds)))
+            units.append(Unit(arm, "rerun", size.seeds, base=picked_config(study, arm, results), seeds=tuple(seeds)))
+        elif arm.config_of:  # the tuned arm's pick under this arm's own config (e.g. the same strategy frozen)
+            picked = picked_config(study, study.arm(arm.config_of), results)
+            units.append(Unit(arm, arm.name, size.seeds, base=picked, seeds=tuple(seeds)))
         elif arm.kind == "replay":
             schedules, rounds = {}, {}
             seeds_r = replay_seeds(study, arm, size)
@@ -115,6 +117,11 @@ def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
                 files[s] = str(path)
             units.append(Unit(arm, arm.name, size.seeds, seeds=tuple(seeds), per_seed={"policy_file": files}))
     return units
+
+
+def picked_config(study: Study, arm: Arm, results: dict) -> dict:
+    """A tuned arm's searched values with the best mean validation over its pilot seeds."""
+    return best_config(results[arm.name]["search"], list(study.search_space(arm)))
 
 
 def source_trials(results: dict, arm: str) -> list[dict]:

@@ -80,6 +80,9 @@ class Arm:
     # A single-run arm trained at another arm's cost (b) per model instead of the per-model budget
     # (``"searched"``: :meth:`Study.declared_cost_b`): what that arm's compute buys as plain training.
     budget_of: str = ""
+    # A single-run arm that trains at a tuned arm's picked configuration (its searched keys), under
+    # its own config (a control: the same strategy frozen), derived in phase 2 once the pick is known.
+    config_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class Study:
                                   or self.arm(arm.budget_of).kind != "searched"):
                 raise UserError(f"study {self.name}: arm {arm.name}: budget_of names a searched arm of the study "
                                 f"(got {arm.budget_of!r})")
+            if arm.config_of and (arm.kind != "single" or arm.unit != "seed" or arm.budget_of
+                                  or arm.config_of not in names[: names.index(arm.name)]
+                                  or self.arm(arm.config_of).kind != "tuned"):
+                raise UserError(f"study {self.name}: arm {arm.name}: config_of names a tuned arm declared before it, "
+                                f"from a single-run arm on the seeds (got {arm.config_of!r})")
             if arm.source and arm.source not in names[: names.index(arm.name)]:
                 raise UserError(f"study {self.name}: arm {arm.name}'s source {arm.source!r} must be declared before it")
         for a, b, _ in self.contrasts:
@@ -364,12 +372,13 @@ class Study:
 
     def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
         """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
-        the policy's reward check (a policy's decisions read it; a frozen policy pays it too); and
+        the policy's reward check (a policy's decisions read it; a frozen policy pays it too) or LAS's
+        look-ahead (a frozen strategy spends none); and
         the per-round validation where it informs a decision (``decision_validation``; for a tuned
         arm, its search's validation: the rerun's is logging, and the analysis leaves it out)."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         columns = ["cost/grad_evals"]
-        if self.arm_config(arm, size).get("controller") == "policy":
+        if self.arm_config(arm, size).get("controller") in ("policy", "las"):  # reward checks, LAS's look-ahead
             columns.append("cost/reward_grad_evals")
         if arm.decision_validation:
             columns.append("cost/eval_grad_evals")
@@ -396,6 +405,7 @@ class Study:
                                   **({"meta_training": f"meta/{a.name}", "episodes": s.episodes}
                                      if a.kind == "deployed" else {}),
                                   **({"unit": a.unit} if a.unit != "seed" else {}),
+                                  **({"config_of": a.config_of} if a.config_of else {}),
                                   **({"budget_grad_evals": self.declared_cost_b(a.budget_of, size), "budget_of": a.budget_of}
                                      if a.budget_of else {}),
                                   **({"evaluation": dict(a.evaluation)} if a.evaluation else {})}
@@ -419,7 +429,7 @@ class Study:
             arm = self.arm(todo.pop())
             if arm.name not in needed:
                 needed.add(arm.name)
-                todo += [n for n in (arm.source, arm.budget_of) if n]
+                todo += [n for n in (arm.source, arm.budget_of, arm.config_of) if n]
         kept = tuple(a for a in self.arms if a.name in needed)
         contrasts = tuple(c for c in self.contrasts if c[0] in needed and c[1] in needed)
         labels = {f"{a} - {b}" for a, b, _ in contrasts}

@@ -127,8 +127,9 @@ def best_config(trials: list[dict], keys) -> dict:
     """The searched values (``keys``) of the configuration whose trials have the best mean score over
     their seeds (a grid search's pilot seeds; with one trial per configuration, the best trial's)."""
     groups: dict[tuple, list[float]] = {}
-    for t in trials:
-        groups.setdefault(tuple(t["config"].get(k) for k in keys), []).append(score(t))
+    for t in trials:  # a grid value may be a tuple (a LAS eps grid), which a JSON round trip made a list
+        values = tuple(tuple(v) if isinstance(v, list) else v for v in (t["config"].get(k) for k in keys))
+        groups.setdefault(values, []).append(score(t))
     finite = {values: sum(scores) / len(scores) for values, scores in groups.items() if all(v > -math.inf for v in scores)}
     if not finite:
         raise UserError("no configuration finished on every seed with a finite val/robust_acc and a checkpoint")
@@ -154,7 +155,7 @@ def local_checkpoint(path: str) -> Path:
 def phase1_units(study: Study, size) -> list[Unit]:
     units = []
     for arm in study.arms:
-        if arm.kind == "single":
+        if arm.kind == "single" and not arm.config_of:  # config_of: phase 2, once the pick is known
             seeds = arm_seeds(size) if arm.unit == "seed" else list(range(1, size.populations + 1))
             units.append(Unit(arm, arm.name, len(seeds), seeds=tuple(seeds)))
         elif arm.kind == "tuned":
@@ -173,6 +174,7 @@ def derived_trials(study: Study, size) -> int:
     def trials(arm: Arm) -> int:
         if arm.kind == "replay" and study.arm(arm.source).kind == "searched":
             return size.populations
-        return size.seeds if arm.kind in ("tuned", "replay", "transfer", "deployed") else 0  # a search's trials are phase 1's
+        derived = arm.kind in ("tuned", "replay", "transfer", "deployed") or arm.config_of
+        return size.seeds if derived else 0  # a search's trials are phase 1's
 
     return sum(trials(a) for a in study.arms)
