@@ -6,8 +6,9 @@ stopped at the same training grad evals (cost a; ``medium``: 192,500, the learne
 study's budget, so that study can reuse these runs):
 
 - ``las``: the per-example learned attack strategy (``--controller las``, docs/las.md: LAS-AT
-  adapted to small data), learning inside each run; ``las-frozen``: the same network frozen at its
-  exactly uniform start (the random control, at the same cost a).
+  adapted to small data), learning inside each run, tuned over 6 configurations on pilot seeds
+  (its eps grid and attack-loss weight); ``las-frozen``: the same network at the picked
+  configuration, frozen at its exactly uniform start (the random control, at the same cost a).
 - ``policy``: one REINFORCE policy meta-trained across ``episodes`` whole runs at this budget
   (``metaadv policy train``, docs/policy-train.md; episodes on seeds 30000+), deployed frozen on the
   table's seeds; ``policy-untrained``: the same policy frozen at its uniform start.
