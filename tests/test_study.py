@@ -579,6 +579,8 @@ def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_confi
               for e, s, v in ((grids[0], 1, 0.5), (grids[0], 2, 0.1), (grids[1], 1, 0.4), (grids[1], 2, 0.4))]
     units = {u.arm.name: u for u in phase2_units(study, size, tmp_path, {"las": {"search": trials}})}
     assert units["las"].base == units["las-frozen"].base == {"las_eps": grids[1]}
+    # They train before any meta-training: only deployed arms wait for it (a second call).
+    assert phase2_units(study, size, tmp_path, {"las": {"search": trials}}, deployed=True) == []
     frozen = _Runner(study).experiment(units["las-frozen"]).base
     assert frozen["las_frozen"] and frozen["las_eps"] == grids[1] and units["las-frozen"].seeds == tuple(range(1, size.seeds + 1))
     # A pilot of the control brings the arm it takes its configuration from.

@@ -39,6 +39,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "declared contrasts and aim among them; study.json says so")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="a pilot: N paired seeds instead of the size's (>= 2); study.json says so")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="a finished or partial study folder whose runs this study takes instead of rerunning them, "
+                        "where every trial of an arm's experiment has a twin there with the same config and seed "
+                        "(copied in; progress.json says reused_from); repeatable")
     p.add_argument("--tune-output", action="store_true", help="also show Ray Tune's own progress tables")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every round's checkpoint of finished experiments (default: once an experiment is "
@@ -85,12 +89,15 @@ def run(args: argparse.Namespace) -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     study = study.pilot(args.size, seeds=args.seeds, arms=arms)
     warn_if_bf16_is_emulated(args.precision, study.sizes[args.size].config.get("device", study.base.get("device", "auto")))
+    from ..study.reuse import check_donors
+
+    donors = tuple(str(d) for d in check_donors(args.reuse))
     from ..study import StudyOptions, run_study  # imports Ray: only once the input is known good
 
     run_study(study, StudyOptions(size=args.size, out=args.out, storage=args.storage, address=args.address,
                                   resume=args.resume, cpus_per_trial=args.cpus_per_trial,
                                   verbose=1 if args.tune_output else 0, workers=workers,
-                                  keep_checkpoints=args.keep_checkpoints, loggers=loggers))
+                                  keep_checkpoints=args.keep_checkpoints, loggers=loggers, reuse=donors))
     return 0
 
 

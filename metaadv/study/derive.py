@@ -77,10 +77,14 @@ def rotated(trials: list[dict], seeds: list[int]) -> dict[int, dict]:
             for i, s in enumerate(seeds)}
 
 
-def phase2_units(study: Study, size, root: Path, results: dict) -> list[Unit]:
+def phase2_units(study: Study, size, root: Path, results: dict, *, deployed: bool = False) -> list[Unit]:
+    """The derived units: with ``deployed`` only the deployed arms' (they need their meta-training,
+    which runs in between), else every other's, so the reruns and controls train first."""
     seeds = arm_seeds(size)
     units = []
     for arm in study.arms:
+        if (arm.kind == "deployed") != deployed:
+            continue
         if arm.kind == "tuned":
             units.append(Unit(arm, "rerun", size.seeds, base=picked_config(study, arm, results), seeds=tuple(seeds)))
         elif arm.config_of:  # the tuned arm's pick under this arm's own config (e.g. the same strategy frozen)

@@ -34,6 +34,7 @@ class StudyOptions:
     workers: object = None  # a metaadv.distributed.WorkerSpec: every arm's trials train with Ray Train workers
     keep_checkpoints: bool = False  # keep every round's checkpoint of finished experiments (default: each trial's last)
     loggers: tuple = ()  # Ray Tune's logger callbacks (metaadv/tune/loggers.py) for every experiment started
+    reuse: tuple = ()  # donor study folders whose finished runs with identical configs are copied, not rerun
     log: object = field(default=print, repr=False)
 
 
@@ -82,7 +83,7 @@ def write_json(path: Path, data) -> None:
             os.unlink(tmp)
 
 
-def _commit() -> str:
+def commit_of_code() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                              text=True, timeout=10)
@@ -109,7 +110,7 @@ def start_folder(study: Study, opts: StudyOptions, root: Path, storage: str, not
         raise UserError(f"nothing to resume at {root}; run without --resume first (or give its --out)")
     if root.exists() and any(root.iterdir()):
         raise UserError(f"{root} exists and is not a study folder; pass another --out")
-    meta = {**study.declaration(opts.size), "commit": _commit(),
+    meta = {**study.declaration(opts.size), "commit": commit_of_code(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "storage": storage if "://" in storage else os.path.relpath(storage, root), **notes, "status": "running"}
     meta["evaluation"] = {**meta["evaluation"], "eps": study.val_eps(opts.size)}

@@ -29,6 +29,7 @@ def meta_train_arms(study: Study, opts: StudyOptions, root: Path, progress: Prog
     from ..config import TrainConfig
     from ..distributed.policy_episodes import ray_episode_runner
     from ..training.policy_train import FILES, MetaSettings, train_policy
+    from .reuse import Donors, check_donors
 
     size = study.sizes[opts.size]
     for arm in (a for a in study.arms if a.kind == "deployed"):
@@ -42,6 +43,13 @@ def meta_train_arms(study: Study, opts: StudyOptions, root: Path, progress: Prog
         # Episodes are the deployed runs: trained at the arm's eps, their return validated at the study's threat eps.
         settings = MetaSettings(episodes=size.episodes, parallel=size.episode_parallel, val_eps=study.val_eps(opts.size))
         resume = (folder / FILES["state"]).is_file()
+        donor = None if resume else Donors(check_donors(opts.reuse)).meta_folder(config, settings)
+        if donor is not None:  # the same meta-training finished in a donor study (--reuse): copied, not rerun
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(donor, folder)
+            opts.log(f"{label}: reused from {donor}", flush=True)
+            continue
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # killed before its first batch was saved: nothing to keep
         opts.log(f"{label}: {'resuming' if resume else 'starting'} {size.episodes} episodes, "

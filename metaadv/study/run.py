@@ -13,7 +13,7 @@ from ..tune.study_support import TRIAL_LISTENERS, shutdown
 from .spec import Study
 from .derive import final_models, phase2_units
 from .evaluate import evaluate_all
-from .folder import Folder, StudyOptions, start_folder, study_folder, write_json, write_models
+from .folder import Folder, StudyOptions, commit_of_code, start_folder, study_folder, write_json, write_models
 from .judge import judge_best
 from .meta_train import meta_train_arms
 from .progress import Progress, summary_lines
@@ -55,9 +55,11 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
         results: dict[str, dict[str, list[dict]]] = {}
         for unit in units_1:
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
-        meta_train_arms(study, opts, root, progress)
         progress.begin(f"2/{n} derive")
-        for unit in phase2_units(study, size, root, results):
+        for unit in phase2_units(study, size, root, results):  # what needs no meta-training first
+            results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
+        meta_train_arms(study, opts, root, progress)
+        for unit in phase2_units(study, size, root, results, deployed=True):
             results.setdefault(unit.arm.name, {})[unit.name] = runner.run(unit)
         models = final_models(study, size, results, folder)
         write_models(root, models)
@@ -77,7 +79,8 @@ def run_study(study: Study, opts: StudyOptions) -> dict:
             shutdown()
     seconds = time.perf_counter() - start
     finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    session = {"finished": finished, "seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()}}
+    session = {"finished": finished, "seconds": round(seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
+               "commit": commit_of_code()}  # a resumed study may run on newer code than study.json's commit
     meta.update({"status": "done", "seconds_last_session": session["seconds"], "phase_seconds_last_session": session["phases"],
                  "finished": finished, "sessions": [*meta.get("sessions", []), session]})  # each completed one
     write_json(root / "study.json", meta)

@@ -52,6 +52,9 @@ class Runner:
         self.study, self.opts, self.folder, self.progress = study, opts, folder, progress
         self.size = study.sizes[opts.size]
         self.cpus = opts.cpus_per_trial or self.size.cpus_per_trial
+        from .reuse import Donors, check_donors
+
+        self.donors = Donors(check_donors(getattr(opts, "reuse", ())))
 
     def experiment(self, unit: Unit) -> Experiment:
         s, size = self.study, self.opts.size
@@ -72,6 +75,9 @@ class Runner:
             self.opts.log(f"[{self.progress.phase}] {unit.label}: finished before, skipped", flush=True)
             self.prune(unit, done)  # a study begun with every checkpoint kept, or killed while pruning
             return done
+        reused = self.reuse(unit)
+        if reused is not None:
+            return reused
         exp = self.experiment(unit)
         root = self.folder.experiment_root(unit.arm.name)
         path = f"{root}/{unit.name}" if "://" in root else os.path.join(root, unit.name)
@@ -96,6 +102,26 @@ class Runner:
         self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
         self.folder.record(unit.arm.name, unit.name, trials)
         self.prune(unit, trials)  # only now: a resume skips a recorded experiment and reads its last checkpoints only
+        return trials
+
+    def reuse(self, unit: Unit) -> list[dict] | None:
+        """The unit's trials copied from a donor study (``--reuse``; :mod:`.reuse`), if every one of them
+        finished there with this exact config; else None (and the unit runs)."""
+        if not self.donors.folders or "://" in self.folder.storage:
+            return None
+        from .reuse import expected_configs
+
+        path = Path(self.folder.experiment_root(unit.arm.name)) / unit.name
+        if path.exists() and any(path.iterdir()):
+            return None  # begun here before: Tune resumes it
+        matches = self.donors.match(expected_configs(self, unit))
+        if matches is None:
+            return None
+        trials = self.donors.take(matches, path)
+        self.progress.skip(unit.trials)
+        self.folder.record(unit.arm.name, unit.name, trials)
+        donors = sorted({str(d) for d, _ in matches})
+        self.opts.log(f"[{self.progress.phase}] {unit.label}: {len(trials)} trial(s) reused from {', '.join(donors)}", flush=True)
         return trials
 
     def prune(self, unit: Unit, trials: list[dict]) -> None:
