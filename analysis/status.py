@@ -12,6 +12,8 @@ per seed, and every arm but a ``searched`` one yields one model per seed.
 
 from __future__ import annotations
 
+import math
+
 import json
 from pathlib import Path
 
@@ -37,6 +39,8 @@ def _planned(spec: dict, arm: dict, experiment: str) -> float:
     key = {"search": "search_samples"}.get(experiment) if arm.get("kind") == "tuned" else (
         "population" if arm.get("kind") == "searched" else None)
     value = size.get(key or "seeds")
+    if value is not None and key == "search_samples" and arm.get("search") == "grid":  # every combination per pilot seed
+        value = value * math.prod(len(v) for v in (arm.get("space") or {}).values())
     return float(value) if value is not None else float("nan")
 
 

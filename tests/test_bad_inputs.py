@@ -191,6 +191,8 @@ CASES = [
     cli("metaadv tune", "unknown --loggers", "tune", "pbt_pgd_at", "--loggers", "wandb"),
     cli("metaadv tune", "--loggers with --resume", "tune", "pbt_pgd_at", "--loggers", "tensorboard", "--resume"),
     cli("metaadv study", "unknown --loggers", "study", "learned_vs_searched", "--size", "tiny", "--loggers", "wandb"),
+    cli("metaadv study", "--reuse of a folder that holds no study", "study", "learned_vs_searched", "--size", "tiny",
+        "--out", "{W}/reusing", "--reuse", "{W}/nowhere"),
     cli("metaadv analyze", "several folders without --out", "analyze", "{W}/train", "{W}/meta"),
     cli("metaadv tune", "--workers not a number", "tune", "pbt_pgd_at", "--workers", "two"),
     cli("metaadv tune", "--workers 0", "tune", "pbt_pgd_at", "--workers", "0"),

@@ -23,7 +23,7 @@ from tune_experiments.registry import STUDIES, load_study
 
 from .conftest import local_ray
 
-ARMS = ("fixed", "fixed-pgd4", "las", "las-frozen", "policy", "random-policy", "searched", "replay-searched", "fixed-long")
+ARMS = ("fixed", "pgd-k", "las", "las-frozen", "policy", "random-policy", "searched", "replay-searched", "fixed-long")
 
 
 def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
@@ -31,8 +31,8 @@ def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
     assert all(a.kind in ARM_KINDS for a in STUDY.arms)
     names = {a.name for a in STUDY.arms}
     assert {(a, b) for a, b, _ in STUDY.contrasts} == {
-        ("las", "fixed-pgd4"), ("policy", "fixed-pgd4"), ("replay-searched", "fixed-pgd4"),
-        ("searched", "fixed-long"), ("fixed-pgd4", "fixed")}
+        ("las", "pgd-k"), ("policy", "pgd-k"), ("replay-searched", "pgd-k"),
+        ("searched", "fixed-long"), ("pgd-k", "fixed")}
     # The aim is declared before any run, in study.json, over declared contrasts.
     aim = STUDY.declaration("smoke")["aim"]
     assert aim["min_effect"] == 0.03 and aim["planned_seeds"] == 10
@@ -51,8 +51,8 @@ def test_one_space_serves_the_policy_grids_the_random_search_and_pbt():
             assert config["policy_lr_mult"] == [round(v / LR, 10) for v in SPACE["lr"].values]
             assert config["policy_steps"] == list(SPACE["steps"].values) and config["policy_adv_mix"] == []
         runner = Runner(STUDY, _Opts(size), None, None)
-        searches = [u for u in phase1_units(STUDY, STUDY.sizes[size]) if u.space]
-        assert {u.arm.name for u in searches} == {"searched"}
+        searches = [u for u in phase1_units(STUDY, STUDY.sizes[size]) if u.space and u.arm.kind == "searched"]
+        assert {u.arm.name for u in phase1_units(STUDY, STUDY.sizes[size]) if u.space} == {"searched", "pgd-k", "las"}
         assert all(runner.experiment(u).space == SPACE for u in searches)
         from metaadv.tune.schedulers import build_scheduler
 
@@ -76,7 +76,7 @@ def test_every_run_stops_at_the_same_per_model_budget_and_sizes_are_big_enough()
         per_round = 11 * (c["batch_size"] * c["steps_per_round"] or 3500)  # an epoch: mnist5k's 3,500 examples
         assert s.budget_grad_evals == STUDY.fixed_rounds(size) * per_round < c["rounds"] * per_round
         # A cheaper attack buys more rounds: only the budget stops PGD-4.
-        assert STUDY.arm_config("fixed-pgd4", size)["rounds"] * 5 * per_round / 11 > s.budget_grad_evals
+        assert STUDY.arm_config("pgd-k", size)["rounds"] * 3 * per_round / 11 > s.budget_grad_evals  # PGD-2
     assert STUDY.sizes["medium"].seeds >= 5 and STUDY.sizes["medium"].populations >= 3
 
 
@@ -391,7 +391,7 @@ def test_untrusted_verdicts_are_flagged_counted_at_their_worst_case_and_never_le
     # only model is untrusted but Square measured it; fixed's second verdict predates the trust key.
     verdicts = {("fixed", "seed1"): v(0.40, True), ("fixed", "seed2"): v(0.50),
                 ("las", "seed1"): v(0.95, False), ("las", "seed2"): v(0.30, True),
-                ("random-policy", "seed1"): v(0.20, False, square=True), ("fixed-pgd4", "seed1"): v(0.44, True)}
+                ("random-policy", "seed1"): v(0.20, False, square=True), ("pgd-k", "seed1"): v(0.44, True)}
     models = [{"arm": a, "model": m} for a, m in verdicts]
     lines = summary_lines(STUDY, "tiny", {"folder": "F", "seconds": 1.0, "models": models, "verdicts": verdicts})
     row = {line.split()[0]: line for line in lines[4:] if line.split()[0] in {a for a, _ in verdicts}}
@@ -485,9 +485,10 @@ def test_a_searched_arm_is_replayed_once_per_population_not_once_per_seed():
     assert STUDY.planned(replay, "medium" if "medium" in STUDY.sizes else "smoke") == (size.populations,) * 2
     both = STUDY.replace(arms=(*STUDY.arms, LEARNED, REPLAY_LEARNED))
     assert replay_seeds(both, REPLAY_LEARNED, size) == list(range(1, size.seeds + 1))
-    deployed = size.seeds * sum(a.kind == "deployed" for a in STUDY.arms)  # the meta-trained policy's deployments
-    assert derived_trials(STUDY, size) == size.populations + deployed  # the one replay, once per population
-    assert derived_trials(both, size) == size.populations + deployed + size.seeds
+    # Besides the one replay per population: the deployed policy, the tuned reruns and LAS's control, per seed.
+    per_seed = size.seeds * sum(a.kind in ("deployed", "tuned") or bool(a.config_of) for a in STUDY.arms)
+    assert derived_trials(STUDY, size) == size.populations + per_seed
+    assert derived_trials(both, size) == size.populations + per_seed + size.seeds
 
 
 def test_an_untrusted_model_is_judged_again_with_square_so_it_counts_at_a_measured_worst_case(tmp_path, monkeypatch):
@@ -559,6 +560,20 @@ def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the
     with pytest.raises(UserError, match="grid search needs Grid"):
         STUDY.replace(arms=(Arm("x", "tuned", "x", space={"lr": __import__("metaadv.tune.space", fromlist=["Range"]).Range(
             1e-4, 1e-3)}, search="grid"),), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
+
+
+def test_the_rows_shared_with_the_learner_study_have_equal_configs_so_one_can_reuse_the_other():
+    from tune_experiments.learner import STUDY as LEARNER
+
+    for arm in ("las", "las-frozen", "pgd-k"):
+        assert STUDY.arm(arm) is LEARNER.arm(arm)
+        assert STUDY.arm_config(arm, "medium") == LEARNER.arm_config(arm, "medium")
+    assert STUDY.arm_config("fixed", "medium") == LEARNER.arm_config("fixed-pgd10", "medium")
+    assert STUDY.arm_config("random-policy", "medium") == LEARNER.arm_config("policy-untrained", "medium")
+    assert STUDY.sizes["medium"].search_samples == LEARNER.sizes["medium"].search_samples  # the same pilot seeds
+    assert STUDY.sizes["medium"].episodes == LEARNER.sizes["medium"].episodes
+    ev = STUDY.evaluation("las", "medium")
+    assert "square" in ev["attacks"] and ev["surrogates"] == ["arm:fixed"] and ev["square_queries"] >= 1000
 
 
 def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_config(tmp_path):

@@ -37,16 +37,34 @@ FREE = {"eps_ramp_rounds": 0, "lr_schedule": "constant"}
 # fixed arm's attack (PGD-10 at 0.25 eps) and the schedule's final lr (``tail_fraction``).
 TAIL = {"tail_fraction": 0.2, "tail_steps": 10, "tail_step_ratio": 0.25}
 
+# LAS's tuning (issue 22: at most 6 configurations on the pilot seeds). A pilot at the medium budget
+# (docs/learner-pilot.md) with the authors' grid and weights learned to train at the grid's top
+# (1.75 x eps): the per-example attack loss rewards larger eps. The grid: the authors' (0.375-1.75),
+# capped at the target (0.375-1), or narrow around it (0.75-1.25); the attack-loss weight: the
+# authors' 1, or 0.25 (the look-ahead's correctness then says more).
+LAS_EPS_GRIDS = ((0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.125, 1.25, 1.375, 1.5, 1.625, 1.75),
+                 (0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
+                 (0.75, 0.875, 1.0, 1.125, 1.25))
+LAS_SPACE = {"las_eps": Grid(*LAS_EPS_GRIDS), "las_loss_weight": Grid(1.0, 0.25)}
+
+# The rows this study shares with the learner study (tune_experiments/learner.py), declared once so
+# that at one size their trial configs are equal and ``--reuse`` can take one study's runs into the
+# other: the hand-made PGD-k picked by validation, LAS tuned the same way, and its frozen control.
+PGD_K = Arm("pgd-k", "tuned", "the best hand-made PGD-k at step 0.5 eps: every k in 2-5 on the pilot seeds, the best "
+            "mean validation rerun on the table's seeds", {"controller": "schedule", "step_ratio": 0.5},
+            space={"steps": Grid(2, 3, 4, 5)}, search="grid", decision_validation=True)
+LAS = Arm("las", "tuned", "the per-example learned attack strategy (LAS-AT adapted to small data, docs/las.md), "
+          "learning in the run; its eps grid and attack-loss weight picked by validation on the pilot seeds",
+          {"controller": "las", **TAIL}, space=LAS_SPACE, search="grid", decision_validation=True)
+LAS_FROZEN = Arm("las-frozen", "single", "the same strategy at LAS's picked configuration, frozen at its exactly "
+                 "uniform start (the random control)", {"controller": "las", "las_frozen": True, **TAIL}, config_of="las")
+
 ARMS = (
     Arm("fixed", "single", "the default schedule: PGD-10, eps ramped over the first fifth of the budget, lr x0.1 for "
         "the last fifth", {"controller": "schedule"}),
-    Arm("fixed-pgd4", "single", "the same schedule with PGD-4 at step 0.5 eps: the best hand-made PGD-k at this budget "
-        "(docs/meta-adversarial.md: PGD-4 AT 60.6% against PGD-10 AT's 45.0% at equal cost)",
-        {"controller": "schedule", "steps": 4, "step_ratio": 0.5}),
-    Arm("las", "single", "the per-example learned attack strategy (docs/las.md), learning in the run",
-        {"controller": "las", **TAIL}),
-    Arm("las-frozen", "single", "the same strategy frozen at its exactly uniform start (its random control)",
-        {"controller": "las", "las_frozen": True, **TAIL}),
+    PGD_K,
+    LAS,
+    LAS_FROZEN,
     Arm("policy", "deployed", "one REINFORCE policy meta-trained across whole runs at this budget (docs/policy-train.md), "
         "deployed frozen", {"controller": "policy", "policy_frozen": True, **FREE, **TAIL}),
     Arm("random-policy", "single", "the same policy frozen at its uniform start (its random control)",
@@ -62,12 +80,12 @@ ARMS = (
 )
 
 CONTRASTS = (
-    ("las", "fixed-pgd4", "the learned per-example strategy against the best hand-made arm, equal cost (a)"),
-    ("policy", "fixed-pgd4", "the meta-trained policy against the best hand-made arm, equal cost (a)"),
-    ("replay-searched", "fixed-pgd4", "the searched schedule, retrained without PBT's selection, against the best "
+    ("las", "pgd-k", "the learned per-example strategy against the best hand-made arm, equal cost (a)"),
+    ("policy", "pgd-k", "the meta-trained policy against the best hand-made arm, equal cost (a)"),
+    ("replay-searched", "pgd-k", "the searched schedule, retrained without PBT's selection, against the best "
      "hand-made arm, equal cost (a)"),
     ("searched", "fixed-long", "PBT against plain training with all of PBT's compute, equal cost (b)"),
-    ("fixed-pgd4", "fixed", "is PGD-4 the best hand-made arm at this budget, as declared?"),
+    ("pgd-k", "fixed", "does the picked PGD-k beat the default PGD-10 schedule at this budget?"),
 )
 # Each learner against its own random control is the learner study's question (tune_experiments/learner.py);
 # here the learners meet the searched schedule and the hand-made arms.
@@ -75,9 +93,9 @@ CONTRASTS = (
 # Declared before any run (study.json ``aim``): what would count as learning or search paying off.
 AIM = {"min_effect": 0.03, "planned_seeds": 10,
        "statement": "a learned or searched arm at least 3 points of robust accuracy above the best hand-made arm "
-                    "(fixed-pgd4) at equal cost (a), and PBT above fixed-long at equal cost (b), each with a "
+                    "(pgd-k, picked by validation) at equal cost (a), and PBT above fixed-long at equal cost (b), each with a "
                     "Holm-adjusted lower bound above zero",
-       "contrasts": ["las - fixed-pgd4", "policy - fixed-pgd4", "replay-searched - fixed-pgd4", "searched - fixed-long"]}
+       "contrasts": ["las - pgd-k", "policy - pgd-k", "replay-searched - pgd-k", "searched - fixed-long"]}
 
 # One PGD-10 round of S steps of 100 examples costs 11 * 100 * S grad evals: the budgets below are
 # the fixed schedule's rounds of PGD-10 (its ramp's first step, at eps 0, is clean and cheaper, so the
@@ -99,6 +117,10 @@ AIM = {"min_effect": 0.03, "planned_seeds": 10,
 # alike) is sized to about a tenth of a PGD-10 round (10-14%; 19-26% of the policy's average round,
 # which mixes PGD-1..10): enough examples for a paired difference, not a second budget.
 # Validation that informs the searched arm's decisions (PBT's ranking): the reference APGD-CE.
+# Every model at medium and full also meets Square (gradient-free) and a transfer attack from an
+# independently trained PGD-10 AT model (the fixed arm's model of the next seed), in the worst case.
+BLACK_BOX = {"attacks": "fgsm,pgd,autoattack,square", "surrogates": ["arm:fixed"]}
+
 SEARCH_VALIDATION = {"val_attack": "apgd-ce", "val_apgd_iters": 20, "val_size": 200}
 
 SIZES = {
@@ -114,19 +136,20 @@ SIZES = {
         judge={"n": 10, "pgd_steps": 2, "pgd_restarts": 1, "aa_version": "fast"}),  # the phase's mechanics only
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
-        seeds=2, search_samples=4, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
+        seeds=2, search_samples=1, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
         config={"rounds": 5, "steps_per_round": 5, "val_size": 100, "val_pgd_steps": 5, "val_eps": 0.2},
         evaluation={"n": 50, "pgd_steps": 20, "pgd_restarts": 1, "aa_version": "fast"},
-        corners="2 seeds per arm (not 5), 1 PBT population of 4 and 4 random-search trials, a budget of 25 PGD-10 "
+        corners="2 seeds per arm (not 5), 1 PBT population of 4, 1 pilot seed per LAS and PGD-k configuration, a budget of 25 PGD-10 "
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
                 "AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
         pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
-        seeds=5, search_samples=8, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,
+        seeds=5, search_samples=2, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
-        evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast"},
+        evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast", "square_queries": 1000,
+                    **BLACK_BOX},
         corners="500 test digits, AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) for every model; the standard "
                 "AutoAttack for each arm's best only",
         pbt={"perturbation_interval": 19_250, "burn_in_period": 19_250},  # a tenth of the budget
@@ -139,9 +162,10 @@ SIZES = {
         judge={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"}),
     # A GPU cluster (--address): 15 epochs of PGD-10, the standard AutoAttack on the whole test split.
     "full": StudySize(
-        seeds=10, search_samples=32, populations=5, population=8, budget_grad_evals=15 * 11 * 3500,
+        seeds=10, search_samples=2, populations=5, population=8, budget_grad_evals=15 * 11 * 3500,
         config={"rounds": 15, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 20},
-        evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
+        evaluation={"n": None, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard", "square_queries": 5000,
+                    **BLACK_BOX},
         corners="none",
         pbt={"perturbation_interval": 38_500, "burn_in_period": 38_500},  # a PGD-10 round, a fifteenth of the budget
         policy={"policy_reward_size": 250, "policy_reward_steps": 10}, episodes=128, episode_parallel=16,

@@ -26,21 +26,10 @@ policy's reward checks), the PGD-k search and the policy's meta-training.
 """
 
 from metaadv.study.spec import Arm, Study, StudySize
-from metaadv.tune.space import Grid
 
-from .learned_vs_searched import FREE, SPACE, TAIL
+from .learned_vs_searched import FREE, LAS, LAS_EPS_GRIDS, LAS_FROZEN, LAS_SPACE, PGD_K, SPACE, TAIL  # noqa: F401
 
 EPS = 0.3
-
-# LAS's tuning (issue 22: at most 6 configurations on the pilot seeds). A pilot at the medium budget
-# (docs/learner-pilot.md) with the authors' grid and weights learned to train at the grid's top
-# (1.75 x eps): the per-example attack loss rewards larger eps. The grid: the authors' (0.375-1.75),
-# capped at the target (0.375-1), or narrow around it (0.75-1.25); the attack-loss weight: the
-# authors' 1, or 0.25 (the look-ahead's correctness then says more).
-LAS_EPS_GRIDS = ((0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.125, 1.25, 1.375, 1.5, 1.625, 1.75),
-                 (0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
-                 (0.75, 0.875, 1.0, 1.125, 1.25))
-LAS_SPACE = {"las_eps": Grid(*LAS_EPS_GRIDS), "las_loss_weight": Grid(1.0, 0.25)}
 
 BASE = {"method": "pgd-at", "dataset": "mnist5k", "optimizer": "adam", "batch_size": 100, "eps": EPS, "lr": 1e-3,
         "steps": 10, "step_ratio": 0.25}
@@ -48,15 +37,10 @@ BASE = {"method": "pgd-at", "dataset": "mnist5k", "optimizer": "adam", "batch_si
 ARMS = (
     # First, so its pick is known early: at most 6 configurations, each on the pilot seeds, picked by
     # mean validation (never by test); las-frozen then runs the picked grid frozen.
-    Arm("las", "tuned", "the per-example learned attack strategy (LAS-AT adapted to small data), learning in the run; "
-        "its eps grid and attack-loss weight picked by validation on the pilot seeds",
-        {"controller": "las", **TAIL}, space=LAS_SPACE, search="grid", decision_validation=True),
+    LAS,
     Arm("fixed-pgd10", "single", "PGD-10 AT at 0.25 eps, the default schedule scaled to the budget", {"controller": "schedule"}),
-    Arm("pgd-k", "tuned", "the best hand-made PGD-k at step 0.5 eps: every k on the pilot seeds, the best mean "
-        "validation rerun on the table's seeds", {"controller": "schedule", "step_ratio": 0.5},
-        space={"steps": Grid(2, 3, 4, 5)}, search="grid", decision_validation=True),
-    Arm("las-frozen", "single", "the same strategy at the picked configuration, frozen at its exactly uniform start "
-        "(the random control)", {"controller": "las", "las_frozen": True, **TAIL}, config_of="las"),
+    PGD_K,
+    LAS_FROZEN,
     Arm("policy", "deployed", "one REINFORCE policy meta-trained across whole runs at this budget, deployed frozen",
         {"controller": "policy", "policy_frozen": True, **FREE, **TAIL}),
     Arm("policy-untrained", "single", "the same policy frozen at its uniform start (the random control)",
