@@ -129,7 +129,7 @@ def test_two_ray_train_workers_give_the_single_process_run_even_after_a_worker_c
 
 
 def test_a_killed_driver_resumes_from_its_ray_train_checkpoint(ray_address, tmp_path):
-    values = {**TINY, "rounds": 16, "steps_per_round": 2}
+    values = {**TINY, "rounds": 8, "steps_per_round": 2}
     out = tmp_path / "run"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
     cmd = [sys.executable, "-m", "metaadv.cli", "train", "--out", str(out), "--workers", "2", "--address", ray_address,
@@ -154,7 +154,7 @@ def test_a_killed_driver_resumes_from_its_ray_train_checkpoint(ray_address, tmp_
         proc.wait()
     time.sleep(3)  # let Ray end the dead driver's workers before the folder is looked at
     written = read_metrics_csv(out / "metrics.csv")
-    assert 2 <= len(written) < 16, f"{len(written)} rounds were done when the driver was killed"
+    assert 2 <= len(written) < 8, f"{len(written)} rounds were done when the driver was killed"
     # Only Ray Train's checkpoints remain to continue from.
     (out / "checkpoint.pt").unlink()
     # Ray Train's checkpoints left on disk (it keeps two; the newest it had recorded is the one it
@@ -175,7 +175,7 @@ def test_a_killed_driver_resumes_from_its_ray_train_checkpoint(ray_address, tmp_
     kept = len(source["rows"])
     assert 1 <= kept <= len(written) and _identical(state["rows"][:kept], source["rows"])
     assert same_rows(written[:kept], source["rows"])
-    assert [r["round"] for r in state["rows"]] == list(range(1, 17))
+    assert [r["round"] for r in state["rows"]] == list(range(1, 9))
     # After the kill, the trajectory of one process continued from the same checkpoint, both in
     # float64 (in float32 the comparison would hang on the CPU's rounding: test_distributed_math.py).
     with float64():
@@ -240,7 +240,10 @@ def test_one_study_arm_runs_with_two_workers_per_trial_and_matches_the_plain_tri
     from tune_experiments.learned_vs_searched import STUDY
 
     quiet = lambda *a, **k: None  # noqa: E731
+    import dataclasses
+
     unit = next(u for u in phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
+    unit = dataclasses.replace(unit, trials=1, seeds=unit.seeds[:1])  # one seed says it: each trial is a Train run
     finals = {}
     for label, workers in (("plain", None), ("workers", WorkerSpec(2, cpus_per_worker=0.45))):
         root = tmp_path / label

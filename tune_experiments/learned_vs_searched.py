@@ -126,11 +126,12 @@ SEARCH_VALIDATION = {"val_attack": "apgd-ce", "val_apgd_iters": 20, "val_size": 
 SIZES = {
     # Tests: digits, seconds per arm.
     "tiny": StudySize(
-        seeds=2, search_samples=2, populations=1, population=2, budget_grad_evals=3 * 11 * 50 * 2,
+        seeds=2, search_samples=1, populations=1, population=2, budget_grad_evals=3 * 11 * 50 * 2,
         config={"dataset": "digits", "batch_size": 50, "rounds": 3, "steps_per_round": 2, "val_size": 50,
                 "val_pgd_steps": 2, "val_eps": 0.2, "device": "cpu"},
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
-        corners="digits instead of mnist5k, 2 seeds, 2 search trials, 1 population of 2, 6 steps of PGD-10, 20 test digits",
+        corners="digits instead of mnist5k, 2 seeds, 1 pilot seed per PGD-k and LAS configuration, 1 population of 2, "
+                "6 steps of PGD-10, 20 test digits",
         pbt={"perturbation_interval": 550, "burn_in_period": 550},  # half a round: a few chances to exploit
         policy={"policy_reward_size": 20, "policy_reward_steps": 3}, episodes=2, episode_parallel=2,
         judge={"n": 10, "pgd_steps": 2, "pgd_restarts": 1, "aa_version": "fast"}),  # the phase's mechanics only
