@@ -1,6 +1,6 @@
 """A declared study: arms over one search space, their seeds, sizes, budget and contrasts.
 
-Ray-free and declarative, like :class:`~metaadv.tune.experiment.Experiment`, so a study in
+Ray-free and declarative (its arms and sizes in :mod:`.arm`), like :class:`~metaadv.tune.experiment.Experiment`, so a study in
 ``tune_experiments/`` is data, checked here before Ray starts, and readable by the analysis.
 The runner is :mod:`metaadv.study`.
 
@@ -37,13 +37,12 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..tune.experiment import CONFIG_CLASSES, SIZES
 from ..tune.space import Grid
+from .arm import (ARM_KINDS, POPULATION_SEED, SEARCH_SEED, Arm, StudySize, arm_seeds,  # noqa: F401 (re-exported)
+                  population_seeds, search_seeds)
 
 __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
            "arm_seeds", "population_seeds", "search_seeds"]
 
-ARM_KINDS = ("single", "tuned", "searched", "replay", "transfer", "deployed")
-SEARCH_SEED = 20_000  # random-search trial k trains on seed SEARCH_SEED + k
-POPULATION_SEED = 10_000  # PBT population p, member m trains on seed POPULATION_SEED + 100 p + m
 # Every arm but the fixed schedule runs until the budget stops it: cheap rounds (PGD-1) buy more
 # of them, so the round cap is this many times the fixed schedule's rounds (PGD-10 costs 11 passes
 # per example, a clean round 1).
@@ -53,68 +52,6 @@ ROUND_CAP = 11
 _POLICY_KEYS = {"eps": ("policy_eps", "eps"), "step_ratio": ("policy_step_ratio", None),
                 "steps": ("policy_steps", None), "lr": ("policy_lr_mult", "lr"),
                 "weight_decay": ("policy_weight_decay", None), "adv_mix": ("policy_adv_mix", None)}
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    kind: str
-    description: str
-    config: dict = field(default_factory=dict)  # TrainConfig keys over the study's base
-    # The arm's decisions read the per-round validation (val/*: PBT's ranking, a search's pick): its
-    # cost (b) counts cost/eval_grad_evals too. A policy reads its own reward check instead
-    # (cost/reward_grad_evals, always counted); its val/* is logging only.
-    decision_validation: bool = False
-    source: str = ""  # replay / transfer: the arm whose schedules / policies this one uses
-    # Options over the size's ``evaluation`` for this arm's models (e.g. a generator arm's own
-    # generator as a reported transfer attack): the judge is the same, what it reports may differ.
-    evaluation: dict = field(default_factory=dict)
-    # A tuned arm's own search space (TrainConfig keys -> Grid; empty: the study's space) and how it
-    # searches it: "random" (``search_samples`` draws) or "grid" (every combination, each on the
-    # ``search_samples`` pilot seeds; the combination with the best mean validation is rerun).
-    space: dict = field(default_factory=dict)
-    search: str = "random"
-    # A single-run arm whose models pair with a searched arm's populations (``"population"``: seeds
-    # 1..populations, the seeds its replays use) rather than with the seeds 1..N (``"seed"``).
-    unit: str = "seed"
-    # A single-run arm trained at another arm's cost (b) per model instead of the per-model budget
-    # (``"searched"``: :meth:`Study.declared_cost_b`): what that arm's compute buys as plain training.
-    budget_of: str = ""
-    # A single-run arm that trains at a tuned arm's picked configuration (its searched keys), under
-    # its own config (a control: the same strategy frozen), derived in phase 2 once the pick is known.
-    config_of: str = ""
-
-
-@dataclass(frozen=True)
-class StudySize:
-    """One size of a study. ``config``: TrainConfig keys for every run (dataset, rounds of the
-    fixed schedule, steps_per_round, val_size, ...) plus ``val_eps``, the threat model."""
-
-    seeds: int  # per single-run, tuned (rerun), replay and transfer arm
-    search_samples: int  # the random search's trials (tuned)
-    populations: int  # PBT populations (searched)
-    population: int  # trials per PBT population
-    budget_grad_evals: int  # cost (a): every run stops at the training step that reaches it
-    config: dict
-    evaluation: dict  # evaluate_checkpoint options: n, pgd_steps, pgd_restarts, aa_version
-    corners: str = ""  # what this size cuts, said in study.json and the printed summary
-    pbt: dict = field(default_factory=dict)  # PBT options over the study's
-    cpus_per_trial: float = 1.0
-    # A ``deployed`` arm's meta-training: episodes (whole runs at the per-model budget), and how many
-    # run side by side (one policy update per batch of them).
-    episodes: int = 0
-    episode_parallel: int = 2
-    # TrainConfig keys for the policy-controller arms only: the reward check's batch and attack
-    # (policy_reward_size, policy_reward_steps), sized so the check is a modest share of a round.
-    policy: dict = field(default_factory=dict)
-    # Config keys for one arm at this size only (arm name -> keys over the arm's own config): what
-    # depends on both, such as a fixed schedule's eps ramp scaled to the rounds this budget buys.
-    arm_config: dict = field(default_factory=dict)
-    # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
-    # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
-    # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge
-    # says how much the cheaper evaluation flattered the model each arm would ship.
-    judge: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -464,16 +401,3 @@ def policy_grid_config(space: dict, eps: float, lr: float) -> dict:
         scale = {"eps": eps, "lr": lr}.get(relative, 1.0)
         out[key] = [round(float(v) / scale, 10) for v in grid.values]
     return out
-
-
-def arm_seeds(size: StudySize) -> list[int]:
-    return list(range(1, size.seeds + 1))
-
-
-def search_seeds(size: StudySize) -> list[int]:
-    return [SEARCH_SEED + k for k in range(size.search_samples)]
-
-
-def population_seeds(size: StudySize, p: int) -> list[int]:
-    return [POPULATION_SEED + 100 * p + m for m in range(size.population)]
-
