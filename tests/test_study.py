@@ -435,7 +435,8 @@ def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_start
     opts = StudyOptions(size="tiny", out=str(tmp_path), log=lambda *a, **k: lines.append(a[0]))
     runner = units.Runner(STUDY, opts, Folder(tmp_path, str(tmp_path)), Progress(opts.log, 2))
     fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
-    runner.run(fixed)
+    with pytest.raises(UserError, match="stopped before their end"):  # (this fake Tune returns no trials)
+        runner.run(fixed)
     assert calls and calls[0].resume is False  # started again, not restored
     assert not (tmp_path / "arms" / "fixed" / "fixed").exists()
     aside = list((tmp_path / "arms" / "fixed").glob("fixed.unrestorable-*"))
@@ -443,9 +444,40 @@ def test_an_experiment_killed_before_its_first_snapshot_is_moved_aside_and_start
     assert any("no snapshot to resume from" in line for line in lines)
 
 
+def test_an_interrupted_experiment_is_not_recorded_as_finished_so_resume_continues_it(tmp_path, monkeypatch):
+    """Ctrl-C (or a lost cluster) makes Tune return the trials it had: they must not count as done."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from metaadv.study import units
+    from metaadv.study.folder import Folder, StudyOptions
+    from metaadv.study.progress import Progress
+
+    fixed = next(u for u in units.phase1_units(STUDY, STUDY.sizes["tiny"]) if u.arm.name == "fixed")
+    def result(seed, **metrics):
+        return SimpleNamespace(metrics={"round": 1, "val/robust_acc": 0.1, **metrics}, config={"seed": seed}, path=f"t{seed}",
+                               checkpoint=SimpleNamespace(path=f"c{seed}"), error=None)
+
+    ended = {"done": True}  # Tune's mark on a trial's last result once it ended (returned, or stopped)
+    for grid, ok in (([result(1, **ended), result(2)], False),  # seed 2 was still running
+                     ([result(1, **ended)], False),  # seed 2 never started
+                     ([result(1, **ended), result(2, **ended, status="diverged")], True),
+                     ([result(1, **ended), result(2, **ended)], True)):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        monkeypatch.setattr(units, "run_experiment", lambda exp, opts, callbacks, grid=grid: grid)
+        opts = StudyOptions(size="tiny", out=str(root), log=lambda *a, **k: None)
+        runner = units.Runner(STUDY, opts, Folder(root, str(root)), Progress(opts.log, 2))
+        if ok:
+            assert len(runner.run(fixed)) == 2 and runner.folder.finished("fixed", "fixed")
+        else:
+            with pytest.raises(UserError, match="stopped before their end"):
+                runner.run(fixed)
+            assert runner.folder.finished("fixed", "fixed") is None and not (root / "progress.json").exists()
+
+
 def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_length(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    from metaadv.tune.runner import _stop
+    from metaadv.tune.runner import stop_criteria
     from metaadv.study import derive, units
 
     # Two arms, so only the size whose arm_config names none of the others.
@@ -459,7 +491,7 @@ def test_replay_trials_run_their_whole_schedule_when_seeds_schedules_differ_in_l
     assert unit.per_seed["schedule"] == {s: str(tmp_path / "schedules" / "replay-learned" / f"{n}.csv")
                                          for s, (n, _) in sources.items()}
     exp = units.Runner(study, _Opts("tiny"), None, None).experiment(unit)
-    assert _stop(exp, "tiny")["round"] == 10  # Tune stops no trial before its schedule ends
+    assert stop_criteria(exp, "tiny")["round"] == 10  # Tune stops no trial before its schedule ends
 
 
 def test_a_study_runs_every_arm_in_one_precision(capsys):

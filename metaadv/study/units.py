@@ -99,6 +99,10 @@ class Runner:
         before = self.progress.done
         grid = run_experiment(exp, run_opts, callbacks=[TrialFinished(str(self.folder.root), unit.label)])
         trials = [_trial_summary(r) for r in grid]
+        unfinished = len(trials) < unit.trials or not all(_ended(t) for t in trials)
+        if unfinished:  # a driver interrupted (Ctrl-C, its cluster gone): Tune returns what it had
+            raise UserError(f"{unit.label}: its trials stopped before their end (interrupted?); nothing recorded, "
+                            "--resume continues them")
         self.progress.done = before + unit.trials  # whatever the callbacks counted (or, on resume, did not)
         self.folder.record(unit.arm.name, unit.name, trials)
         self.prune(unit, trials)  # only now: a resume skips a recorded experiment and reads its last checkpoints only
@@ -140,7 +144,14 @@ def _trial_summary(result) -> dict:
     return {"trial": metrics.get("trial_id") or os.path.basename(result.path), "seed": config.get("seed"),
             "config": config, "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics},
             "checkpoint": result.checkpoint.path if result.checkpoint else None, "path": result.path,
-            "error": str(result.error).splitlines()[0] if result.error else None}
+            "error": str(result.error).splitlines()[0] if result.error else None, "done": bool(metrics.get("done"))}
+
+
+def _ended(trial: dict) -> bool:
+    """Whether Tune ended the trial: its last result says ``done`` (its trainable returned, or a stop
+    criterion or the scheduler stopped it), or it failed. A driver interrupted mid-run returns its
+    running trials without ``done``."""
+    return bool(trial.get("done")) or bool(trial["error"])
 
 
 def score(trial: dict) -> float:

@@ -83,7 +83,7 @@ def logger_places(exp: Experiment, opts: RunOptions) -> tuple[str, str, str]:
     return path, uri, opts.mlflow_experiment or os.path.basename(path.rstrip("/"))
 
 
-def _stop(exp: Experiment, size: str) -> dict:
+def stop_criteria(exp: Experiment, size: str) -> dict:
     """Stop on the last round, or on the per-model budget (``budget_grad_evals``), whichever comes
     first, before the scheduler sees the report (see _tuner)."""
     stop = {"round": exp.rounds(size)}
@@ -113,7 +113,7 @@ def _tuner(exp: Experiment, opts: RunOptions, root: str, name: str, trainable, c
         name=name, storage_path=root, verbose=opts.verbose, callbacks=[*LOGGERS(), KeepLineageFiles(), *callbacks],
         # Stopping on the last round before the scheduler sees it keeps PBT from "exploiting" a
         # finished trial (a restart that trains nothing and leaves the donor's numbers behind).
-        stop=_stop(exp, opts.size),
+        stop=stop_criteria(exp, opts.size),
         sync_config=tune.SyncConfig(sync_period=_sync_period(root)),
         # Every checkpoint is kept. Ray deletes older ones as new ones arrive, but its stored
         # experiment snapshot lags the trials by up to a sync period: a driver killed then resumes
