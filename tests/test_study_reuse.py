@@ -14,7 +14,7 @@ import pytest
 from metaadv.errors import UserError
 from metaadv.study.folder import Folder, StudyOptions
 from metaadv.study.progress import Progress
-from metaadv.study.reuse import Donors, check_donors, expected_configs, normal
+from metaadv.study.reuse import Donors, check_donors, evaluation_request, expected_configs, normal
 from metaadv.study.spec import Arm
 from metaadv.study.units import Runner, Unit, phase1_units
 from metaadv.tune.space import Grid
@@ -131,3 +131,48 @@ def test_a_meta_training_is_reused_only_with_the_same_config_and_settings(tmp_pa
     assert donors.meta_folder(TrainConfig.from_dict({"controller": "policy", "seed": 0, "lr": 3e-3}), settings) is None
     (meta / FILES["summary"]).unlink()  # unfinished: resumed where it runs, never copied half done
     assert donors.meta_folder(config, settings) is None
+
+
+def test_a_reused_models_verdict_is_reused_only_for_the_same_request_and_new_ones_record_theirs(tmp_path, monkeypatch):
+    from metaadv.study import evaluate
+
+    donor = tmp_path / "donor"
+    (donor / "eval" / "las").mkdir(parents=True)
+    (donor / "study.json").write_text("{}")
+    (donor / "progress.json").write_text('{"experiments": {}}')
+    # Here: two reused models (las trained in the donor as d/las1, d/las2) and the fixed models they transfer from.
+    models = [{"arm": "las", "model": f"seed{s}", "seed": s, "eval": f"eval/las/seed{s}.json", "_checkpoint": f"h/las{s}",
+               "_origin": f"d/las{s}"} for s in (1, 2)]
+    models += [{"arm": "fixed", "model": f"seed{s}", "seed": s, "eval": f"eval/fixed/seed{s}.json",
+                "_checkpoint": f"h/fixed{s}", "_origin": f"d/fixed{s}"} for s in (1, 2, 3)]
+    origins = {m["_checkpoint"]: m["_origin"] for m in models}
+    options = {"n": 10, "surrogates": ["arm:fixed"]}
+    per_model = lambda m: evaluate.surrogate_options(options, m, models)  # noqa: E731
+    # The donor judged las1 with the transfer from d/fixed2 (as this study will) and las2 from d/fixed9.
+    said = {1: evaluation_request(models[0], 0.3, per_model(models[0]), origins),
+            2: {**evaluation_request(models[1], 0.3, per_model(models[1]), origins),
+                "options": {"n": 10, "surrogates": ["d/fixed9"]}}}
+    assert said[1] == {"checkpoint": "d/las1", "eps": 0.3, "options": {"n": 10, "surrogates": ["d/fixed2"]}}
+    for s, request in said.items():
+        (donor / "eval" / "las" / f"seed{s}.json").write_text(json.dumps(
+            {"robust_acc": 0.4 + s / 100, "clean_acc": 0.9, "trusted": True, "request": request}))
+    asked = {}
+
+    def tasks(judge, jobs):  # stands in for Ray: writes a verdict for each model really judged
+        for k, (ckpt, out, eps, own) in jobs.items():
+            asked[k] = own
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps({"robust_acc": 0.1, "clean_acc": 0.5, "trusted": True}))
+            yield k, evaluate.verdict_of(json.loads(Path(out).read_text()))
+
+    monkeypatch.setattr(evaluate, "run_as_tasks", tasks)
+    opts = StudyOptions(size="tiny", out=str(tmp_path / "here"), reuse=(str(donor),), log=lambda *a, **k: None)
+    verdicts = evaluate.evaluate_into(tmp_path / "here", models[:2], "eval", 0.3, per_model, opts,
+                                      Progress(lambda *a, **k: None, 2), none_left="", starting=str,
+                                      describe=lambda m, v: "", everyone=models)
+    assert verdicts[("las", "seed1")]["robust_acc"] == pytest.approx(0.41) and ("las", "seed1") not in asked  # copied, not judged
+    assert ("las", "seed2") in asked and verdicts[("las", "seed2")]["robust_acc"] == 0.1  # its surrogate differs
+    copied = json.loads((tmp_path / "here" / "eval" / "las" / "seed1.json").read_text())
+    assert copied["reused_from"].endswith("seed1.json")
+    judged = json.loads((tmp_path / "here" / "eval" / "las" / "seed2.json").read_text())
+    assert judged["request"] == {"checkpoint": "d/las2", "eps": 0.3, "options": {"n": 10, "surrogates": ["d/fixed3"]}}

@@ -181,4 +181,5 @@ def model_row(arm: Arm, model: str, trial: dict, experiment: str, folder: Folder
     return {"arm": arm.name, "model": model, "seed": trial["seed"], "pair": trial["seed"] if pair is None else pair,
             "experiment": experiment, "trial": trial["trial"],
             "checkpoint": folder.rel(trial["checkpoint"]), "eval": f"eval/{arm.name}/{model}.json",
-            "_checkpoint": trial["checkpoint"], "_metrics": trial["metrics"]}
+            "_checkpoint": trial["checkpoint"], "_metrics": trial["metrics"],
+            "_origin": trial.get("reused_from") or trial["checkpoint"]}  # where it was trained (--reuse)

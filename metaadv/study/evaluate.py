@@ -88,19 +88,30 @@ JUDGES = {"train": _evaluate, "meta": _meta_evaluate}
 
 
 def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options, opts: StudyOptions,
-                  progress: Progress, *, none_left: str, starting, describe, judge=_evaluate) -> dict:
+                  progress: Progress, *, none_left: str, starting, describe, judge=_evaluate, everyone=None) -> dict:
     """Evaluate each model into ``root / model[key]`` as Ray tasks, skipping those already on disk;
     returns the verdicts keyed by (arm, model). ``options`` is a dict, or ``options(model)`` one per
     model; ``judge`` evaluates one model (:data:`JUDGES`). ``starting(n)`` and ``describe(model,
-    verdict)`` word the progress lines; ``none_left`` is said when every model was done before."""
-    verdicts, pending = {}, {}
+    verdict)`` word the progress lines; ``none_left`` is said when every model was done before.
+    ``everyone``: all the study's models (default ``models``), which a surrogate may be one of.
+    A model whose verdict a ``--reuse`` donor made for the same request is copied, not judged."""
+    from .reuse import Donors, check_donors, evaluation_request
+
+    donors = Donors(check_donors(opts.reuse))
+    origins = {m["_checkpoint"]: m.get("_origin", m["_checkpoint"]) for m in (everyone or models)}
+    verdicts, pending, requests, reused = {}, {}, {}, 0
     for m in models:
         out = root / m[key]
+        own = options(m) if callable(options) else options
+        requests[(m["arm"], m["model"])] = request = evaluation_request(m, eps, own, origins)
+        if not out.is_file():  # the same judgement of the same model, made in a donor study
+            reused += donors.take_evaluation(request, out)
         if out.is_file():
             verdicts[(m["arm"], m["model"])] = verdict_of(json.loads(out.read_text()))
         else:
-            own = options(m) if callable(options) else options
             pending[(m["arm"], m["model"])] = (m, (m["_checkpoint"], str(out), eps, own))
+    if reused:
+        opts.log(f"[{progress.phase}] {reused} verdict(s) reused from {', '.join(map(str, donors.folders))}", flush=True)
     if not pending:
         opts.log(f"[{progress.phase}] {none_left}", flush=True)
         return verdicts
@@ -109,6 +120,8 @@ def evaluate_into(root: Path, models: list[dict], key: str, eps: float, options,
     for k, v in run_as_tasks(judge, {k: args for k, (_, args) in pending.items()}):
         m = pending[k][0]
         verdicts[k] = v
+        out = Path(pending[k][1][1])  # what was asked, beside the verdict: another study may reuse it
+        write_json(out, {**json.loads(out.read_text()), "request": requests[k]})
         done += 1
         elapsed = time.perf_counter() - start
         opts.log(f"[{progress.phase}] {m['arm']}/{m['model']}: {describe(m, v)} | {done}/{total} models, "
@@ -151,4 +164,4 @@ def evaluate_all(study: Study, opts: StudyOptions, root: Path, models: list[dict
                          none_left="every model was evaluated before",
                          starting=lambda n: f"{n} model(s) (eps {eps:g}, {options})",
                          describe=lambda m, v: f"robust {v['robust_acc']:.3f}, {trust_label(v)}",
-                         judge=JUDGES[study.kind])
+                         judge=JUDGES[study.kind], everyone=models)

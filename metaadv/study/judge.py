@@ -48,4 +48,4 @@ def judge_best(study: Study, opts: StudyOptions, root: Path, models: list[dict],
         root, best, "judge", eps, options, opts, progress, none_left="every arm's best model was judged before",
         starting=lambda n: f"each arm's best model again: {n} model(s) (eps {eps:g}, {options})",
         describe=lambda m, v: (f"robust {v['robust_acc']:.3f} (phase 3: {verdicts[(m['arm'], m['model'])]['robust_acc']:.3f}), "
-                               f"{trust_label(v)}"), judge=JUDGES[study.kind])
+                               f"{trust_label(v)}"), judge=JUDGES[study.kind], everyone=models)

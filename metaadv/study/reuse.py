@@ -13,6 +13,11 @@ last checkpoint), so the folder stands alone, and ``progress.json`` says where e
 (``reused_from``). A deployed arm's meta-training is reused the same way (``meta/ARM`` copied) when
 its config and settings equal the donor's. Random searches and PBT populations are never reused:
 their trials' values come from a searcher's state, not from the declaration alone.
+
+A reused model's verdict is reused too when the donor judged it with exactly the request this
+study makes (``request`` in each eval JSON: the model's origin, eps, the options with each
+transfer surrogate named by its origin): a surrogate that is another model here (the next seed of
+five, not of ten) makes another request, and that model is judged again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-__all__ = ["Donors", "check_donors"]
+__all__ = ["Donors", "check_donors", "evaluation_request", "expected_configs", "normal"]
 
 # Config keys that name a file: equal when the files' bytes are (two study folders, two paths).
 FILE_KEYS = ("policy_file", "schedule")
@@ -71,7 +76,7 @@ def _finished(trial: dict) -> bool:
 class Donors:
     def __init__(self, folders: list[Path]):
         self.folders = folders
-        self._trials = None
+        self._trials = self._evaluations = None
 
     def trials(self) -> dict[str, tuple[Path, dict]]:
         """Normal config -> (donor folder, trial) over every finished trial of every donor."""
@@ -106,6 +111,30 @@ class Donors:
                         "reused_from": str(Path(trial["checkpoint"]))})
         return out
 
+    def evaluations(self) -> dict[str, Path]:
+        """Normal request -> eval JSON, over every donor's ``eval/`` and ``judge/`` verdicts that say
+        what was asked (``request``; verdicts written before 46bfaf0 do not, and are never taken)."""
+        if self._evaluations is None:
+            self._evaluations = {}
+            for folder in self.folders:
+                for path in sorted([*folder.glob("eval/*/*.json"), *folder.glob("judge/*/*.json")]):
+                    request = json.loads(path.read_text()).get("request")
+                    if request:
+                        self._evaluations.setdefault(json.dumps(request, sort_keys=True), path)
+        return self._evaluations
+
+    def take_evaluation(self, request: dict, out: Path) -> bool:
+        """Copy a donor's verdict made for exactly ``request`` to ``out``; whether there was one."""
+        if not self.folders:
+            return False
+        path = self.evaluations().get(json.dumps(request, sort_keys=True))
+        if path is None:
+            return False
+        from .folder import write_json
+
+        write_json(out, {**json.loads(path.read_text()), "reused_from": str(path)})
+        return True
+
     def meta_folder(self, config, settings) -> Path | None:
         """A donor's finished meta-training (``meta/*``) of this TrainConfig with these MetaSettings:
         the check a resume of it makes (its state's config and settings), its summary written."""
@@ -122,6 +151,19 @@ class Donors:
                 if state.get("config") == config.to_dict() and state.get("settings") == asdict(settings):
                     return meta
         return None
+
+
+def evaluation_request(model: dict, eps: float, options: dict, origins: dict) -> dict:
+    """What judging ``model`` asks, in terms that hold across study folders: the checkpoint it was
+    trained into (a reused model's donor checkpoint), the eps, and the options with each surrogate
+    model likewise named by where it was trained."""
+    def origin(path):
+        return str(origins.get(path, path))
+
+    own = json.loads(json.dumps(options, default=str))
+    if own.get("surrogates"):
+        own["surrogates"] = [origin(p) for p in own["surrogates"]]
+    return {"checkpoint": origin(model["_checkpoint"]), "eps": float(eps), "options": own}
 
 
 def expected_configs(runner, unit) -> list[dict] | None:
