@@ -603,6 +603,8 @@ def test_the_rows_shared_with_the_learner_study_have_equal_configs_so_one_can_re
     assert STUDY.arm_config("fixed", "medium") == LEARNER.arm_config("fixed-pgd10", "medium")
     assert STUDY.arm_config("random-policy", "medium") == LEARNER.arm_config("policy-untrained", "medium")
     assert STUDY.sizes["medium"].search_samples == LEARNER.sizes["medium"].search_samples  # the same pilot seeds
+    # The same table seeds: every model and its transfer surrogate (the next seed, wrapping) are the same.
+    assert STUDY.sizes["medium"].seeds == LEARNER.sizes["medium"].seeds == 10
     assert STUDY.sizes["medium"].episodes == LEARNER.sizes["medium"].episodes
     ev = STUDY.evaluation("las", "medium")
     assert "square" in ev["attacks"] and ev["surrogates"] == ["arm:fixed"] and ev["square_queries"] >= 1000

@@ -147,7 +147,7 @@ SIZES = {
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
-        seeds=5, search_samples=2, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,
+        seeds=10, search_samples=2, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,
         config={"rounds": 5, "steps_per_round": 0, "val_size": 500, "val_pgd_steps": 10},
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast", "square_queries": 1000,
                     **BLACK_BOX},
