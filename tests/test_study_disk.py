@@ -44,8 +44,8 @@ def test_each_finished_trial_keeps_its_recorded_and_its_newest_checkpoint_only(t
 
 
 def _result(trial: dict) -> SimpleNamespace:
-    """What Runner.run reads of a ray.tune.Result."""
-    return SimpleNamespace(metrics={"trial_id": trial["trial"], **trial["metrics"]}, config={"seed": trial["seed"]},
+    """What Runner.run reads of a ray.tune.Result (of a trial Tune ended: ``done``)."""
+    return SimpleNamespace(metrics={"trial_id": trial["trial"], **trial["metrics"], "done": True}, config={"seed": trial["seed"]},
                            checkpoint=SimpleNamespace(path=trial["checkpoint"]), path=trial["path"], error=None)
 
 
