@@ -68,9 +68,12 @@ def normal(config: dict) -> str:
 
 
 def _finished(trial: dict) -> bool:
-    value = trial.get("metrics", {}).get("val/robust_acc")
-    return (bool(trial.get("checkpoint")) and not trial.get("error") and "://" not in str(trial.get("path", ""))
-            and os.path.isdir(trial["checkpoint"]) and isinstance(value, (int, float)) and math.isfinite(value))
+    """A donor trial worth taking: what the study itself would rank (:func:`.units.score`), with its
+    checkpoint on this machine's disk to copy."""
+    from .units import score
+
+    local = "://" not in str(trial.get("path", "")) and os.path.isdir(str(trial.get("checkpoint")))
+    return local and score({"error": None, **trial, "metrics": trial.get("metrics", {})}) > -math.inf
 
 
 class Donors:
