@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from .ranking import score
 
 __all__ = ["Donors", "check_donors", "evaluation_request", "expected_configs", "normal"]
 
@@ -68,10 +69,8 @@ def normal(config: dict) -> str:
 
 
 def _finished(trial: dict) -> bool:
-    """A donor trial worth taking: what the study itself would rank (:func:`.units.score`), with its
+    """A donor trial worth taking: what the study itself would rank (:func:`.ranking.score`), with its
     checkpoint on this machine's disk to copy."""
-    from .units import score
-
     local = "://" not in str(trial.get("path", "")) and os.path.isdir(str(trial.get("checkpoint")))
     return local and score({"error": None, **trial, "metrics": trial.get("metrics", {})}) > -math.inf
 

@@ -3,7 +3,6 @@ phase-1 units: single-run arms, the random search, the PBT populations."""
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -20,6 +19,7 @@ from .spec import Arm, Study, arm_seeds, population_seeds, search_seeds
 from .disk import prune_checkpoints
 from .folder import Folder, StudyOptions
 from .progress import Progress
+from .ranking import best_config, best_trial, score
 
 __all__ = ["Unit", "Runner", "best_config", "best_trial", "score", "local_checkpoint", "phase1_units", "derived_trials", "KEPT_METRICS"]
 
@@ -152,32 +152,6 @@ def _ended(trial: dict) -> bool:
     criterion or the scheduler stopped it), or it failed. A driver interrupted mid-run returns its
     running trials without ``done``."""
     return bool(trial.get("done")) or bool(trial["error"])
-
-
-def score(trial: dict) -> float:
-    value = trial["metrics"].get("val/robust_acc")
-    ok = trial["checkpoint"] and not trial["error"] and trial["metrics"].get("status", "ok") != "diverged"
-    return float(value) if ok and isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
-
-
-def best_config(trials: list[dict], keys) -> dict:
-    """The searched values (``keys``) of the configuration whose trials have the best mean score over
-    their seeds (a grid search's pilot seeds; with one trial per configuration, the best trial's)."""
-    groups: dict[tuple, list[float]] = {}
-    for t in trials:  # a grid value may be a tuple (a LAS eps grid), which a JSON round trip made a list
-        values = tuple(tuple(v) if isinstance(v, list) else v for v in (t["config"].get(k) for k in keys))
-        groups.setdefault(values, []).append(score(t))
-    finite = {values: sum(scores) / len(scores) for values, scores in groups.items() if all(v > -math.inf for v in scores)}
-    if not finite:
-        raise UserError("no configuration finished on every seed with a finite val/robust_acc and a checkpoint")
-    return dict(zip(keys, max(finite, key=finite.get)))
-
-
-def best_trial(trials: list[dict]) -> dict:
-    best = max(trials, key=score)
-    if score(best) == -math.inf:
-        raise UserError("no trial finished with a finite val/robust_acc and a checkpoint")
-    return best
 
 
 def local_checkpoint(path: str) -> Path:
