@@ -640,6 +640,38 @@ def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_confi
             STUDY.replace(arms=(*arms, bad), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
 
 
+def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
+    import dataclasses
+
+    from metaadv.study.units import phase1_units
+
+    grids = ((0.5, 1.0), (0.75, 1.25), (0.5, 0.75))
+    arms = (Arm("las", "tuned", "learned", {"controller": "las"}, space={"las_eps": Grid(*grids), "las_loss_weight": Grid(1.0, 0.25)},
+                search="grid"),)
+    tiny = STUDY.sizes["tiny"]
+    narrow = dataclasses.replace(tiny, arm_space={"las": {"las_eps": Grid(grids[0], grids[1])}})
+    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": narrow, "smoke": tiny})
+    # At the narrowed size: 2 eps grids at the config's loss weight per pilot seed; the other size all 3 x 2.
+    assert study.search_trials("las", "tiny") == 2 * tiny.search_samples
+    assert study.search_trials("las", "smoke") == 6 * tiny.search_samples
+    (search,) = phase1_units(study, narrow)
+    assert search.trials == 2 * tiny.search_samples and search.space == {"las_eps": Grid(grids[0], grids[1])}
+    assert study.declaration("tiny")["arms"]["las"]["space"] == {"las_eps": [grids[0], grids[1]]}
+    # A sub-grid only: a value the arm does not search, a key it does not search, an arm that is not tuned.
+    for bad in ({"las": {"las_eps": Grid(grids[0], (0.1, 0.2))}}, {"las": {"eps": Grid(0.2, 0.3)}},
+                {"fixed": {"steps": Grid(3, 5)}}):
+        with pytest.raises(UserError, match="arm_space"):
+            STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": dataclasses.replace(tiny, arm_space=bad)})
+
+
+def test_the_smoke_study_searches_two_configurations_per_tuned_arm_and_medium_all():
+    from tune_experiments.learned_vs_searched import STUDY as LVS
+
+    assert LVS.search_trials("las", "smoke") == 2 and LVS.search_trials("pgd-k", "smoke") == 2
+    assert LVS.search_trials("las", "medium") == 6 * LVS.sizes["medium"].search_samples
+    assert LVS.search_trials("pgd-k", "medium") == 4 * LVS.sizes["medium"].search_samples
+
+
 def _Runner(study):
     from metaadv.study.units import Runner
 

@@ -140,11 +140,16 @@ SIZES = {
         seeds=2, search_samples=1, populations=1, population=4, budget_grad_evals=5 * 11 * 100 * 5,
         config={"rounds": 5, "steps_per_round": 5, "val_size": 100, "val_pgd_steps": 5, "val_eps": 0.2},
         evaluation={"n": 50, "pgd_steps": 20, "pgd_restarts": 1, "aa_version": "fast"},
-        corners="2 seeds per arm (not 5), 1 PBT population of 4, 1 pilot seed per LAS and PGD-k configuration, a budget of 25 PGD-10 "
+        corners="2 seeds per arm (not 10), 1 PBT population of 4, 2 of PGD-k's k (3, 5) and 2 of LAS's configurations "
+                "(the authors' eps grid and the capped one, loss weight 1) on 1 pilot seed each, a budget of 25 PGD-10 "
                 "steps (27,500 grad evals, under one epoch), validation and evaluation at eps 0.2 on 100 / 50 digits, "
                 "AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
         pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
-        policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2),
+        policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2,
+        # Two configurations per tuned arm (not 4 and 6): the searches' mechanics, in the 15 minutes
+        # README command 1 may take from a clean clone.
+        arm_space={"pgd-k": {"steps": Grid(3, 5)},
+                   "las": {"las_eps": Grid(*LAS_EPS_GRIDS[:2])}}),  # at loss weight 1 (the config's)
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
         seeds=10, search_samples=2, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,

@@ -69,6 +69,10 @@ class StudySize:
     # Config keys for one arm at this size only (arm name -> keys over the arm's own config): what
     # depends on both, such as a fixed schedule's eps ramp scaled to the rounds this budget buys.
     arm_config: dict = field(default_factory=dict)
+    # A tuned arm's search space at this size only (arm name -> key -> Grid), in place of the arm's
+    # own: a sub-space (its keys among the arm's, each a sub-grid), a key left out keeping its config's
+    # value. The smoke size searches fewer configurations than the table sizes, the same way.
+    arm_space: dict = field(default_factory=dict)
     # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
     # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
     # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge

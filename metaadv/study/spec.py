@@ -133,6 +133,7 @@ class Study:
             stray = sorted(set(size.arm_config) - set(names))
             if stray:
                 raise UserError(f"study {self.name} ({size_name}): arm_config names unknown arm(s) {stray}")
+            self._check_arm_space(size_name, size)
         unknown = sorted(set(self.sizes) - set(SIZES))
         if unknown:
             raise UserError(f"study {self.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
@@ -199,17 +200,30 @@ class Study:
                                                  float(values.get("lr", TrainConfig.lr))))
         return values
 
-    def search_space(self, arm: Arm | str) -> dict:
-        """What a tuned arm searches: its own space, else the study's."""
+    def search_space(self, arm: Arm | str, size: "str | StudySize | None" = None) -> dict:
+        """What a tuned arm searches: its own space, else the study's; at ``size``, the size's
+        sub-space of it where it declares one (``StudySize.arm_space``)."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
-        return dict(arm.space or self.space)
+        s = self.sizes[size] if isinstance(size, str) else size
+        return dict((s.arm_space.get(arm.name) if s is not None else None) or arm.space or self.space)
+
+    def _check_arm_space(self, size_name: str, size: "StudySize") -> None:
+        for name, grids in size.arm_space.items():
+            arm = self.arm(name) if name in [a.name for a in self.arms] else None
+            if arm is None or arm.kind != "tuned" or arm.search != "grid":
+                raise UserError(f"study {self.name} ({size_name}): arm_space names {name!r}, not a grid-searched arm")
+            own = self.search_space(arm)
+            for key, dim in grids.items():
+                if key not in own or not isinstance(dim, Grid) or any(v not in own[key].values for v in dim.values):
+                    raise UserError(f"study {self.name} ({size_name}): arm_space {name}.{key} must be a sub-grid of "
+                                    f"the arm's {key} ({list(own[key].values) if key in own else 'not searched'})")
 
     def search_trials(self, arm: Arm | str, size: "str | StudySize") -> int:
         """A tuned arm's search trials: ``search_samples`` draws, or every grid combination on each of
         ``search_samples`` pilot seeds."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         n = (self.sizes[size] if isinstance(size, str) else size).search_samples
-        return n * math.prod(len(d.values) for d in self.search_space(arm).values()) if arm.search == "grid" else n
+        return n * math.prod(len(d.values) for d in self.search_space(arm, size).values()) if arm.search == "grid" else n
 
     def declared_cost_b(self, arm: Arm | str, size: str) -> int:
         """A searched arm's cost (b) per final model, declared before the run: its population's
@@ -334,7 +348,7 @@ class Study:
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
-                                  **({"space": {k: list(d.values) for k, d in a.space.items()}, "search": a.search}
+                                  **({"space": {k: list(d.values) for k, d in self.search_space(a, size).items()}, "search": a.search}
                                      if a.kind == "tuned" and (a.space or a.search != "random") else {}),
                                   "planned_trials": self.planned(a, size)[0], "planned_models": self.planned(a, size)[1],
                                   "experiments": self.experiments(a, size), "cost_b": self.cost_b_columns(a, size),
@@ -381,7 +395,8 @@ class Study:
                 raise UserError(f"--seeds must be >= 2 (a spread needs two pairs), got {seeds}")
             sizes[size] = dataclasses.replace(sizes[size], seeds=seeds)
         # A size's arm_config may name arms the pilot leaves out: keep only its own arms' entries.
-        sizes = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in needed})
+        sizes = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in needed},
+                                        arm_space={a: c for a, c in v.arm_space.items() if a in needed})
                  for k, v in sizes.items()}
         pilot = {"arms": [a.name for a in kept], "seeds": sizes[size].seeds,
                  "declared_arms": names, "declared_seeds": self.sizes[size].seeds}

@@ -170,7 +170,7 @@ def phase1_units(study: Study, size) -> list[Unit]:
             seeds = arm_seeds(size) if arm.unit == "seed" else list(range(1, size.populations + 1))
             units.append(Unit(arm, arm.name, len(seeds), seeds=tuple(seeds)))
         elif arm.kind == "tuned":
-            units.append(Unit(arm, "search", study.search_trials(arm, size), space=study.search_space(arm),
+            units.append(Unit(arm, "search", study.search_trials(arm, size), space=study.search_space(arm, size),
                               seeds=tuple(search_seeds(size)), searcher=arm.search))
         elif arm.kind == "searched":
             for p in range(size.populations):
