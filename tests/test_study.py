@@ -26,6 +26,14 @@ from .conftest import local_ray
 ARMS = ("fixed", "pgd-k", "las", "las-frozen", "policy", "random-policy", "searched", "replay-searched", "fixed-long")
 
 
+
+def _tiny_alone():
+    """The tiny size without its sub-spaces of the study's own tuned arms (``arm_space``): for a test
+    that declares tuned arms of those names with other grids."""
+    import dataclasses
+
+    return {"tiny": dataclasses.replace(STUDY.sizes["tiny"], arm_space={})}
+
 def test_the_study_declares_the_issue_arms_and_contrasts_over_existing_arms():
     assert tuple(a.name for a in STUDY.arms) == ARMS
     assert all(a.kind in ARM_KINDS for a in STUDY.arms)
@@ -577,7 +585,7 @@ def test_a_grid_searched_arm_tries_every_value_on_each_pilot_seed_and_reruns_the
 
     study = STUDY.replace(arms=(Arm("pgd-k", "tuned", "the best PGD-k", {"controller": "schedule", "step_ratio": 0.5},
                                     space={"steps": Grid(2, 3, 4, 5)}, search="grid"),), contrasts=(), aim={},
-                          sizes={"tiny": STUDY.sizes["tiny"]})
+                          sizes=_tiny_alone())
     size = study.sizes["tiny"]
     (unit,) = phase1_units(study, size)
     assert unit.trials == 4 * size.search_samples == study.planned("pgd-k", "tiny")[0] - size.seeds
@@ -617,7 +625,7 @@ def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_confi
     grids = ((0.5, 1.0), (0.75, 1.25))
     arms = (Arm("las", "tuned", "learned", {"controller": "las"}, space={"las_eps": Grid(*grids)}, search="grid"),
             Arm("las-frozen", "single", "frozen", {"controller": "las", "las_frozen": True}, config_of="las"))
-    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
+    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes=_tiny_alone())
     size = study.sizes["tiny"]
     # Phase 1 runs only the search; the control waits for its pick, on the table's seeds.
     assert [u.name for u in phase1_units(study, size)] == ["search"]
@@ -637,7 +645,7 @@ def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_confi
     for bad in (Arm("c", "single", "c", config_of="nobody"), Arm("c", "tuned", "c", config_of="las"),
                 Arm("c", "single", "c", config_of="las-frozen")):
         with pytest.raises(UserError, match="config_of names a tuned arm"):
-            STUDY.replace(arms=(*arms, bad), contrasts=(), aim={}, sizes={"tiny": STUDY.sizes["tiny"]})
+            STUDY.replace(arms=(*arms, bad), contrasts=(), aim={}, sizes=_tiny_alone())
 
 
 def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
@@ -648,7 +656,7 @@ def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
     grids = ((0.5, 1.0), (0.75, 1.25), (0.5, 0.75))
     arms = (Arm("las", "tuned", "learned", {"controller": "las"}, space={"las_eps": Grid(*grids), "las_loss_weight": Grid(1.0, 0.25)},
                 search="grid"),)
-    tiny = STUDY.sizes["tiny"]
+    tiny = _tiny_alone()["tiny"]
     narrow = dataclasses.replace(tiny, arm_space={"las": {"las_eps": Grid(grids[0], grids[1])}})
     study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": narrow, "smoke": tiny})
     # At the narrowed size: 2 eps grids at the config's loss weight per pilot seed; the other size all 3 x 2.
@@ -658,10 +666,13 @@ def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
     assert search.trials == 2 * tiny.search_samples and search.space == {"las_eps": Grid(grids[0], grids[1])}
     assert study.declaration("tiny")["arms"]["las"]["space"] == {"las_eps": [grids[0], grids[1]]}
     # A sub-grid only: a value the arm does not search, a key it does not search, an arm that is not tuned.
+    plain = Arm("plain", "single", "no search", {"controller": "schedule"})
     for bad in ({"las": {"las_eps": Grid(grids[0], (0.1, 0.2))}}, {"las": {"eps": Grid(0.2, 0.3)}},
-                {"fixed": {"steps": Grid(3, 5)}}):
+                {"plain": {"steps": Grid(3, 5)}}):
         with pytest.raises(UserError, match="arm_space"):
-            STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": dataclasses.replace(tiny, arm_space=bad)})
+            STUDY.replace(arms=(*arms, plain), contrasts=(), aim={}, sizes={"tiny": dataclasses.replace(tiny, arm_space=bad)})
+    # A study with fewer arms (a pilot, a test's) keeps only its own arms' sub-spaces.
+    assert STUDY.replace(arms=(plain,), contrasts=(), aim={}).sizes["smoke"].arm_space == {}
 
 
 def test_the_smoke_study_searches_two_configurations_per_tuned_arm_and_medium_all():

@@ -123,6 +123,10 @@ BLACK_BOX = {"attacks": "fgsm,pgd,autoattack,square", "surrogates": ["arm:fixed"
 
 SEARCH_VALIDATION = {"val_attack": "apgd-ce", "val_apgd_iters": 20, "val_size": 200}
 
+# Two configurations per tuned arm at tiny and smoke (not 4 and 6): the searches' mechanics, in the
+# 15 minutes README command 1 may take from a clean clone. LAS at loss weight 1 (the config's).
+FEW_CONFIGURATIONS = {"pgd-k": {"steps": Grid(3, 5)}, "las": {"las_eps": Grid(*LAS_EPS_GRIDS[:2])}}
+
 SIZES = {
     # Tests: digits, seconds per arm.
     "tiny": StudySize(
@@ -130,10 +134,11 @@ SIZES = {
         config={"dataset": "digits", "batch_size": 50, "rounds": 3, "steps_per_round": 2, "val_size": 50,
                 "val_pgd_steps": 2, "val_eps": 0.2, "device": "cpu"},
         evaluation={"n": 20, "pgd_steps": 5, "pgd_restarts": 1, "aa_version": "fast"},
-        corners="digits instead of mnist5k, 2 seeds, 1 pilot seed per PGD-k and LAS configuration, 1 population of 2, "
+        corners="digits instead of mnist5k, 2 seeds, 2 PGD-k and 2 LAS configurations on 1 pilot seed, 1 population of 2, "
                 "6 steps of PGD-10, 20 test digits",
         pbt={"perturbation_interval": 550, "burn_in_period": 550},  # half a round: a few chances to exploit
         policy={"policy_reward_size": 20, "policy_reward_steps": 3}, episodes=2, episode_parallel=2,
+        arm_space=FEW_CONFIGURATIONS,
         judge={"n": 10, "pgd_steps": 2, "pgd_restarts": 1, "aa_version": "fast"}),  # the phase's mechanics only
     # README command 1: minutes on 2 CPUs.
     "smoke": StudySize(
@@ -146,10 +151,7 @@ SIZES = {
                 "AutoAttack 'fast' (APGD-CE + APGD-T, the reference's) and PGD-20 x 1 restart, a reward check of PGD-5 on 50",
         pbt={"perturbation_interval": 5500, "burn_in_period": 5500},
         policy={"policy_reward_size": 50, "policy_reward_steps": 5}, episodes=4, episode_parallel=2,
-        # Two configurations per tuned arm (not 4 and 6): the searches' mechanics, in the 15 minutes
-        # README command 1 may take from a clean clone.
-        arm_space={"pgd-k": {"steps": Grid(3, 5)},
-                   "las": {"las_eps": Grid(*LAS_EPS_GRIDS[:2])}}),  # at loss weight 1 (the config's)
+        arm_space=FEW_CONFIGURATIONS),
     # Hours on 2 CPUs: the README's table. Five epochs of PGD-10 (docs/meta-adversarial.md's budget).
     "medium": StudySize(
         seeds=10, search_samples=2, populations=3, population=8, budget_grad_evals=5 * 11 * 3500,

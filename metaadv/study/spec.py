@@ -394,15 +394,18 @@ class Study:
             if seeds < 2:
                 raise UserError(f"--seeds must be >= 2 (a spread needs two pairs), got {seeds}")
             sizes[size] = dataclasses.replace(sizes[size], seeds=seeds)
-        # A size's arm_config may name arms the pilot leaves out: keep only its own arms' entries.
-        sizes = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in needed},
-                                        arm_space={a: c for a, c in v.arm_space.items() if a in needed})
-                 for k, v in sizes.items()}
         pilot = {"arms": [a.name for a in kept], "seeds": sizes[size].seeds,
                  "declared_arms": names, "declared_seeds": self.sizes[size].seeds}
         return self.replace(arms=kept, contrasts=contrasts, aim=aim, sizes=sizes, pilot_of=pilot)
 
     def replace(self, **changes) -> "Study":
+        """A copy with ``changes``; with other arms, each size's per-arm entries (``arm_config``,
+        ``arm_space``) kept for the arms still declared (a pilot, a test's few arms)."""
+        if "arms" in changes:
+            names = {a.name for a in changes["arms"]}
+            changes["sizes"] = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in names},
+                                                       arm_space={a: c for a, c in v.arm_space.items() if a in names})
+                                for k, v in changes.get("sizes", self.sizes).items()}
         return dataclasses.replace(self, **changes)
 
 
