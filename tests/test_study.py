@@ -651,6 +651,7 @@ def test_a_control_with_config_of_trains_the_tuned_arms_pick_under_its_own_confi
 def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
     import dataclasses
 
+    from metaadv.study.derive import phase2_units
     from metaadv.study.units import phase1_units
 
     grids = ((0.5, 1.0), (0.75, 1.25), (0.5, 0.75))
@@ -665,6 +666,11 @@ def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
     (search,) = phase1_units(study, narrow)
     assert search.trials == 2 * tiny.search_samples and search.space == {"las_eps": Grid(grids[0], grids[1])}
     assert study.declaration("tiny")["arms"]["las"]["space"] == {"las_eps": [grids[0], grids[1]]}
+    # The rerun takes the pick among the searched keys only: the loss weight stays the config's.
+    trials = [{"config": {"las_eps": list(e), "seed": 20000}, "metrics": {"val/robust_acc": v}, "checkpoint": "c",
+               "error": None} for e, v in ((grids[0], 0.2), (grids[1], 0.4))]
+    (rerun,) = phase2_units(study, narrow, tmp_path, {"las": {"search": trials}})
+    assert rerun.base == {"las_eps": grids[1]}
     # A sub-grid only: a value the arm does not search, a key it does not search, an arm that is not tuned.
     plain = Arm("plain", "single", "no search", {"controller": "schedule"})
     for bad in ({"las": {"las_eps": Grid(grids[0], (0.1, 0.2))}}, {"las": {"eps": Grid(0.2, 0.3)}},

@@ -86,9 +86,9 @@ def phase2_units(study: Study, size, root: Path, results: dict, *, deployed: boo
         if (arm.kind == "deployed") != deployed:
             continue
         if arm.kind == "tuned":
-            units.append(Unit(arm, "rerun", size.seeds, base=picked_config(study, arm, results), seeds=tuple(seeds)))
+            units.append(Unit(arm, "rerun", size.seeds, base=picked_config(study, arm, size, results), seeds=tuple(seeds)))
         elif arm.config_of:  # the tuned arm's pick under this arm's own config (e.g. the same strategy frozen)
-            picked = picked_config(study, study.arm(arm.config_of), results)
+            picked = picked_config(study, study.arm(arm.config_of), size, results)
             units.append(Unit(arm, arm.name, size.seeds, base=picked, seeds=tuple(seeds)))
         elif arm.kind == "replay":
             schedules, rounds = {}, {}
@@ -123,9 +123,10 @@ def phase2_units(study: Study, size, root: Path, results: dict, *, deployed: boo
     return units
 
 
-def picked_config(study: Study, arm: Arm, results: dict) -> dict:
-    """A tuned arm's searched values with the best mean validation over its pilot seeds."""
-    return best_config(results[arm.name]["search"], list(study.search_space(arm)))
+def picked_config(study: Study, arm: Arm, size, results: dict) -> dict:
+    """A tuned arm's searched values (at ``size``: its sub-space there) with the best mean validation
+    over its pilot seeds."""
+    return best_config(results[arm.name]["search"], list(study.search_space(arm, size)))
 
 
 def source_trials(results: dict, arm: str) -> list[dict]:
