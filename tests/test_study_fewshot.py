@@ -1,6 +1,6 @@
 """The few-shot study (tune_experiments/few_shot.py, formerly benchmarks/meta_learning_table.py):
 its declaration is valid and checked before Ray starts, and its tiny size runs end to end under
-Ray: every arm's models meta-tested, robust accuracy at the headline eps, per-task CSVs, and
+Ray (5 of its 12 arms, each method kind and both ways): every arm's models meta-tested, robust accuracy at the headline eps, per-task CSVs, and
 ``metaadv analyze`` writing the contrasts and the few-shot section."""
 
 from __future__ import annotations
@@ -126,14 +126,21 @@ def test_the_tiny_few_shot_study_meta_tests_every_arm_and_analyze_reports_it(ray
     from metaadv.cli import main
     from metaadv.study import StudyOptions, run_study
 
+    # The 3-way family (AQ, ADML, ADML-PGD, MAML: its 3 declared contrasts) and one 5-way arm: every
+    # method kind the meta-test treats differently, at 5 of the 12 arms' cost (each arm is an experiment).
+    arms = [arm_name(m, 3) for m in ("aq", "adml", "adml_pgd", "maml")] + [arm_name("maml", 5)]
+    contrasts = tuple(c for c in STUDY.contrasts if c[0] in arms and c[1] in arms)
+    study = STUDY.replace(arms=tuple(STUDY.arm(a) for a in arms), contrasts=contrasts,
+                          aim={**STUDY.aim, "contrasts": [f"{arm_name('aq', 3)} - {arm_name('adml', 3)}"]})
+    assert len(contrasts) == 3 and study.arm_config(arm_name("maml", 5), "tiny") == STUDY.arm_config(arm_name("maml", 5), "tiny")
     root = tmp_path / "study"
     lines: list[str] = []
-    run_study(STUDY, StudyOptions(size="tiny", out=str(root), log=lambda *a, **k: lines.append(" ".join(map(str, a)))))
+    run_study(study, StudyOptions(size="tiny", out=str(root), log=lambda *a, **k: lines.append(" ".join(map(str, a)))))
     meta = json.loads((root / "study.json").read_text())
     assert meta["kind"] == "meta" and meta["status"] == "done" and meta["evaluation"]["eps"] == EPS
     models = pd.read_csv(root / "models.csv")
     seeds = STUDY.sizes["tiny"].seeds
-    assert sorted(models["arm"]) == sorted(ARMS * seeds)
+    assert sorted(models["arm"]) == sorted(arms * seeds)
     for _, m in models.iterrows():
         verdict = json.loads((root / m["eval"]).read_text())
         headline = next(r for r in verdict["sweep"] if r["eps"] == EPS)
@@ -150,13 +157,13 @@ def test_the_tiny_few_shot_study_meta_tests_every_arm_and_analyze_reports_it(ray
     report = tmp_path / "report"
     assert main(["analyze", str(root), "--out", str(report)]) == 0
     contrasts = pd.read_csv(report / "contrasts.csv")
-    assert [(r.a, r.b) for r in contrasts.itertuples()] == [(a, b) for a, b, _ in STUDY.contrasts]
+    assert [(r.a, r.b) for r in contrasts.itertuples()] == [(a, b) for a, b, _ in study.contrasts]
     assert (contrasts["n"] == seeds).all()
     few = pd.read_csv(report / "fewshot_contrasts.csv")
-    assert len(few) == len(STUDY.contrasts) * 3  # eps 0.1 and 0.2, and the support attack
+    assert len(few) == len(study.contrasts) * 3  # eps 0.1 and 0.2, and the support attack
     assert set(few["measure"]) == {"robust", "support"} and (few["seed_n"] == seeds).all()
     sweep = pd.read_csv(report / "fewshot_sweep.csv")
-    assert set(sweep["arm"]) == set(ARMS) and {"robust", "clean", "support"} <= set(sweep["measure"])
+    assert set(sweep["arm"]) == set(arms) and {"robust", "clean", "support"} <= set(sweep["measure"])
     text = (report / "report.md").read_text()
     assert "## Few-shot meta-test" in text and "#### 5-way 1-shot (chance 20.0%)" in text
-    assert all(f"| {a} - {b} | robust | 0.2 |" in text for a, b, _ in STUDY.contrasts)
+    assert all(f"| {a} - {b} | robust | 0.2 |" in text for a, b, _ in study.contrasts)
