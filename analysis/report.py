@@ -26,6 +26,7 @@ from .exploits import pbt_tree
 from .headline import FEW_SEEDS, aim_sentence, headline, named, per_seed, same_models_line, size_banner
 from .meta_training import meta_training_lines
 from .same_models import same_model_arms, twins_of
+from .spending import budget_spending, spending_lines
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
 __all__ = ["analyze", "write_report", "verdict_sentences", "study_specs", "partial_studies", "arm_order"]
@@ -60,7 +61,8 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
     ``status`` (per study arm, what is done and what is left: :func:`analysis.status.study_status`),
     ``same_models`` (arms whose final models are the same models: :func:`analysis.same_models.same_model_arms`),
     ``attack_breakdown`` (per arm, clean and each attack's accuracy: :func:`analysis.breakdown.attack_breakdown`)
-    and ``pbt_tree`` (every PBT trial's segments and exploits: :func:`analysis.exploits.pbt_tree`);
+    ``pbt_tree`` (every PBT trial's segments and exploits: :func:`analysis.exploits.pbt_tree`) and
+    ``spending`` (per arm, epochs bought, attack and LAS's KL: :func:`analysis.spending.budget_spending`);
     with a meta study (study.json ``kind: meta``) also ``fewshot_sweep``, ``fewshot_contrasts`` and
     ``fewshot_cost`` (:func:`analysis.fewshot_report.fewshot_tables`).
     A study still running gives what it has so far (no rows, or no final model yet: empty tables)."""
@@ -80,6 +82,7 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
             "schedules": schedules(frame, finals), "pareto": pareto_front(finals), "importance": hp_importance(frame),
             "judged": load_judged(*paths), "same_models": same_model_arms(frame, finals),
             "attack_breakdown": attack_breakdown(frame, finals), "pbt_tree": pbt_tree(frame, finals),
+            "spending": budget_spending(frame, finals),
             "status": pd.concat(statuses, ignore_index=True) if statuses else pd.DataFrame(columns=STATUS_COLUMNS)}
 
 
@@ -344,7 +347,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
                                             "no main table, contrasts or plots.", "",
                                             "Tables: " + ", ".join(f"`{n}.csv`" for n in t), ""])
     lines += _verdict_lines(t, specs, twins) + partial + _main_table(t, specs) + _contrast_lines(t, specs, twins)
-    lines += _judged_lines(t["judged"]) + _breakdown_lines(t["attack_breakdown"]) + meta_training_lines(t)
+    lines += _judged_lines(t["judged"]) + _breakdown_lines(t["attack_breakdown"]) + spending_lines(t.get("spending", pd.DataFrame()))
+    lines += meta_training_lines(t)
     if "fewshot_sweep" in t:
         lines += fewshot_lines(t, specs)
     lines += ["## Plots", "", "Every plot draws each arm in one colour (and line style), the same in all of them; "
