@@ -17,7 +17,8 @@ SPENDING_COLUMNS = ["arm", "n_models", "epochs", "attack_steps", "train_eps", "l
 def _per_step(lin: pd.DataFrame, chosen: str, schedule: str) -> float:
     """The mean over training steps of a round's value: a LAS strategy's mean per-example choice
     (``chosen``) where it acted, else the schedule's (``schedule``), each round weighted by the
-    training steps it ran (``step`` is cumulative)."""
+    training steps it ran (``step`` is cumulative). A round counts at its logged value: an eps ramp
+    inside one round counts at the round's end."""
     if schedule not in lin:
         return float("nan")
     values = lin[schedule].astype(float)
