@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 
 from ..config import TrainConfig
 from ..errors import UserError
-from ..tune.experiment import CONFIG_CLASSES, SIZES
-from ..tune.space import Grid
+from ..tune.experiment import CONFIG_CLASSES
 from .arm import (ARM_KINDS, POPULATION_SEED, SEARCH_SEED, Arm, StudySize, arm_seeds,  # noqa: F401 (re-exported)
                   population_seeds, search_seeds)
+from .checks import POLICY_KEYS, check_declaration, check_size
 
 __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_SEED", "policy_grid_config",
            "arm_seeds", "population_seeds", "search_seeds"]
@@ -47,12 +47,6 @@ __all__ = ["Arm", "StudySize", "Study", "ARM_KINDS", "SEARCH_SEED", "POPULATION_
 # of them, so the round cap is this many times the fixed schedule's rounds (PGD-10 costs 11 passes
 # per example, a clean round 1).
 ROUND_CAP = 11
-
-# The policy controller's grid keys for each searchable dimension: (config key, relative to).
-_POLICY_KEYS = {"eps": ("policy_eps", "eps"), "step_ratio": ("policy_step_ratio", None),
-                "steps": ("policy_steps", None), "lr": ("policy_lr_mult", "lr"),
-                "weight_decay": ("policy_weight_decay", None), "adv_mix": ("policy_adv_mix", None)}
-
 
 @dataclass(frozen=True)
 class Study:
@@ -87,72 +81,7 @@ class Study:
         return CONFIG_CLASSES[self.kind]
 
     def __post_init__(self):
-        names = [a.name for a in self.arms]
-        if self.kind not in CONFIG_CLASSES:
-            raise UserError(f"study {self.name}: unknown run kind {self.kind!r}; choose one of {', '.join(CONFIG_CLASSES)}")
-        if self.kind != "train" and any(a.kind != "single" for a in self.arms):
-            raise UserError(f"study {self.name}: a {self.kind} study's arms are single runs (search, replay and "
-                            "transfer arms drive training controllers)")
-        if len(set(names)) != len(names):
-            raise UserError(f"study {self.name}: arm names repeat: {names}")
-        for arm in self.arms:
-            if arm.kind not in ARM_KINDS:
-                raise UserError(f"study {self.name}: arm {arm.name} has unknown kind {arm.kind!r}; choose one of {ARM_KINDS}")
-            if (arm.kind in ("replay", "transfer")) != bool(arm.source):
-                raise UserError(f"study {self.name}: arm {arm.name}: replay and transfer arms (only) name a source arm")
-            if arm.search not in ("random", "grid") or ((arm.space or arm.search != "random") and arm.kind != "tuned"):
-                raise UserError(f"study {self.name}: arm {arm.name}: an own space and search ('random' or 'grid') "
-                                "belong to a tuned arm")
-            if arm.search == "grid" and any(not isinstance(d, Grid) for d in self.search_space(arm).values()):
-                raise UserError(f"study {self.name}: arm {arm.name}: a grid search needs Grid dimensions")
-            if arm.unit not in ("seed", "population") or (arm.unit == "population" and arm.kind != "single"):
-                raise UserError(f"study {self.name}: arm {arm.name}: unit is 'seed' or, for a single-run arm, 'population'")
-            if arm.budget_of and (arm.kind != "single" or arm.budget_of not in names
-                                  or self.arm(arm.budget_of).kind != "searched"):
-                raise UserError(f"study {self.name}: arm {arm.name}: budget_of names a searched arm of the study "
-                                f"(got {arm.budget_of!r})")
-            if arm.config_of and (arm.kind != "single" or arm.unit != "seed" or arm.budget_of
-                                  or arm.config_of not in names[: names.index(arm.name)]
-                                  or self.arm(arm.config_of).kind != "tuned"):
-                raise UserError(f"study {self.name}: arm {arm.name}: config_of names a tuned arm declared before it, "
-                                f"from a single-run arm on the seeds (got {arm.config_of!r})")
-            if arm.source and arm.source not in names[: names.index(arm.name)]:
-                raise UserError(f"study {self.name}: arm {arm.name}'s source {arm.source!r} must be declared before it")
-        for a, b, _ in self.contrasts:
-            for arm in (a, b):
-                if arm not in names:
-                    raise UserError(f"study {self.name}: contrast {a} - {b} names unknown arm {arm!r}")
-        self._check_aim()
-        for key, dim in self.space.items():
-            if key not in _POLICY_KEYS:
-                raise UserError(f"study {self.name}: the policy cannot choose {key!r}; the space may hold "
-                                f"{', '.join(_POLICY_KEYS)}")
-            if not isinstance(dim, Grid):
-                raise UserError(f"study {self.name}: {key!r} must be a Grid (one space serves the policy's grids)")
-        for size_name, size in self.sizes.items():
-            stray = sorted(set(size.arm_config) - set(names))
-            if stray:
-                raise UserError(f"study {self.name} ({size_name}): arm_config names unknown arm(s) {stray}")
-            self._check_arm_space(size_name, size)
-        unknown = sorted(set(self.sizes) - set(SIZES))
-        if unknown:
-            raise UserError(f"study {self.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
-        for size in self.sizes:
-            self.check(size)
-
-    def _check_aim(self) -> None:
-        if not self.aim:
-            return
-        unknown = sorted(set(self.aim) - {"min_effect", "statement", "planned_seeds", "contrasts"})
-        if unknown:
-            raise UserError(f"study {self.name}: unknown aim key(s) {unknown}")
-        effect = self.aim.get("min_effect")
-        if not isinstance(effect, (int, float)) or not 0 < effect < 1:
-            raise UserError(f"study {self.name}: aim min_effect must be a fraction in (0, 1) (0.03 = 3 points), got {effect!r}")
-        declared = {f"{a} - {b}" for a, b, _ in self.contrasts}
-        stray = sorted(set(self.aim.get("contrasts", ())) - declared)
-        if stray:
-            raise UserError(f"study {self.name}: the aim names undeclared contrast(s) {stray}; declared: {sorted(declared)}")
+        check_declaration(self)
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -207,17 +136,6 @@ class Study:
         s = self.sizes[size] if isinstance(size, str) else size
         return dict((s.arm_space.get(arm.name) if s is not None else None) or arm.space or self.space)
 
-    def _check_arm_space(self, size_name: str, size: "StudySize") -> None:
-        for name, grids in size.arm_space.items():
-            arm = self.arm(name) if name in [a.name for a in self.arms] else None
-            if arm is None or arm.kind != "tuned" or arm.search != "grid":
-                raise UserError(f"study {self.name} ({size_name}): arm_space names {name!r}, not a grid-searched arm")
-            own = self.search_space(arm)
-            for key, dim in grids.items():
-                if key not in own or not isinstance(dim, Grid) or any(v not in own[key].values for v in dim.values):
-                    raise UserError(f"study {self.name} ({size_name}): arm_space {name}.{key} must be a sub-grid of "
-                                    f"the arm's {key} ({list(own[key].values) if key in own else 'not searched'})")
-
     def search_trials(self, arm: Arm | str, size: "str | StudySize") -> int:
         """A tuned arm's search trials: ``search_samples`` draws, or every grid combination on each of
         ``search_samples`` pilot seeds."""
@@ -248,56 +166,8 @@ class Study:
         return {**self.sizes[size].evaluation, **arm.evaluation}
 
     def check(self, size: str) -> None:
-        """Build every arm's TrainConfig (and one at each corner of the space) so typos fail early."""
-        s = self.sizes[size]
-        for n in ("seeds", "search_samples", "populations", "population"):
-            if getattr(s, n) < 1:
-                raise UserError(f"study {self.name} ({size}): {n} must be >= 1")
-        if s.budget_grad_evals <= 0:
-            raise UserError(f"study {self.name} ({size}): budget_grad_evals must be > 0")
-        if any(a.kind == "deployed" for a in self.arms):
-            from ..training.policy_train import MetaSettings
-
-            MetaSettings(episodes=s.episodes, parallel=s.episode_parallel)  # refuses fewer than 2 episodes
-            for a in self.arms:
-                if a.kind == "deployed" and a.config.get("controller") != "policy":
-                    raise UserError(f"study {self.name}: arm {a.name}: a deployed arm drives the policy controller")
-        try:
-            for arm in self.arms:
-                values = {k: v for k, v in self.arm_config(arm, size).items() if k not in ("schedule", "controller")
-                          or v in ("schedule", "policy")}
-                self.config_class.from_dict(values)
-            if self.kind == "meta":
-                self._check_meta(size)
-            for arm in self.arms:
-                if arm.space:
-                    for corner in (0, -1):
-                        values = {**self.arm_config(arm, size), **{k: d.values[corner] for k, d in arm.space.items()}}
-                        self.config_class.from_dict({k: v for k, v in values.items() if k != "val_eps"})
-            for corner in (0, -1):
-                if self.space:
-                    self.config_class.from_dict({**self.common_config(size),
-                                                 **{k: d.values[corner] for k, d in self.space.items()}})
-        except UserError as exc:
-            raise UserError(f"study {self.name} ({size}): {exc}") from None
-
-    def _check_meta(self, size: str) -> None:
-        """A meta run validates at its own eps, so every arm trains at the threat eps; the judge's
-        options (:mod:`.meta_judge`) are checked here, before Ray starts."""
-        from .meta_judge import check_options
-
-        threat = self.val_eps(size)
-        for arm in self.arms:
-            arm_eps = float(self.arm_config(arm, size).get("eps", threat))
-            if arm_eps != threat:
-                raise UserError(f"arm {arm.name}: a meta run validates at its training eps; eps {arm_eps:g} must be "
-                                f"the threat eps {threat:g}")
-            try:
-                check_options(self.evaluation(arm, size), threat)
-            except UserError as exc:
-                raise UserError(f"arm {arm.name}: {exc}") from None
-        if self.sizes[size].judge:
-            check_options(self.sizes[size].judge, threat)
+        """Build every arm's config at ``size`` (and one at each corner of the spaces) so typos fail early."""
+        check_size(self, size)
 
     def experiments(self, arm: Arm | str, size: str) -> list[str]:
         """The Tune experiments of ``arm`` (folders ``arms/ARM/EXPERIMENT``), in the order they run."""
@@ -413,9 +283,9 @@ def policy_grid_config(space: dict, eps: float, lr: float) -> dict:
     """The policy controller's grids from the one space: eps as fractions of the target ``eps``,
     lr as multiples of ``lr``, the rest as values; a dimension the space lacks gets an empty grid
     (the config's value holds)."""
-    out = {key: [] for key, _ in _POLICY_KEYS.values()}
+    out = {key: [] for key, _ in POLICY_KEYS.values()}
     for dim, grid in space.items():
-        key, relative = _POLICY_KEYS[dim]
+        key, relative = POLICY_KEYS[dim]
         scale = {"eps": eps, "lr": lr}.get(relative, 1.0)
         out[key] = [round(float(v) / scale, 10) for v in grid.values]
     return out
