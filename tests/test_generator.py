@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from metaadv.config import TrainConfig
 from metaadv.evaluation.transfer import fit_generator
 from metaadv.models.generator import Discriminator, PerturbationGenerator, bounded_perturbation
-from metaadv.training.generator_methods import AdvGANTraining, GeneratorTraining, cw_margin, perturbation_norm
+from metaadv.training.advgan import AdvGANTraining
+from metaadv.training.generator_methods import GeneratorTraining, cw_margin, perturbation_norm
 from metaadv.training.hparams import HParams
 from metaadv.training.methods import StepContext
 from metaadv.training.trainer import Trainer

@@ -25,7 +25,8 @@ from ..attacks._common import input_grad
 from ..attacks.projection import random_start
 from ..errors import UserError
 from ..models.generator import normalized_grad
-from ..training.generator_methods import AdvGANTraining, GeneratorTraining, grad_sign
+from ..training.advgan import AdvGANTraining
+from ..training.generator_methods import GeneratorTraining, grad_sign
 from ..training.hparams import HParams
 
 __all__ = ["ADVGAN_FIT_HINGE", "ADVGAN_FIT_STEPS", "SURROGATE_PGD_STEPS", "fit_generator", "generator_attack",

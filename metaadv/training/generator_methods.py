@@ -1,4 +1,5 @@
-"""Training against a learned attacker: meta-generator, AdvGAN, and meta-adversarial training.
+"""Training against a learned attacker: meta-generator and meta-adversarial training (AdvGAN, the
+same with a discriminator: :mod:`.advgan`).
 
 Each classifier step first trains a perturbation generator against the current classifier
 (``gen_steps`` Adam steps of gradient ascent on the classifier's loss), then updates the
@@ -42,13 +43,13 @@ from ..attacks import cross_entropy, frozen_eval, pgd
 from ..attacks._common import input_grad
 from ..attacks.noise import draw
 from ..attacks.projection import per_example, random_start
-from ..models.generator import Discriminator, PerturbationGenerator, RecursiveGenerator
+from ..models.generator import PerturbationGenerator, RecursiveGenerator
 from .generator_unroll import final_steps, unroll, unroll_passes
 from .hparams import HParams
 from .methods import StepContext, StepOutput, _mixed_loss, attacker, register_method
 from .parallel import SINGLE_PROCESS, DataParallel
 
-__all__ = ["GEN_ARCHS", "GEN_STARTS", "AdvGANTraining", "GeneratorTraining", "cw_margin", "grad_sign", "perturbation_norm"]
+__all__ = ["GEN_ARCHS", "GEN_STARTS", "GeneratorTraining", "cw_margin", "grad_sign", "perturbation_norm"]
 
 GEN_ARCHS = ("recursive", "onestep", "noise")
 GEN_STARTS = ("zero", "random")  # the recursive generator's delta_0: L2L-DA's zero, or a uniform point of the ball
@@ -331,60 +332,6 @@ def _diversity(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return ((d1 - d2).abs().flatten(1).mean(1) / ((z1 - z2).abs().flatten(1).mean(1) + 1e-8)).mean()
 
 
-class AdvGANTraining(GeneratorTraining):
-    """The ``advgan`` method: AdvGAN's generator objective (Xiao et al. 2018, Eq. 4) and discriminator.
-
-    ``L_G = L_adv + alpha * L_GAN + beta * L_hinge`` with ``L_adv`` the C&W margin (kappa = 0),
-    ``L_GAN`` the non-saturating form ``-log D(x + delta)`` of the paper's ``log(1 - D(x + delta))``,
-    and ``L_hinge = max(0, ||delta||_2 - c)``, ``c = hinge * eps * sqrt(C H W)`` for L-inf (a fraction
-    of the largest L2 norm the ball allows) or ``hinge * eps`` for L2. D learns clean = real.
-    """
-
-    def __init__(self, in_channels: int, *, alpha: float = 1.0, beta: float = 1.0, hinge: float = 0.5,
-                 width: int = 16, grad_input: bool = False, frozen: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu"):
-        super().__init__(in_channels, arch="onestep", width=width, grad_input=grad_input, frozen=frozen, seed=seed,
-                         device=device)
-        self.alpha, self.beta, self.hinge = alpha, beta, hinge
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
-            self.disc = Discriminator(in_channels).to(device)
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
-
-    def hinge_bound(self, x: torch.Tensor, eps: float, norm: str) -> float:
-        return self.hinge * eps * (math.sqrt(x[0].numel()) if norm == "linf" else 1.0)
-
-    def generator_loss(self, model, x, y, delta, hp: HParams, norm: str, x_in=None):
-        logits = model(x + delta if x_in is None else x_in)
-        adv = cw_margin(logits, y).mean()
-        d_fake = self.disc(x + delta)
-        gan = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-        hinge = (delta.flatten(1).norm(dim=1) - self.hinge_bound(x, hp.eps, norm)).clamp_min(0).mean()
-        loss = adv + self.alpha * gan + self.beta * hinge
-        return loss, logits, {"adv_loss": adv.item(), "gan_loss": gan.item(), "hinge_loss": hinge.item()}
-
-    def after_generator_step(self, x, x_adv, hp: HParams, *, parallel: DataParallel = SINGLE_PROCESS,
-                             weight: float = 1.0) -> dict:
-        for group in self.disc_opt.param_groups:
-            group["lr"] = hp.gen_lr
-        d_real, d_fake = self.disc(x), self.disc(x_adv)
-        loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        self.disc_opt.zero_grad(set_to_none=True)
-        (loss if weight == 1.0 else loss * weight).backward()
-        parallel.average_gradients(self.disc.parameters())
-        self.disc_opt.step()
-        return {"disc_loss": loss.item()}
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "discriminator": self.disc.state_dict(), "disc_optimizer": self.disc_opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.disc.load_state_dict(state["discriminator"])
-        self.disc_opt.load_state_dict(state["disc_optimizer"])
-
-
 def _generator_factory(config, info, device) -> GeneratorTraining:
     return GeneratorTraining(info.shape[0], arch=config.gen_arch, width=config.gen_width, grad_input=config.gen_grad_input,
                              noise=config.gen_noise, diversity=config.gen_diversity, discount=config.gen_step_discount,
@@ -392,18 +339,10 @@ def _generator_factory(config, info, device) -> GeneratorTraining:
                              seed=config.seed + 101, device=device)
 
 
-def _advgan_factory(config, info, device) -> AdvGANTraining:
-    return AdvGANTraining(info.shape[0], alpha=config.advgan_alpha, beta=config.advgan_beta, hinge=config.advgan_hinge,
-                          width=config.gen_width, grad_input=config.gen_grad_input, frozen=config.gen_frozen,
-                          seed=config.seed + 101, device=device)
-
-
 # The recursive generator runs K times per classifier step: at width 8 it costs a third of width 16 on a CPU and
 # attacks as well (benchmarks/bench_meta_adv.py, tests/test_recursive_generator.py).
 RECURSIVE_DEFAULTS = {"co_guard": True, "gen_width": 8}
 register_method("meta-generator", _generator_factory, RECURSIVE_DEFAULTS)
-# G(x) alone, as in the paper; the guard against catastrophic overfitting on for every generator method.
-register_method("advgan", _advgan_factory, {"gen_grad_input": False, "gen_arch": "onestep", "co_guard": True})
 # meta-adv = meta-generator driven by the REINFORCE policy. The generator makes every example, so
 # the policy leaves PGD's steps and step ratio alone; any of these can still be given explicitly.
 register_method("meta-adv", _generator_factory, {**RECURSIVE_DEFAULTS, "controller": "policy", "policy_steps": (),
