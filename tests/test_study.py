@@ -681,6 +681,29 @@ def test_a_sizes_sub_grid_narrows_a_tuned_arms_search_there_only(tmp_path):
     assert STUDY.replace(arms=(plain,), contrasts=(), aim={}).sizes["smoke"].arm_space == {}
 
 
+def test_a_contrast_row_may_run_on_more_paired_seeds_than_the_other_rows():
+    import dataclasses
+
+    from metaadv.study.units import phase1_units
+
+    arms = (Arm("a", "single", "a", {"controller": "schedule"}), Arm("b", "single", "b", {"controller": "schedule"}),
+            Arm("t", "tuned", "t", {"controller": "schedule"}, space={"steps": Grid(3, 5)}, search="grid"))
+    tiny = dataclasses.replace(_tiny_alone()["tiny"], arm_seeds={"a": 4})
+    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": tiny})
+    units = {u.arm.name: u for u in phase1_units(study, tiny)}
+    # a on seeds 1-4 (it pairs with b on 1-2), b on the size's 2.
+    assert units["a"].seeds == (1, 2, 3, 4) and units["a"].trials == 4 and units["b"].seeds == (1, 2)
+    assert study.planned("a", "tiny") == (4, 4) and study.planned("b", "tiny") == (2, 2)
+    assert study.declaration("tiny")["size_settings"]["arm_seeds"] == {"a": 4}
+    assert study.declaration("tiny")["arms"]["a"]["planned_models"] == 4
+    # A pilot on N seeds runs every arm on N; a pilot without the arm drops its entry.
+    assert study.pilot("tiny", seeds=3).planned("a", "tiny") == (3, 3)
+    assert study.pilot("tiny", arms=["b"]).sizes["tiny"].arm_seeds == {}
+    for bad, message in (({"t": 4}, "not a single-run arm"), ({"a": 1}, "count >= 2"), ({"a": True}, "count >= 2")):
+        with pytest.raises(UserError, match=message):
+            STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": dataclasses.replace(tiny, arm_seeds=bad)})
+
+
 def test_the_smoke_study_searches_two_configurations_per_tuned_arm_and_medium_all():
     from tune_experiments.learned_vs_searched import STUDY as LVS
 

@@ -73,6 +73,10 @@ class StudySize:
     # own: a sub-space (its keys among the arm's, each a sub-grid), a key left out keeping its config's
     # value. The smoke size searches fewer configurations than the table sizes, the same way.
     arm_space: dict = field(default_factory=dict)
+    # Seeds for one single-run arm at this size in place of ``seeds`` (arm name -> count): a study's
+    # contrast rows on more paired seeds than its other rows (seeds 1..count, so they pair with the
+    # others on theirs).
+    arm_seeds: dict = field(default_factory=dict)
     # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
     # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
     # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge
@@ -80,8 +84,9 @@ class StudySize:
     judge: dict = field(default_factory=dict)
 
 
-def arm_seeds(size: StudySize) -> list[int]:
-    return list(range(1, size.seeds + 1))
+def arm_seeds(size: StudySize, arm: str | None = None) -> list[int]:
+    """The paired seeds ``1..n``: the size's ``seeds``, or ``arm``'s own count there (``arm_seeds``)."""
+    return list(range(1, size.arm_seeds.get(arm, size.seeds) + 1))
 
 
 def search_seeds(size: StudySize) -> list[int]:

@@ -67,6 +67,7 @@ def check_declaration(study) -> None:
         if stray:
             raise UserError(f"study {study.name} ({size_name}): arm_config names unknown arm(s) {stray}")
         _check_arm_space(study, size_name, size)
+        _check_arm_seeds(study, size_name, size)
     unknown = sorted(set(study.sizes) - set(SIZES))
     if unknown:
         raise UserError(f"study {study.name}: unknown size(s) {unknown}; choose among {', '.join(SIZES)}")
@@ -86,6 +87,16 @@ def _check_aim(study) -> None:
     stray = sorted(set(study.aim.get("contrasts", ())) - declared)
     if stray:
         raise UserError(f"study {study.name}: the aim names undeclared contrast(s) {stray}; declared: {sorted(declared)}")
+
+def _check_arm_seeds(study, size_name: str, size) -> None:
+    for name, n in size.arm_seeds.items():
+        arm = study.arm(name) if name in [a.name for a in study.arms] else None
+        if arm is None or arm.kind != "single" or arm.unit != "seed" or arm.config_of:
+            raise UserError(f"study {study.name} ({size_name}): arm_seeds names {name!r}, not a single-run arm on "
+                            "seeds (its own config)")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise UserError(f"study {study.name} ({size_name}): arm_seeds {name} must be a count >= 2, got {n!r}")
+
 
 def _check_arm_space(study, size_name: str, size) -> None:
     for name, grids in size.arm_space.items():

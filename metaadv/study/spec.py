@@ -189,7 +189,8 @@ class Study:
             return s.populations * s.population, s.populations
         if (arm.kind == "replay" and self.arm(arm.source).kind == "searched") or arm.unit == "population":
             return s.populations, s.populations
-        return s.seeds, s.seeds
+        n = len(arm_seeds(s, arm.name))
+        return n, n
 
     def cost_b_columns(self, arm: Arm | str, size: str) -> list[str]:
         """The cumulative ``cost/*`` columns that add up to what ``arm`` spent (cost b): training;
@@ -214,7 +215,8 @@ class Study:
                 "space": {k: list(d.values) for k, d in self.space.items()},
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
-                                  "policy": dict(s.policy), "arm_config": dict(s.arm_config)},
+                                  "policy": dict(s.policy), "arm_config": dict(s.arm_config),
+                                  **({"arm_seeds": dict(s.arm_seeds)} if s.arm_seeds else {})},
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
@@ -263,18 +265,18 @@ class Study:
         if seeds is not None:
             if seeds < 2:
                 raise UserError(f"--seeds must be >= 2 (a spread needs two pairs), got {seeds}")
-            sizes[size] = dataclasses.replace(sizes[size], seeds=seeds)
+            sizes[size] = dataclasses.replace(sizes[size], seeds=seeds, arm_seeds={})  # every arm on them
         pilot = {"arms": [a.name for a in kept], "seeds": sizes[size].seeds,
                  "declared_arms": names, "declared_seeds": self.sizes[size].seeds}
         return self.replace(arms=kept, contrasts=contrasts, aim=aim, sizes=sizes, pilot_of=pilot)
 
     def replace(self, **changes) -> "Study":
         """A copy with ``changes``; with other arms, each size's per-arm entries (``arm_config``,
-        ``arm_space``) kept for the arms still declared (a pilot, a test's few arms)."""
+        ``arm_space``, ``arm_seeds``) kept for the arms still declared (a pilot, a test's few arms)."""
         if "arms" in changes:
             names = {a.name for a in changes["arms"]}
-            changes["sizes"] = {k: dataclasses.replace(v, arm_config={a: c for a, c in v.arm_config.items() if a in names},
-                                                       arm_space={a: c for a, c in v.arm_space.items() if a in names})
+            changes["sizes"] = {k: dataclasses.replace(v, **{entry: {a: c for a, c in getattr(v, entry).items() if a in names}
+                                                             for entry in ("arm_config", "arm_space", "arm_seeds")})
                                 for k, v in changes.get("sizes", self.sizes).items()}
         return dataclasses.replace(self, **changes)
 

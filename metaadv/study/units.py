@@ -167,7 +167,7 @@ def phase1_units(study: Study, size) -> list[Unit]:
     units = []
     for arm in study.arms:
         if arm.kind == "single" and not arm.config_of:  # config_of: phase 2, once the pick is known
-            seeds = arm_seeds(size) if arm.unit == "seed" else list(range(1, size.populations + 1))
+            seeds = arm_seeds(size, arm.name) if arm.unit == "seed" else list(range(1, size.populations + 1))
             units.append(Unit(arm, arm.name, len(seeds), seeds=tuple(seeds)))
         elif arm.kind == "tuned":
             units.append(Unit(arm, "search", study.search_trials(arm, size), space=study.search_space(arm, size),
