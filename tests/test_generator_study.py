@@ -52,10 +52,13 @@ def test_arms_contrasts_and_judge_options_are_the_tables():
             # Every row's verdict: Square and a transfer from an independently trained PGD-10 AT model.
             assert "square" in options["attacks"].split(",") and options["surrogates"] == ["arm:pgd-fixed"], arm
     assert [STUDY.sizes[s].evaluation["square_queries"] for s in ("medium", "full")] == [1000, 5000]
+    contrast_rows = {a for c in STUDY.contrasts for a in c[:2]}
+    assert {a.name: STUDY.evaluation(a, "medium")["square_queries"] for a in STUDY.arms} == {
+        a.name: 5000 if a.name in contrast_rows else 1000 for a in STUDY.arms}
+    assert STUDY.declaration("medium")["size_settings"]["arm_evaluation"]["l2l-da"] == {"square_queries": 5000}
     for size in ("medium", "full"):  # the table: 10 seeds for the contrast rows (issue 23), 5 for the rest, 500 test digits
         s = STUDY.sizes[size]
         assert s.seeds == 5 and s.budget_grad_evals == BUDGET == 192_500
-        contrast_rows = {a for c in STUDY.contrasts for a in c[:2]}
         assert {a.name: STUDY.planned(a, size)[1] for a in STUDY.arms} == {
             a.name: 10 if a.name in contrast_rows else 5 for a in STUDY.arms}
         assert {k: s.evaluation[k] for k in ("n", "pgd_steps", "pgd_restarts")} == {"n": 500, "pgd_steps": 40, "pgd_restarts": 5}

@@ -704,6 +704,21 @@ def test_a_contrast_row_may_run_on_more_paired_seeds_than_the_other_rows():
             STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": dataclasses.replace(tiny, arm_seeds=bad)})
 
 
+def test_a_size_may_judge_one_arm_with_stronger_options():
+    import dataclasses
+
+    arms = (Arm("a", "single", "a", {"controller": "schedule"}, evaluation={"pgd_steps": 7}),
+            Arm("b", "single", "b", {"controller": "schedule"}))
+    tiny = dataclasses.replace(_tiny_alone()["tiny"], arm_evaluation={"a": {"square_queries": 500, "pgd_steps": 9}})
+    study = STUDY.replace(arms=arms, contrasts=(), aim={}, sizes={"tiny": tiny, "smoke": STUDY.sizes["smoke"]})
+    base = tiny.evaluation
+    # The size's for the arm over the arm's own over the size's; the other arm and size as before.
+    assert study.evaluation("a", "tiny") == {**base, "square_queries": 500, "pgd_steps": 9}
+    assert study.evaluation("b", "tiny") == base and study.evaluation("a", "smoke")["pgd_steps"] == 7
+    with pytest.raises(UserError, match="arm_evaluation names unknown arm"):  # a declaration's typo (not via replace)
+        dataclasses.replace(study, sizes={"tiny": dataclasses.replace(tiny, arm_evaluation={"nobody": {"n": 5}})})
+
+
 def test_the_smoke_study_searches_two_configurations_per_tuned_arm_and_medium_all():
     from tune_experiments.learned_vs_searched import STUDY as LVS
 

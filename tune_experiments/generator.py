@@ -33,7 +33,7 @@ generator arms also report their own generator as a transfer attack (``evaluatio
 
 Seeds: at medium and full the contrast rows (:data:`TEN_SEEDS`) run on 10 paired seeds, as
 issue 23 asks (``StudySize.arm_seeds``), the other rows on 5 (seeds 1-5, paired with theirs); the
-aim plans for 10.
+aim plans for 10. At medium their verdicts also run Square at 5,000 queries (``arm_evaluation``).
 
 ``metaadv study generator --size medium`` is the published table's setting (docs/meta-adversarial.md);
 ``metaadv analyze`` reports it.
@@ -152,6 +152,8 @@ def _size(budget: int, config: dict, **options) -> StudySize:
 
 # The arms of the declared contrasts (CONTRASTS below): 10 paired seeds at medium and full, issue 23.
 TEN_SEEDS = {a: 10 for a in ("recursive-final", "recursive-frozen", "pgd4-fixed", "pgd4-zero", "l2l-da", "pgd-fixed")}
+# and Square at 5,000 queries in every one of their models' verdicts (the others: 1,000), at medium.
+SQUARE_5000 = {a: {"square_queries": 5000} for a in TEN_SEEDS}
 
 TABLE = {"steps_per_round": 3, "batch_size": 100, "val_size": 100, "val_pgd_steps": 5}
 
@@ -179,12 +181,12 @@ SIZES = {
     # judged with FGSM, PGD-40 x 5 and AutoAttack 'fast' on 500 test digits; each arm's best
     # model judged again with the standard AutoAttack. The policy's reward check at its defaults.
     "medium": _size(
-        BUDGET, TABLE, seeds=5, arm_seeds=TEN_SEEDS,
+        BUDGET, TABLE, seeds=5, arm_seeds=TEN_SEEDS, arm_evaluation=SQUARE_5000,
         evaluation={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "fast", "square_queries": 1000,
                     **BLACK_BOX},
         judge={"n": 500, "pgd_steps": 40, "pgd_restarts": 5, "aa_version": "standard"},
-        corners="AutoAttack 'fast' (APGD-CE + APGD-T) and Square at 1,000 queries for every model, the standard "
-                "AutoAttack (its Square at 5,000) for each arm's best only; 5 seeds for the rows outside the contrasts"),
+        corners="AutoAttack 'fast' (APGD-CE + APGD-T) for every model and Square at 1,000 queries (5,000 on the contrast "
+                "rows), the standard AutoAttack for each arm's best only; 5 seeds for the rows outside the contrasts"),
     # The old script's default: the standard AutoAttack for every model.
     "full": _size(
         BUDGET, TABLE, seeds=5, arm_seeds=TEN_SEEDS,

@@ -77,6 +77,9 @@ class StudySize:
     # contrast rows on more paired seeds than its other rows (seeds 1..count, so they pair with the
     # others on theirs).
     arm_seeds: dict = field(default_factory=dict)
+    # evaluate_checkpoint options for one arm at this size, over ``evaluation`` and the arm's own
+    # (arm name -> options): a stronger check on the rows a declared contrast reads.
+    arm_evaluation: dict = field(default_factory=dict)
     # evaluate_checkpoint options for a last phase that judges each arm's best model again, with a
     # stronger attack than ``evaluation`` (the standard AutoAttack where ``evaluation`` used the fast
     # subset): empty, no such phase. The best is picked by the ``evaluation`` verdict, so the judge

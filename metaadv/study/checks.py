@@ -63,9 +63,10 @@ def check_declaration(study) -> None:
         if not isinstance(dim, Grid):
             raise UserError(f"study {study.name}: {key!r} must be a Grid (one space serves the policy's grids)")
     for size_name, size in study.sizes.items():
-        stray = sorted(set(size.arm_config) - set(names))
-        if stray:
-            raise UserError(f"study {study.name} ({size_name}): arm_config names unknown arm(s) {stray}")
+        for entry in ("arm_config", "arm_evaluation"):
+            stray = sorted(set(getattr(size, entry)) - set(names))
+            if stray:
+                raise UserError(f"study {study.name} ({size_name}): {entry} names unknown arm(s) {stray}")
         _check_arm_space(study, size_name, size)
         _check_arm_seeds(study, size_name, size)
     unknown = sorted(set(study.sizes) - set(SIZES))

@@ -161,9 +161,10 @@ class Study:
         return int(s.population * (s.budget_grad_evals + reads * read_cost))
 
     def evaluation(self, arm: Arm | str, size: str) -> dict:
-        """The judge's options for ``arm``'s models: the size's, then the arm's own."""
+        """The judge's options for ``arm``'s models: the size's, the arm's own, then the size's for the
+        arm (``StudySize.arm_evaluation``)."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
-        return {**self.sizes[size].evaluation, **arm.evaluation}
+        return {**self.sizes[size].evaluation, **arm.evaluation, **self.sizes[size].arm_evaluation.get(arm.name, {})}
 
     def check(self, size: str) -> None:
         """Build every arm's config at ``size`` (and one at each corner of the spaces) so typos fail early."""
@@ -216,7 +217,8 @@ class Study:
                 "size_settings": {"seeds": s.seeds, "search_samples": s.search_samples, "populations": s.populations,
                                   "population": s.population, "config": dict(s.config), "corners": s.corners,
                                   "policy": dict(s.policy), "arm_config": dict(s.arm_config),
-                                  **({"arm_seeds": dict(s.arm_seeds)} if s.arm_seeds else {})},
+                                  **({"arm_seeds": dict(s.arm_seeds)} if s.arm_seeds else {}),
+                                  **({"arm_evaluation": dict(s.arm_evaluation)} if s.arm_evaluation else {})},
                 "evaluation": dict(s.evaluation), "judge": dict(s.judge),
                 "pbt": {"time_attr": self.pbt_time_attr, **self.pbt, **s.pbt},
                 "arms": {a.name: {"description": a.description, "kind": a.kind, "decision_validation": a.decision_validation,
@@ -272,11 +274,11 @@ class Study:
 
     def replace(self, **changes) -> "Study":
         """A copy with ``changes``; with other arms, each size's per-arm entries (``arm_config``,
-        ``arm_space``, ``arm_seeds``) kept for the arms still declared (a pilot, a test's few arms)."""
+        ``arm_space``, ``arm_seeds``, ``arm_evaluation``) kept for the arms still declared (a pilot, a test's few arms)."""
         if "arms" in changes:
             names = {a.name for a in changes["arms"]}
             changes["sizes"] = {k: dataclasses.replace(v, **{entry: {a: c for a, c in getattr(v, entry).items() if a in names}
-                                                             for entry in ("arm_config", "arm_space", "arm_seeds")})
+                                                             for entry in ("arm_config", "arm_space", "arm_seeds", "arm_evaluation")})
                                 for k, v in changes.get("sizes", self.sizes).items()}
         return dataclasses.replace(self, **changes)
 
