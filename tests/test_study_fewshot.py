@@ -54,6 +54,16 @@ def test_every_sizes_configs_build_as_meta_configs_at_equal_budget_per_outer_ste
     assert medium.seeds == 5 and medium.budget_grad_evals == 75_000 and medium.evaluation["tasks"] == 100
 
 
+def test_the_contrasts_methods_run_on_enough_seeds_for_the_exact_test_under_holm():
+    contrast_arms = {a for c in STUDY.contrasts for a in c[:2]}
+    for size in ("medium", "full"):
+        planned = {a.name: STUDY.planned(a, size)[1] for a in STUDY.arms}
+        assert planned == {a.name: 10 if a.name in contrast_arms else 5 for a in STUDY.arms}
+        # The smallest two-sided sign-flip p on n pairs, 2 / 2^n, under Holm's strictest level.
+        n = min(planned[a] for a in contrast_arms)
+        assert 2 / 2 ** n < 0.05 / len(STUDY.contrasts) and STUDY.aim["planned_seeds"] == n
+
+
 def test_study_list_shows_the_few_shot_study(capsys):
     from metaadv.cli import main
 
