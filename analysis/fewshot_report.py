@@ -240,7 +240,7 @@ def _verdict_lines(verdicts: pd.DataFrame) -> list[str]:
 
 def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost: pd.DataFrame,
                  verdicts: pd.DataFrame | None = None) -> list[str]:
-    ev, seeds = spec.get("evaluation", {}), spec.get("size_settings", {}).get("seeds", 0)
+    ev, size_seeds = spec.get("evaluation", {}), spec.get("size_settings", {}).get("seeds", 0)
     eps_list = sorted(set(sweep.loc[sweep["measure"] == "robust", "eps"].astype(float)))
     headline, aa_eps = float(ev.get("eps", spec.get("val_eps"))), ev.get("autoattack_eps")
     support = sweep[sweep["measure"] == "support"]
@@ -250,7 +250,7 @@ def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost:
              f"x {ev.get('pgd_restarts')} restart(s) against the adapted model, clean support; the main table's robust "
              f"accuracy is the sweep's at eps {headline:g}. Cells: mean over training seeds +- 95% t-interval over seeds "
              "[+- 95% t-interval over tasks], %; below 3 seeds each seed's value instead of the seed interval (and in the "
-             "contrasts, each seed's difference); a cell with fewer than the size's seeds says so.", ""]
+             "contrasts, each seed's difference); a cell with fewer than its arm's planned seeds says so.", ""]
     declared = list(spec.get("arms") or {})  # the study's order; arms it does not declare after them
     for ways in sorted(set(sweep["ways"])):
         present = set(sweep.loc[sweep["ways"] == ways, "arm"])
@@ -265,6 +265,8 @@ def _study_lines(spec: dict, sweep: pd.DataFrame, contrasts: pd.DataFrame, cost:
         lines += [f"#### {ways}-way {int(sweep['shots'].iloc[0])}-shot (chance {100 / ways:.1f}%)", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm in arms:
+            # The arm's own planned models (a size may run contrast rows on more seeds), else the size's.
+            seeds = int((spec.get("arms") or {}).get(arm, {}).get("planned_models", size_seeds))
             c = cost[cost["arm"] == arm]
             cells = [arm, "n/a" if c.empty else f"{c['outer_steps'].iloc[0]:,.0f}",
                      "n/a" if c.empty else f"{c['grad_evals'].iloc[0]:,.0f}",

@@ -96,3 +96,9 @@ def test_below_three_seeds_the_few_shot_tables_print_each_seeds_value():
                                   pd.DataFrame(columns=["arm", "outer_steps", "grad_evals"])))
     assert "| 75.0, 50.0 (seeds 0, 1) [+- " in text and "| per seed: +50.0, +25.0 (seeds 0, 1) (2) |" in text
     assert " +- " not in text.split("| aq |")[1].split("\n")[0]  # no seed interval in a 2-seed row
+    # An arm planned on more seeds than the size's (arm_seeds) says how many of its own are in.
+    spec["arms"] = {"aq": {"planned_models": 4}, "maml": {}}
+    text = "\n".join(_study_lines(spec, _sweep_table("s", frames), _contrast_table("s", spec, frames),
+                                  pd.DataFrame(columns=["arm", "outer_steps", "grad_evals"])))
+    assert "(2 of 4 seeds)" in text.split("| aq |")[1].split("\n")[0]
+    assert "of 2 seeds" not in text.split("| maml |")[1].split("\n")[0]
