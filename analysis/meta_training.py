@@ -3,15 +3,10 @@ deployed models that cost breaks even with the best hand-made arm's (cost view b
 
 from __future__ import annotations
 
-import pandas as pd
-
 from .cost import arm_cost
+from .sentences import num
 
 __all__ = ["meta_training_lines"]
-
-
-def _num(x) -> str:
-    return "n/a" if pd.isna(x) else f"{x:,.0f}"
 
 
 def meta_training_lines(t: dict) -> list[str]:
@@ -30,11 +25,11 @@ def meta_training_lines(t: dict) -> list[str]:
              "model it is deployed on."]
     for arm, c in costs[costs["cost_b_meta"] > 0].iterrows():
         own = (c["cost_b_total"] - c["cost_b_meta"]) / c["n_models"] if c["n_models"] else float("nan")
-        line = f"- **{arm}**: meta-training {_num(c['cost_b_meta'])} grad evals in all; {_num(own)} per deployed model besides."
+        line = f"- **{arm}**: meta-training {num(c['cost_b_meta'])} grad evals in all; {num(own)} per deployed model besides."
         if len(ranked):
             best = ranked.iloc[0]["arm"]
             n = break_even_models(c["cost_b_meta"], own, costs.loc[best, "cost_b"])
-            line += (f" Against {best} ({_num(costs.loc[best, 'cost_b'])} per model, the best hand-made arm): "
+            line += (f" Against {best} ({num(costs.loc[best, 'cost_b'])} per model, the best hand-made arm): "
                      + (f"breaks even at {n} deployed models." if n else "never breaks even (its own per-model cost, "
                         "decisions included, is not below the hand-made arm's)."))
         lines.append(line)

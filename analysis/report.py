@@ -7,7 +7,6 @@ into place only when complete, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -23,9 +22,10 @@ from .status import STATUS_COLUMNS, is_partial, status_lines, study_status
 from .fewshot_report import fewshot_lines, fewshot_tables
 from .breakdown import attack_breakdown
 from .exploits import pbt_tree
-from .headline import FEW_SEEDS, aim_sentence, headline, named, per_seed, same_models_line, size_banner
+from .headline import FEW_SEEDS, aim_sentence, headline, same_models_line, size_banner
 from .meta_training import meta_training_lines
 from .same_models import same_model_arms, twins_of
+from .sentences import arm_cell, best_sentence, mean_and_ci, num, pct, sensitivity, verdict_sentences
 from .spending import budget_spending, spending_lines
 from .summaries import arm_summary, contrasts, final_models, hp_importance, pareto_front, robust_vs_cost, schedules
 
@@ -86,113 +86,6 @@ def analyze(*paths) -> dict[str, pd.DataFrame]:
             "status": pd.concat(statuses, ignore_index=True) if statuses else pd.DataFrame(columns=STATUS_COLUMNS)}
 
 
-def _sensitivity(table: pd.DataFrame, models: pd.DataFrame | None = None) -> str:
-    """One line: each contrast's mean and CI without the untrusted models."""
-    if table.empty:
-        return "no contrast."
-    parts = []
-    for _, r in table.iterrows():
-        mean, ci = _mean_and_ci(r, models)
-        ci = f"({ci})" if ci.startswith("per seed") else ci
-        parts.append(f"{r['a']} - {r['b']} {mean} {ci} ({int(r['n'])} seed(s){', decided' if r['decided'] else ''})")
-    return "; ".join(parts) + "."
-
-
-def _mean_and_ci(r, models: pd.DataFrame | None = None) -> tuple[str, str]:
-    """A contrast row's mean and 95% CI in points, as the report prints them; below FEW_SEEDS pairs
-    (and ``models`` given: the counted values the contrast paired) the per-seed differences instead."""
-    mean = "n/a" if pd.isna(r["mean"]) else f"{round(100 * r['mean'], 1) + 0.0:+.1f}"
-    if models is not None and 0 < int(r["n"]) < FEW_SEEDS:
-        return mean, "per seed: " + _seed_diffs(models, r)
-    return mean, "n/a" if pd.isna(r["lo"]) else f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
-
-
-def _seed_diffs(models: pd.DataFrame, r) -> str:
-    """``+1.0 at seed 0, +2.0 at seed 1``: a contrast's paired differences in points, over the units it
-    paired (``pair``: the seed, or a searched model's population, named as such)."""
-    on = "pair" if "pair" in models else "seed"
-    parts = []
-    for unit in str(r["seeds"]).split(","):
-        both = [models[(models["arm"] == arm) & (models[on].map(lambda v: _same_unit(v, unit)))] for arm in (r["a"], r["b"])]
-        if all(len(m) == 1 for m in both):
-            a, b = both[0].iloc[0], both[1].iloc[0]
-            seed = _same_unit(a["seed"], unit) and _same_unit(b["seed"], unit)
-            label = f"seed {_unit(unit)}" if seed else f"pair {_unit(unit)}"
-            parts.append(f"{100 * (a['robust_counted'] - b['robust_counted']):+.1f} at {label}")
-    return ", ".join(parts) or "n/a"
-
-
-def _unit(value) -> str:
-    """A pairing unit as written: ``2.0`` -> ``2``."""
-    try:
-        f = float(value)
-        return str(int(f)) if f.is_integer() else str(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _same_unit(value, unit: str) -> bool:
-    return _unit(value) == _unit(unit)
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def _ci(mean, lo, hi) -> str:
-    """An accuracy's mean and t-interval, the interval cut to [0, 100] (a t-interval over few seeds
-    can pass the range an accuracy lives in; the CSV keeps the raw bounds)."""
-    return _pct(mean) + ("" if pd.isna(lo) else f" [{_pct(max(lo, 0.0))}, {_pct(min(hi, 1.0))}]")
-
-
-def _arm_cell(a, models: pd.DataFrame, which: str) -> str:
-    """An arm's robust or clean accuracy cell: mean and CI from FEW_SEEDS models, else each model's value."""
-    if int(a["n_models"]) < FEW_SEEDS:
-        return per_seed(models, a["arm"], "robust_counted" if which == "robust" else "clean_acc")
-    return _ci(a[f"{which}_mean"], a[f"{which}_lo"], a[f"{which}_hi"])
-
-
-def _num(x) -> str:
-    return "n/a" if pd.isna(x) else f"{x:,.0f}"
-
-
-def verdict_sentences(table: pd.DataFrame, twins: dict[str, list[str]] | None = None) -> list[str]:
-    """Plain sentences: each contrast that is decided (its 95% CI excludes zero and its t-test
-    p-value, Holm-adjusted across the contrasts, is below 0.05: who won, by how many points of
-    trusted robust accuracy), or that none is. An arm with ``twins`` (arms holding the same models:
-    :func:`analysis.same_models.twins_of`) is named with them."""
-    twins = twins or {}
-    wins = table[table["decided"].astype(bool)] if len(table) else table
-    if wins.empty:
-        tested = table[table["n"] >= 2] if len(table) else table
-        return ["No contrast is decided (95% CI excluding zero and Holm-adjusted p < 0.05)"
-                + (f" ({len(tested)} tested with >= 2 shared seeds)" if len(table) else " (no contrast could be formed)")
-                + ": no arm is shown to beat another at this number of seeds."]
-    out = []
-    for _, c in wins.iterrows():
-        winner, loser = (c["a"], c["b"]) if c["mean"] > 0 else (c["b"], c["a"])
-        out.append(f"{named(winner, twins)} beat {named(loser, twins)} by {abs(100 * c['mean']):.1f} points of robust accuracy "
-                   f"(95% CI {100 * min(abs(c['lo']), abs(c['hi'])):.1f} to {100 * max(abs(c['lo']), abs(c['hi'])):.1f}, "
-                   f"Holm p {c['p_holm']:.3g}, {int(c['n'])} paired seeds" + (f"; {c['question']}" if c["question"] else "") + ").")
-    return out
-
-
-def _best_sentence(arms: pd.DataFrame, twins: dict[str, list[str]] | None = None) -> str:
-    """The highest mean among arms with no untrusted model (an arm with one never leads); arms tied
-    with it at the printed precision, and arms holding the same models, are named with it."""
-    twins = twins or {}
-    ranked = arms[arms["n_untrusted"] == 0].dropna(subset=["robust_mean"]).sort_values("robust_mean", ascending=False)
-    if ranked.empty:
-        return "No arm leads: every arm has an untrusted model or no model." if len(arms) else ""
-    top = ranked.iloc[0]
-    tied = [a for a in ranked["arm"] if _pct(ranked.set_index("arm").loc[a, "robust_mean"]) == _pct(top["robust_mean"])]
-    tied = [a for a in tied if not any(a in twins.get(b, []) for b in tied[:tied.index(a)])]  # a twin is named with its arm
-    who = " and ".join(named(a, twins, bold=False) for a in tied) + (" (tied)" if len(tied) > 1 else "")
-    return (f"Highest mean robust accuracy among arms with no untrusted model: {who} ({_pct(top['robust_mean'])}% "
-            f"over {top['n_models']} model(s)), at cost (a) {_num(top['cost_a'])} and cost (b) {_num(top['cost_b'])} "
-            "grad evals per model" + ("; a higher mean alone is not a win." if len(ranked) > 1 else "."))
-
-
 def _judged_lines(judged: pd.DataFrame) -> list[str]:
     """Each arm's best model judged again (a study size with ``judge`` options)."""
     if judged.empty:
@@ -205,8 +98,8 @@ def _judged_lines(judged: pd.DataFrame) -> list[str]:
              "| arm | model | robust % (first) | AutoAttack (first) | robust % (again) | AutoAttack (again) | clean % | trusted |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in judged.iterrows():
-        lines.append(f"| {r['arm']} | {r['model']} | {_pct(r.get('eval/robust_acc'))} | {r.get('eval/aa_version')} | "
-                     f"{_pct(r['judge/robust_acc'])} | {r['judge/aa_version']} | {_pct(r['judge/clean_acc'])} | "
+        lines.append(f"| {r['arm']} | {r['model']} | {pct(r.get('eval/robust_acc'))} | {r.get('eval/aa_version')} | "
+                     f"{pct(r['judge/robust_acc'])} | {r['judge/aa_version']} | {pct(r['judge/clean_acc'])} | "
                      f"{r['judge/trusted']} |")
     return lines + [""]
 
@@ -264,9 +157,9 @@ def _main_table(t: dict, specs: list[dict]) -> list[str]:
               "| arm | models (untrusted) | robust % | clean % | cost (a) | cost (b) per model | cost (b) total |",
               "|---|---|---|---|---|---|---|"]
     for _, a in arms.iterrows():
-        lines.append(f"| {a['arm']} | {a['n_models']} ({a['n_untrusted']}) | {_arm_cell(a, models, 'robust')} "
-                     f"| {_arm_cell(a, models, 'clean')} | {_num(a['cost_a'])} | {_num(a['cost_b'])} "
-                     f"| {_num(a['cost_b_total'])} |")
+        lines.append(f"| {a['arm']} | {a['n_models']} ({a['n_untrusted']}) | {arm_cell(a, models, 'robust')} "
+                     f"| {arm_cell(a, models, 'clean')} | {num(a['cost_a'])} | {num(a['cost_b'])} "
+                     f"| {num(a['cost_b_total'])} |")
     return lines
 
 
@@ -283,17 +176,17 @@ def _contrast_lines(t: dict, specs: list[dict], twins: dict) -> list[str]:
              "| a - b | question | mean | 95% CI | seeds | p (Holm) | sign-flip p (Holm) |",
              "|---|---|---|---|---|---|---|"]
     for _, r in c.iterrows():
-        mean, ci = _mean_and_ci(r, models)
+        mean, ci = mean_and_ci(r, models)
         p, flip = (("n/a" if pd.isna(r[k]) else f"{r[k]:.3g} ({r[k + '_holm']:.3g})") for k in ("p", "p_flip"))
         lines.append(f"| {r['a']} - {r['b']} | {r['question']} | {mean} | {ci} | {int(r['n'])} | {p} | {flip} |")
-    lines += ["", "**Verdict, in detail.** " + " ".join(verdict_sentences(c, twins)) + " " + _best_sentence(arms, twins), ""]
+    lines += ["", "**Verdict, in detail.** " + " ".join(verdict_sentences(c, twins)) + " " + best_sentence(arms, twins), ""]
     bad = models[models["trusted"].map(lambda v: str(v) == "False")]
     if len(bad):
         lines += ["Untrusted verdicts (flagged; never a win): " + ", ".join(
-            f"{r['arm']}/{r['model']} (measured {_pct(r['robust_acc'])}%, counted {_pct(r['robust_counted'])}%"
+            f"{r['arm']}/{r['model']} (measured {pct(r['robust_acc'])}%, counted {pct(r['robust_counted'])}%"
             + ("" if r["square"] else ", no Square attack") + ")" for _, r in bad.iterrows()) + ".", "",
                   "Sensitivity, without the untrusted models: "
-                  + _sensitivity(t["contrasts_trusted"], models[~models.index.isin(bad.index)]), ""]
+                  + sensitivity(t["contrasts_trusted"], models[~models.index.isin(bad.index)]), ""]
     return lines
 
 
@@ -311,7 +204,7 @@ def _breakdown_lines(table: pd.DataFrame) -> list[str]:
              "`attack_breakdown.csv`; plot `attacks.png`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        lines.append(f"| {r['arm']} | {r['n_models']} ({r['n_untrusted']}) | " + " | ".join(_pct(r[s]) for s in stages) + " |")
+        lines.append(f"| {r['arm']} | {r['n_models']} ({r['n_untrusted']}) | " + " | ".join(pct(r[s]) for s in stages) + " |")
     return lines + ["", "![clean -> attacks -> worst case](attacks.png)", ""]
 
 
@@ -330,7 +223,7 @@ def _tree_lines(tree: pd.DataFrame) -> list[str]:
         donor = "unknown (not in the logs)" if not isinstance(r["donor"], str) else \
             f"{r['donor']} ({'?' if pd.isna(r['donor_segment']) else int(r['donor_segment'])})"
         lines.append(f"| {r['arm']} | {r['trial']} ({r['segment']}) | {donor} | {r['first_round']} | "
-                     f"{_num(r['start_cost'])} | {'**final**' if r['in_final'] else ''} |")
+                     f"{num(r['start_cost'])} | {'**final**' if r['in_final'] else ''} |")
     return lines + ["", "![PBT exploit tree](pbt_tree.png)", ""]
 
 
@@ -363,7 +256,7 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
     lines += ["## Pareto front (clean vs robust)", "",
               "Cost view: none (final models at their own budgets).", "",
               "| arm | model | seed | clean % | robust % |", "|---|---|---|---|---|"]
-    lines += [f"| {r['arm']} | {r['model']} | {r['seed']} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc'])} |"
+    lines += [f"| {r['arm']} | {r['model']} | {r['seed']} | {pct(r['clean_acc'])} | {pct(r['robust_acc'])} |"
               for _, r in t["pareto"].iterrows()]
     imp = t["importance"]
     lines += ["", "## Hyperparameter importance (random-search trials only)", ""]
@@ -375,8 +268,8 @@ def _markdown(t: dict, specs: list[dict], paths) -> str:
                   "| experiment | parameter | fANOVA % | mean decrease impurity % | trials |", "|---|---|---|---|---|"]
         wide = imp.pivot_table(index=["experiment", "param", "n_trials"], columns="evaluator", values="importance").reset_index()
         for _, r in wide.sort_values(["experiment", "fanova"], ascending=[True, False]).iterrows():
-            lines.append(f"| {r['experiment']} | {r['param']} | {_pct(r.get('fanova', float('nan')))} | "
-                         f"{_pct(r.get('mean_decrease_impurity', float('nan')))} | {r['n_trials']} |")
+            lines.append(f"| {r['experiment']} | {r['param']} | {pct(r.get('fanova', float('nan')))} | "
+                         f"{pct(r.get('mean_decrease_impurity', float('nan')))} | {r['n_trials']} |")
     lines += ["", "Tables: " + ", ".join(f"`{n}.csv`" for n in t), ""]
     return "\n".join(lines)
 

@@ -18,7 +18,8 @@ from matplotlib.lines import Line2D
 from analysis import plots
 from analysis.breakdown import attack_breakdown
 from analysis.headline import headline, size_banner
-from analysis.report import _best_sentence, arm_order, verdict_sentences, write_report
+from analysis.report import arm_order, verdict_sentences, write_report
+from analysis.sentences import best_sentence as _best_sentence
 from analysis.same_models import same_model_arms
 from tests.analysis_study import build_study
 
