@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .summaries import _model_lineage
+from .summaries import model_lineage
 
 __all__ = ["SPENDING_COLUMNS", "budget_spending", "spending_lines"]
 
@@ -39,7 +39,7 @@ def budget_spending(frame: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=SPENDING_COLUMNS)
     per_model = []
     for _, m in finals.iterrows():
-        lin = _model_lineage(frame, m)
+        lin = model_lineage(frame, m)
         if lin.empty:
             continue
         kl = lin["las/kl"].dropna() if "las/kl" in lin else pd.Series(dtype=float)

@@ -22,7 +22,7 @@ from .lineage import lineage_rows
 from .stats import ALPHA, holm, mean_ci, min_detectable_effect, paired_diff
 
 __all__ = ["final_models", "arm_summary", "contrasts", "robust_vs_cost", "pareto_front", "hp_importance",
-           "schedules", "SCHEDULE_HPS"]
+           "schedules", "SCHEDULE_HPS", "model_lineage"]
 
 # A training run's schedule; a meta-learning run's inner and outer learning rates where present.
 SCHEDULE_HPS = ("hp/eps", "hp/steps", "hp/step_size", "hp/lr", "hp/inner_lr", "hp/meta_lr")
@@ -125,7 +125,8 @@ def contrasts(finals: pd.DataFrame, declared=None, *, trusted_only: bool = False
     return pd.DataFrame(rows, columns=cols)
 
 
-def _model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
+def model_lineage(frame: pd.DataFrame, model_row) -> pd.DataFrame:
+    """A final model's rows, one per round: its PBT lineage across exploits, else its own trial's."""
     sub = frame[(frame["arm"] == model_row["arm"]) & (frame["model"] == model_row["model"])]
     if "pbt/segment" in frame and sub["pbt/segment"].fillna(0).max() > 0:
         return lineage_rows(frame[frame["arm"] == model_row["arm"]], model_row["experiment"], model_row["trial"])
@@ -142,7 +143,7 @@ def robust_vs_cost(frame: pd.DataFrame, finals: pd.DataFrame | None = None, poin
     finals = final_models(frame) if finals is None else finals
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for _, m in _trusted(finals).iterrows():
-        lin = _model_lineage(frame, m)
+        lin = model_lineage(frame, m)
         cost, robust = lin["cost/grad_evals"].to_numpy(dtype=float), lin["val/robust_acc"].to_numpy(dtype=float)
         ok = np.isfinite(cost) & np.isfinite(robust)
         if ok.any():
@@ -179,7 +180,7 @@ def schedules(frame: pd.DataFrame, finals: pd.DataFrame | None = None) -> pd.Dat
     parts = []
     for arm, g in _trusted(finals).groupby("arm", sort=False):
         best = g.sort_values("robust_acc", ascending=False).iloc[0]
-        lin = _model_lineage(frame, best)
+        lin = model_lineage(frame, best)
         cols = ["round", *[c for c in SCHEDULE_HPS if c in lin]]
         parts.append(lin[cols].assign(arm=arm, model=best["model"]))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["arm", "model", "round"])
